@@ -1,0 +1,1 @@
+"""iotdeck: devices publish over MQTT, operators watch, rules alert, commands go back."""

@@ -1,0 +1,76 @@
+"""One settings object for every process, read from `IOTDECK_*` variables and `.env`."""
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(Exception):
+    """Settings that make starting unsafe or impossible; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Every `IOTDECK_*` variable; README's configuration table lists the same names."""
+
+    model_config = SettingsConfigDict(env_prefix="IOTDECK_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    jwt_secret: str = ""
+    jwt_expire_hours: float = Field(default=12, gt=0)
+    admin_password: str = ""
+    demo: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    cors_origins: Annotated[list[str], NoDecode] = []
+    graphql_max_depth: int = Field(default=10, ge=2)
+    max_page_size: int = Field(default=1000, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        # a comma-separated list reads better in an environment file than JSON
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _default_database(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'iotdeck.db'}"
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is the embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+    def ensure_secret(self) -> None:
+        """Check the JWT secret; demo mode generates one and keeps it in the data folder."""
+        if len(self.jwt_secret.encode()) >= MIN_SECRET_BYTES:
+            return
+        if not self.demo:
+            state = "is not set" if not self.jwt_secret else "is shorter than 32 bytes"
+            raise ConfigError(
+                f"IOTDECK_JWT_SECRET {state}: set it to a random string of at least "
+                f"{MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`), or run with --demo"
+            )
+        secret_file = self.data_dir / "jwt_secret"
+        if not secret_file.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            secret_file.write_text(secrets.token_hex(32))
+            secret_file.chmod(0o600)
+        self.jwt_secret = secret_file.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

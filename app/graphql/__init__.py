@@ -1,0 +1,1 @@
+"""GraphQL API: schema composed from per-domain modules, served at /graphql."""

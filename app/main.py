@@ -1,0 +1,69 @@
+"""Wiring only: settings, database, HTTP routers, pages, start-up and shutdown."""
+
+import hashlib
+import logging
+
+from fastapi.middleware.cors import CORSMiddleware
+from nicegui import app, ui
+
+import pages
+from app import db, health, migrate
+from app.config import Settings, get_settings
+from app.graphql.router import create_router
+from app.services.seed import SeedReport, seed_demo
+
+logger = logging.getLogger(__name__)
+
+
+def prepare(settings: Settings) -> SeedReport | None:
+    """Check settings, open and migrate the database, seed it in demo mode."""
+    settings.ensure_secret()
+    engine = db.init_engine(settings.database_url)
+    migrate.upgrade(engine)
+    if not settings.demo:
+        return None
+    with db.session_scope() as session:
+        return seed_demo(session=session, admin_password=settings.admin_password)
+
+
+def build(settings: Settings) -> None:
+    """Attach every route and middleware to NiceGUI's FastAPI app."""
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.include_router(health.router)
+    # before ui.run: routes added after NiceGUI's catch-all would never be reached
+    app.include_router(create_router(settings))
+    pages.create(settings)
+
+
+def storage_secret(settings: Settings) -> str:
+    """The browser-session signing key, derived from the JWT secret so there is one secret."""
+    return hashlib.sha256(b"iotdeck-storage:" + settings.jwt_secret.encode()).hexdigest()
+
+
+def run(settings: Settings) -> None:
+    """Serve the dashboard, GraphQL and health endpoints until stopped."""
+    build(settings)
+    ui.run(
+        host=settings.host,
+        port=settings.port,
+        title="iotdeck",
+        favicon="📡",
+        storage_secret=storage_secret(settings),
+        reload=False,
+        show=False,
+        show_welcome_message=False,
+        uvicorn_logging_level="warning",
+    )
+
+
+if __name__ in {"__main__", "__mp_main__"}:
+    # entry point for NiceGUI's `user` test fixture, which runs this file directly
+    _settings = get_settings()
+    prepare(_settings)
+    run(_settings)

@@ -1,0 +1,112 @@
+"""Tables and their data shapes; one family per entity (Base / Create / Update / table)."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, String
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+# JSONB on PostgreSQL (indexable, compact), plain JSON text elsewhere
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class Role(StrEnum):
+    """What a user may do: VIEWER reads, OPERATOR acts on devices, ADMIN manages."""
+
+    ADMIN = "ADMIN"
+    OPERATOR = "OPERATOR"
+    VIEWER = "VIEWER"
+
+
+ROLE_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+
+
+class DeviceStatus(StrEnum):
+    """Connectivity as last reported by the device or inferred from silence."""
+
+    ONLINE = "ONLINE"
+    OFFLINE = "OFFLINE"
+    UNKNOWN = "UNKNOWN"
+
+
+class User(SQLModel, table=True):
+    """An operator, integrator or admin who signs in to the dashboard or GraphQL."""
+
+    __tablename__ = "users"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    email: str = Field(sa_column=Column(String(255), unique=True, nullable=False))
+    name: str | None = Field(default=None, max_length=255)
+    password_hash: str = Field(max_length=255)
+    role: Role = Field(sa_column=Column(String(20), nullable=False))
+    is_active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserCreate:
+    """What it takes to create a user (validated by the users service)."""
+
+    email: str
+    password: str
+    role: Role = Role.VIEWER
+    name: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserUpdate:
+    """Fields an admin may change on a user; None leaves a field as it is."""
+
+    name: str | None = None
+    role: Role | None = None
+    is_active: bool | None = None
+    password: str | None = None
+
+
+class Device(SQLModel, table=True):
+    """A physical or simulated thing that publishes telemetry."""
+
+    __tablename__ = "devices"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(max_length=255)
+    type: str = Field(max_length=100)
+    status: DeviceStatus = Field(
+        default=DeviceStatus.UNKNOWN, sa_column=Column(String(20), nullable=False)
+    )
+    # `metadata` is reserved by SQLAlchemy's declarative base, hence the trailing underscore
+    metadata_: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSONDocument, nullable=False)
+    )
+    last_seen_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceCreate:
+    """What it takes to register a device (validated by the devices service)."""
+
+    name: str
+    id: uuid.UUID | None = None  # chosen by the platform unless provisioning brings one
+    type: str
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceUpdate:
+    """Fields that may change on a device; None leaves a field as it is."""
+
+    name: str | None = None
+    type: str | None = None
+    metadata: dict[str, Any] | None = None

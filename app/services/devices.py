@@ -1,0 +1,127 @@
+"""Devices: registration, listing with filters and paging, edits, removal."""
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, or_
+from sqlmodel import Session, col, select
+
+from app.errors import NotFoundError, ValidationError
+from app.models import Device, DeviceCreate, DeviceStatus, DeviceUpdate, utcnow
+from app.services import validation
+from app.services.validation import parse_id
+
+_TYPE = re.compile(r"^[a-z0-9_-]{1,100}$")
+
+
+def _name(value: object) -> str:
+    return validation.text(value, "name", max_length=255)
+
+
+def _type(value: object) -> str:
+    if not isinstance(value, str) or not _TYPE.match(value):
+        raise ValidationError("type", "must be 1 to 100 characters of a-z, 0-9, '_' and '-'")
+    return value
+
+
+def _metadata(value: object) -> dict[str, Any]:
+    return validation.json_object(value, "metadata")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceFilter:
+    """Which devices a listing shows; None means no constraint."""
+
+    type: str | None = None
+    status: DeviceStatus | None = None
+    search: str | None = None
+
+
+def create_device(*, session: Session, data: DeviceCreate) -> Device:
+    """Register a device; it starts with status UNKNOWN until it speaks."""
+    device = Device(
+        id=data.id or uuid.uuid4(),
+        name=_name(data.name),
+        type=_type(data.type),
+        metadata_=_metadata(data.metadata) if data.metadata is not None else {},
+    )
+    session.add(device)
+    session.flush()
+    return device
+
+
+def _filtered(query: Any, where: DeviceFilter) -> Any:
+    if where.type:
+        query = query.where(Device.type == where.type)
+    if where.status is not None:
+        status = validation.any_of(where.status, "status", DeviceStatus)
+        query = query.where(Device.status == status)
+    if where.search and where.search.strip():
+        needle = where.search.strip().lower()
+        query = query.where(
+            or_(
+                func.lower(Device.name).contains(needle, autoescape=True),
+                func.lower(Device.type).contains(needle, autoescape=True),
+            )
+        )
+    return query
+
+
+def list_devices(
+    *,
+    session: Session,
+    where: DeviceFilter = DeviceFilter(),
+    limit: int = 100,
+    offset: int = 0,
+    max_limit: int = 1000,
+) -> list[Device]:
+    """Devices matching `where`, by name, one page of them."""
+    limit, offset = validation.page(limit, offset, max_limit=max_limit)
+    query = _filtered(select(Device), where).order_by(col(Device.name), col(Device.id))
+    return list(session.exec(query.offset(offset).limit(limit)))
+
+
+def count_devices(*, session: Session, where: DeviceFilter = DeviceFilter()) -> int:
+    """How many devices match `where`."""
+    return session.exec(_filtered(select(func.count()).select_from(Device), where)).one()
+
+
+def device_types(*, session: Session) -> list[str]:
+    """The distinct device types in use, sorted."""
+    query = select(Device.type).distinct().order_by(col(Device.type))
+    return list(session.exec(query))
+
+
+def get_device(*, session: Session, device_id: uuid.UUID | str) -> Device | None:
+    """The device with this id, or None."""
+    return session.get(Device, parse_id(device_id))
+
+
+def _existing(session: Session, device_id: uuid.UUID | str) -> Device:
+    device = get_device(session=session, device_id=device_id)
+    if device is None:
+        raise NotFoundError("device", device_id)
+    return device
+
+
+def update_device(*, session: Session, device_id: uuid.UUID | str, data: DeviceUpdate) -> Device:
+    """Change a device's name, type or metadata; every field is checked before any is set."""
+    device = _existing(session, device_id)
+    name = _name(data.name) if data.name is not None else device.name
+    type_ = _type(data.type) if data.type is not None else device.type
+    metadata = _metadata(data.metadata) if data.metadata is not None else device.metadata_
+    device.name, device.type, device.metadata_ = name, type_, metadata
+    device.updated_at = utcnow()
+    session.add(device)
+    session.flush()
+    return device
+
+
+def delete_device(*, session: Session, device_id: uuid.UUID | str) -> uuid.UUID:
+    """Remove a device (its telemetry, alerts and commands go with it)."""
+    device = _existing(session, device_id)
+    session.delete(device)
+    session.flush()
+    return device.id

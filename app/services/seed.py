@@ -1,0 +1,55 @@
+"""Demo data from `seeds/demo.json`: users and devices, created only when missing."""
+
+import json
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlmodel import Session
+
+import seeds
+from app.models import Device, DeviceCreate, Role, UserCreate
+from app.services import devices, users
+
+DEMO_FILE = Path(seeds.__file__).parent / "demo.json"
+ADMIN_EMAIL = "admin@example.com"
+
+
+@dataclass
+class SeedReport:
+    """What a seed run created; `admin_password` is set only when it was generated."""
+
+    users_created: list[str] = field(default_factory=list)
+    devices_created: list[str] = field(default_factory=list)
+    admin_password: str | None = None
+
+
+def seed_demo(*, session: Session, admin_password: str = "") -> SeedReport:
+    """Create the demo users and devices that do not exist yet (safe to run again)."""
+    data = json.loads(DEMO_FILE.read_text())
+    report = SeedReport()
+    password = admin_password
+    for entry in data["users"]:
+        if users.get_user_by_email(session=session, email=entry["email"]) is not None:
+            continue
+        if not password:
+            password = report.admin_password = secrets.token_urlsafe(12)
+        create = UserCreate(
+            email=entry["email"], name=entry["name"], role=Role(entry["role"]), password=password
+        )
+        users.create_user(session=session, data=create)
+        report.users_created.append(entry["email"])
+    if ADMIN_EMAIL not in report.users_created:
+        report.admin_password = None
+    for entry in data["devices"]:
+        device_id = uuid.UUID(entry["id"])
+        if session.get(Device, device_id) is not None:
+            continue
+        # stable ids let rules and docs refer to demo devices
+        create = DeviceCreate(
+            id=device_id, name=entry["name"], type=entry["type"], metadata=entry["metadata"]
+        )
+        devices.create_device(session=session, data=create)
+        report.devices_created.append(entry["name"])
+    return report
