@@ -2,30 +2,37 @@
 
 import uuid
 from datetime import timedelta
+from functools import cache
 
 import bcrypt
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
+from app.config import get_settings
 from app.errors import AuthenticationError, PermissionDeniedError
 from app.models import ROLE_RANK, Role, User, utcnow
 
 _ALGORITHM = "HS256"
-# verified against when the email is unknown, so both failures cost the same time
-_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt()).decode()
 
 
 def hash_password(password: str) -> str:
-    """A bcrypt hash of `password`."""
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
+    """A bcrypt hash of `password`, at the cost `IOTDECK_BCRYPT_ROUNDS` sets."""
+    salt = bcrypt.gensalt(rounds=get_settings().bcrypt_rounds)
+    return bcrypt.hashpw(password.encode(), salt).decode()
+
+
+@cache
+def _dummy_hash() -> str:
+    # verified against when the email is unknown, so both failures cost the same time
+    return hash_password("not a password")
 
 
 def verify_password(password: str, password_hash: str | None) -> bool:
     """True when `password` matches; also spends the time when there is no hash."""
     candidate = password.encode()[:72]
     if password_hash is None:
-        bcrypt.checkpw(candidate, _DUMMY_HASH.encode())
+        bcrypt.checkpw(candidate, _dummy_hash().encode())
         return False
     return bcrypt.checkpw(candidate, password_hash.encode())
 

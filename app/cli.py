@@ -26,6 +26,8 @@ def _settings(*, demo: bool = False) -> Settings:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # each command says what it did; Alembic's per-step chatter is noise there
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     return settings
 
 

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     jwt_secret: str = ""
     jwt_expire_hours: float = Field(default=12, gt=0)
     admin_password: str = ""
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     demo: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)

@@ -13,6 +13,9 @@ from sqlmodel import Session
 
 from app import db, migrate
 
+# bcrypt at its lowest cost: tests create many users, and the cost is not what they test
+os.environ.setdefault("IOTDECK_BCRYPT_ROUNDS", "4")
+
 # the server CI starts; override to point the suite at another one
 PG_ADMIN_URL = os.environ.get(
     "IOTDECK_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

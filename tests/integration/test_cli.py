@@ -1,0 +1,102 @@
+"""The `iotdeck` command as an operator runs it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
+
+
+def _run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [IOTDECK, *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of a shell with this test's database and no secret set."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("IOTDECK_")}
+    clean.update(
+        IOTDECK_DATABASE_URL=database_url,
+        IOTDECK_DATA_DIR=str(tmp_path / "data"),
+        IOTDECK_BCRYPT_ROUNDS="4",
+    )
+    return clean
+
+
+def test_seed_is_idempotent_and_prints_the_generated_password_once(env: dict[str, str]) -> None:
+    first = _run(["seed"], env)
+    assert first.returncode == 0, first.stderr
+    assert "users created: 3, devices: 10" in first.stdout
+    assert "admin login: admin@example.com / " in first.stdout
+    second = _run(["seed"], env)
+    assert second.returncode == 0, second.stderr
+    assert "users created: 0, devices: 0" in second.stdout
+    assert "admin login" not in second.stdout
+
+
+def test_user_create_reads_the_password_from_stdin(env: dict[str, str]) -> None:
+    created = _run(
+        ["user", "create", "--email", "Ops@Example.com", "--role", "OPERATOR", "--password-stdin"],
+        env,
+        stdin="long enough password\n",
+    )
+    assert created.returncode == 0, created.stderr
+    assert "created ops@example.com (OPERATOR)" in created.stdout
+    again = _run(
+        ["user", "create", "--email", "ops@example.com", "--password-stdin"],
+        env,
+        stdin="long enough password\n",
+    )
+    assert again.returncode == 2
+    assert "email: a user with email ops@example.com already exists" in again.stderr
+    short = _run(
+        ["user", "create", "--email", "x@example.com", "--password-stdin"], env, stdin="short\n"
+    )
+    assert short.returncode == 2
+    assert "password: must be at least 8 characters" in short.stderr
+
+
+def test_set_password_for_an_existing_user(env: dict[str, str]) -> None:
+    assert _run(["seed"], env).returncode == 0
+    changed = _run(
+        ["user", "set-password", "--email", "admin@example.com", "--password-stdin"],
+        env,
+        stdin="a brand new password\n",
+    )
+    assert changed.returncode == 0, changed.stderr
+    missing = _run(
+        ["user", "set-password", "--email", "nobody@example.com", "--password-stdin"],
+        env,
+        stdin="a brand new password\n",
+    )
+    assert missing.returncode == 2
+    assert "no user with email nobody@example.com" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [("", "IOTDECK_JWT_SECRET is not set"), ("short", "IOTDECK_JWT_SECRET is shorter than 32")],
+)
+def test_serve_refuses_to_start_without_a_real_secret(
+    env: dict[str, str], secret: str, message: str
+) -> None:
+    result = _run(["serve", "--port", "1"], {**env, "IOTDECK_JWT_SECRET": secret})
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_migrate_reports_the_latest_revision(env: dict[str, str]) -> None:
+    result = _run(["migrate"], env)
+    assert result.returncode == 0, result.stderr
+    assert "database at the latest revision" in result.stdout
