@@ -110,3 +110,42 @@ class DeviceUpdate:
     name: str | None = None
     type: str | None = None
     metadata: dict[str, Any] | None = None
+
+
+class TelemetryPoint(SQLModel, table=True):
+    """One value of one metric of one device at one time (the seed's `device_telemetry`)."""
+
+    __tablename__ = "device_telemetry"
+
+    device_id: uuid.UUID = Field(primary_key=True, foreign_key="devices.id", ondelete="CASCADE")
+    metric_name: str = Field(primary_key=True, max_length=100)
+    time: datetime = Field(primary_key=True)
+    value: float
+    unit: str | None = Field(default=None, max_length=50)
+    metadata_: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSONDocument, nullable=False)
+    )
+
+
+class TelemetryHourly(SQLModel, table=True):
+    """Hourly rollup of one metric of one device (a continuous aggregate on TimescaleDB)."""
+
+    __tablename__ = "telemetry_hourly"
+
+    device_id: uuid.UUID = Field(primary_key=True)
+    metric_name: str = Field(primary_key=True, max_length=100)
+    bucket: datetime = Field(primary_key=True)
+    avg_value: float
+    min_value: float
+    max_value: float
+    sample_count: int
+
+
+class TelemetryRollupPending(SQLModel, table=True):
+    """An hour whose rollup must be recomputed because points landed in it."""
+
+    __tablename__ = "telemetry_rollup_pending"
+
+    device_id: uuid.UUID = Field(primary_key=True)
+    metric_name: str = Field(primary_key=True, max_length=100)
+    bucket: datetime = Field(primary_key=True)
