@@ -1,0 +1,176 @@
+"""Device payloads: parse and validate before anything touches storage (SPEC section 5).
+
+A message is accepted whole or rejected whole; a rejection carries a stable reason
+label (counted in `telemetry_rejected_total{reason}`) and a detail naming the field.
+"""
+
+import json
+import math
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from app.models import DeviceStatus
+from app.services.telemetry import Point
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_METRICS = 1000
+MAX_UNIT_LENGTH = 50
+MAX_FUTURE = timedelta(minutes=5)
+_METRIC_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+_RESERVED_FLAT_KEYS = {"device_id", "timestamp", "ts"}
+_MILLISECONDS_FROM = 10**11  # epoch numbers above this are milliseconds (year 5138 in seconds)
+
+
+class Rejected(Exception):
+    """A payload that is refused whole; `reason` is the metric label, `detail` names the field."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def device_id_from_topic(topic: str) -> uuid.UUID:
+    """The device id of `devices/{id}/...`."""
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[0] != "devices":
+        raise Rejected("invalid_topic", f"topic '{topic}' is not devices/<id>/...")
+    try:
+        return uuid.UUID(parts[1])
+    except ValueError:
+        raise Rejected("invalid_device_id", f"'{parts[1]}' in the topic is not a UUID") from None
+
+
+def _refuse_constant(token: str) -> float:
+    raise Rejected("non_finite_value", f"{token} is not a finite number")
+
+
+def _load(payload: bytes) -> object:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Rejected("oversized", f"payload is {len(payload)} bytes, at most {MAX_PAYLOAD_BYTES}")
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        # only failures pay for the slower parser, to tell NaN/Infinity from broken JSON
+        try:
+            json.loads(payload, parse_constant=_refuse_constant)
+        except ValueError:
+            raise Rejected("malformed_json", str(exc)) from None
+        # what the standard parser accepts and orjson refuses is an overflowing number
+        raise Rejected("non_finite_value", "a number overflows to infinity") from None
+
+
+def _time(value: object, field: str, arrival: datetime) -> datetime:
+    if isinstance(value, bool):
+        raise Rejected("invalid_timestamp", f"{field} must be an ISO 8601 time with a zone")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise Rejected("invalid_timestamp", f"{field} is not a finite number")
+        seconds = value / 1000 if value > _MILLISECONDS_FROM else value
+        try:
+            moment = datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise Rejected("invalid_timestamp", f"{field} {value} is out of range") from None
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise Rejected("invalid_timestamp", f"{field} '{value[:40]}' is not ISO 8601") from None
+        if moment.tzinfo is None:
+            raise Rejected("invalid_timestamp", f"{field} '{value[:40]}' has no time zone")
+    else:
+        raise Rejected("invalid_timestamp", f"{field} must be an ISO 8601 time with a zone")
+    if moment - arrival > MAX_FUTURE:
+        raise Rejected("future_timestamp", f"{field} is more than 5 minutes in the future")
+    return moment.astimezone(UTC)
+
+
+def _value(value: object, field: str) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, int | float):
+        raise Rejected("invalid_value", f"{field} must be a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise Rejected("non_finite_value", f"{field} is not a finite number")
+    return number
+
+
+def _metric_name(name: object, field: str) -> str:
+    if not isinstance(name, str) or not _METRIC_NAME.match(name):
+        shown = str(name)[:40]
+        raise Rejected(
+            "invalid_metric_name",
+            f"{field} '{shown}' must be 1-100 characters of A-Z a-z 0-9 _ . -",
+        )
+    return name
+
+
+def _seed_metrics(metrics: object, device_id: uuid.UUID, at: datetime) -> list[Point]:
+    if not isinstance(metrics, list):
+        raise Rejected("invalid_format", "metrics must be a list")
+    if len(metrics) > MAX_METRICS:
+        raise Rejected("too_many_metrics", f"{len(metrics)} metrics, at most {MAX_METRICS}")
+    points = []
+    for index, metric in enumerate(metrics):
+        field = f"metrics[{index}]"
+        if not isinstance(metric, dict):
+            raise Rejected("invalid_format", f"{field} must be an object")
+        name = _metric_name(metric.get("name"), f"{field}.name")
+        if "value" not in metric:
+            raise Rejected("invalid_value", f"{field}.value is missing")
+        value = _value(metric["value"], f"{field}.value")
+        unit = metric.get("unit")
+        if unit is not None and not isinstance(unit, str):
+            raise Rejected("invalid_format", f"{field}.unit must be a string")
+        if unit is not None and len(unit) > MAX_UNIT_LENGTH:
+            raise Rejected("unit_too_long", f"{field}.unit is longer than {MAX_UNIT_LENGTH}")
+        points.append(Point(device_id, name, at, value, unit or None))
+    return points
+
+
+def _flat_metrics(document: dict, device_id: uuid.UUID, at: datetime) -> list[Point]:
+    names = [key for key in document if key not in _RESERVED_FLAT_KEYS]
+    if len(names) > MAX_METRICS:
+        raise Rejected("too_many_metrics", f"{len(names)} metrics, at most {MAX_METRICS}")
+    return [
+        Point(device_id, _metric_name(name, name), at, _value(document[name], name))
+        for name in names
+    ]
+
+
+def parse_telemetry(topic_device: uuid.UUID, payload: bytes, arrival: datetime) -> list[Point]:
+    """The points of one telemetry message, in the seed format or the flat form."""
+    document = _load(payload)
+    if not isinstance(document, dict):
+        raise Rejected("invalid_format", "payload must be a JSON object")
+    claimed = document.get("device_id")
+    if claimed is not None and str(claimed).lower() != str(topic_device):
+        raise Rejected("device_id_mismatch", f"device_id '{str(claimed)[:40]}' is not the topic's")
+    if "timestamp" in document:
+        at = _time(document["timestamp"], "timestamp", arrival)
+    elif "ts" in document:
+        at = _time(document["ts"], "ts", arrival)
+    else:
+        at = arrival
+    if "metrics" in document:
+        points = _seed_metrics(document["metrics"], topic_device, at)
+    else:
+        points = _flat_metrics(document, topic_device, at)
+    if not points:
+        raise Rejected("no_metrics", "the message carries no metric")
+    return points
+
+
+def parse_status(payload: bytes) -> DeviceStatus:
+    """ONLINE or OFFLINE from `{"status": "online"}` or the bare word."""
+    word: object = payload.decode(errors="replace").strip()
+    if word.startswith("{"):
+        document = _load(payload)
+        word = document.get("status") if isinstance(document, dict) else None
+    if isinstance(word, str) and word.strip('"').upper() in {"ONLINE", "OFFLINE"}:
+        return DeviceStatus(word.strip('"').upper())
+    raise Rejected("invalid_status", "status must be 'online' or 'offline'")
