@@ -1,9 +1,10 @@
 """One settings object for every process, read from `IOTDECK_*` variables and `.env`."""
 
 import secrets
+import socket
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -33,6 +34,17 @@ class Settings(BaseSettings):
     graphql_max_depth: int = Field(default=10, ge=2)
     max_page_size: int = Field(default=1000, ge=1)
     log_level: str = "INFO"
+    # MQTT: an external broker (mqtt:// or mqtts://) or, when unset, the embedded one
+    mqtt_url: str = ""
+    mqtt_embedded_port: int = Field(default=1883, ge=0, le=65535)
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
+    # ingest worker
+    ingest_client_id: str = Field(default_factory=lambda: f"iotdeck-ingest-{socket.gethostname()}")
+    ingest_shared_group: str = ""
+    ingest_batch_messages: int = Field(default=2000, ge=1)
+    ingest_batch_ms: int = Field(default=200, ge=1)
+    offline_after: int = Field(default=300, ge=1)
+    retention_days: int = Field(default=90, ge=1)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -12,6 +12,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from app import db, migrate
+from tests.brokers import Mosquitto
+
+# NiceGUI's simulated browser (`user` fixture) for tests/pages; plugins load only from here
+pytest_plugins = ["nicegui.testing.user_plugin"]
 
 # bcrypt at its lowest cost: tests create many users, and the cost is not what they test
 os.environ.setdefault("IOTDECK_BCRYPT_ROUNDS", "4")
@@ -84,3 +88,13 @@ def session(engine: Engine) -> Iterator[Session]:
     """A session on this test's database; rolled back at the end."""
     with Session(engine, expire_on_commit=False) as session:
         yield session
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A private Mosquitto with the project's configuration, stopped after the test."""
+    folder = tmp_path / "mosquitto"
+    folder.mkdir()
+    broker = Mosquitto(folder).start()
+    yield broker
+    broker.stop()

@@ -3,9 +3,10 @@
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
 from app.errors import NotFoundError, ValidationError
@@ -117,6 +118,39 @@ def update_device(*, session: Session, device_id: uuid.UUID | str, data: DeviceU
     session.add(device)
     session.flush()
     return device
+
+
+def set_status(
+    *, session: Session, device_id: uuid.UUID, status: DeviceStatus, at: datetime
+) -> bool:
+    """Record a status the device reported (or its last will); True when it changed."""
+    device = session.get(Device, device_id)
+    if device is None:
+        return False
+    changed = device.status != status
+    device.status = status
+    if status == DeviceStatus.ONLINE:
+        device.last_seen_at = at
+    session.add(device)
+    return changed
+
+
+def mark_silent_offline(*, session: Session, silent_since: datetime) -> list[uuid.UUID]:
+    """Mark OFFLINE every ONLINE device not heard from since `silent_since`; their ids."""
+    silent = list(
+        session.exec(
+            select(Device.id).where(
+                Device.status == DeviceStatus.ONLINE, col(Device.last_seen_at) < silent_since
+            )
+        )
+    )
+    if silent:
+        session.exec(
+            update(Device)
+            .where(col(Device.id).in_(silent), Device.status == DeviceStatus.ONLINE)
+            .values(status=DeviceStatus.OFFLINE)
+        )
+    return silent
 
 
 def delete_device(*, session: Session, device_id: uuid.UUID | str) -> uuid.UUID:

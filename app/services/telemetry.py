@@ -89,10 +89,13 @@ def rollups_are_continuous_aggregate(connection: Connection) -> bool:
     """True when `telemetry_hourly` is TimescaleDB's view rather than our own table."""
     if connection.dialect.name != "postgresql":
         return False
-    kind = connection.execute(
-        text("SELECT relkind FROM pg_class WHERE oid = to_regclass('telemetry_hourly')")
-    ).scalar()
-    return kind != "r"
+    # remembered per pooled connection: the answer only changes with a migration
+    if "continuous_rollups" not in connection.info:
+        kind = connection.execute(
+            text("SELECT relkind FROM pg_class WHERE oid = to_regclass('telemetry_hourly')")
+        ).scalar()
+        connection.info["continuous_rollups"] = kind != "r"
+    return connection.info["continuous_rollups"]
 
 
 def write_points(*, session: Session, points: Sequence[Point], seen_at: datetime) -> WriteResult:

@@ -1,0 +1,77 @@
+"""A private Mosquitto started from the project's configuration, on a free port."""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+PROJECT_CONFIG = Path(__file__).parent.parent / "deploy" / "mosquitto" / "mosquitto.conf"
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    """Return once something accepts connections on 127.0.0.1:`port`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+class Mosquitto:
+    """One Mosquitto process with the project's settings, its own port and data folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def write_config(self) -> Path:
+        """The project's config with this instance's listener, data folder and user."""
+        lines = [
+            line
+            for line in PROJECT_CONFIG.read_text().splitlines()
+            if not line.startswith(("listener", "persistence_location", "log_dest"))
+        ]
+        lines += [
+            f"listener {self.port} 127.0.0.1",
+            f"persistence_location {self.folder}/",
+            f"log_dest file {self.folder / 'mosquitto.log'}",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # Mosquitto drops to user 'mosquitto' otherwise
+        config = self.folder / "mosquitto.conf"
+        config.write_text("\n".join(lines) + "\n")
+        return config
+
+    def start(self) -> "Mosquitto":
+        """Start (or restart) the broker and wait until it accepts connections."""
+        config = self.write_config()
+        self.process = subprocess.Popen([MOSQUITTO, "-c", str(config)])
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        """Stop the broker (it saves its persistent sessions)."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    @property
+    def url(self) -> str:
+        """The broker as an IOTDECK_MQTT_URL."""
+        return f"mqtt://127.0.0.1:{self.port}"
