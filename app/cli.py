@@ -95,6 +95,18 @@ def seed() -> None:
         print(f"admin login: {ADMIN_EMAIL} / {report.admin_password}  (shown only once)")
 
 
+@cli.command()
+def ingest() -> None:
+    """Consume device telemetry and status from the broker in IOTDECK_MQTT_URL."""
+    from app.mqtt.runner import run_ingest  # paho and the scheduler load only here
+
+    settings = _settings()
+    try:
+        run_ingest(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
 def _read_password(password_stdin: bool) -> str:
     if password_stdin:
         return sys.stdin.readline().rstrip("\n")

@@ -108,12 +108,13 @@ class IngestWorker:
         self._client = connection.make_client(address, client_id, persistent=True)
         self._client.manual_ack_set(True)
         self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
 
     @property
     def connected(self) -> bool:
-        """True while the broker connection is up."""
+        """True while connected and subscribed."""
         return self._connected.is_set()
 
     def add_listener(self, listener: Callable[[BatchResult], None]) -> None:
@@ -127,7 +128,7 @@ class IngestWorker:
         self._client.loop_start()
 
     def wait_connected(self, timeout: float) -> bool:
-        """Block until subscribed to the broker, or `timeout` seconds pass."""
+        """Block until subscribed on the broker, or `timeout` seconds pass."""
         return self._connected.wait(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -152,8 +153,20 @@ class IngestWorker:
             return
         prefix = f"$share/{self._shared_group}/" if self._shared_group else ""
         client.subscribe([(prefix + topic, 1) for topic in TOPICS])
+
+    def _on_subscribe(
+        self,
+        client: Client,
+        _userdata: object,
+        _mid: int,
+        reasons: list[ReasonCode],
+        _properties: object,
+    ) -> None:
+        if any(reason.is_failure for reason in reasons):
+            logger.error("broker %s refused the subscriptions: %s", self.address.url, reasons)
+            return
         self._connected.set()
-        logger.info("ingest connected to %s as %s", self.address.url, client._client_id.decode())
+        logger.info("ingest subscribed on %s as %s", self.address.url, client._client_id.decode())
 
     def _on_disconnect(
         self,

@@ -1,0 +1,68 @@
+"""Periodic jobs: rollup refresh, retention, marking silent devices OFFLINE."""
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.base import BaseScheduler
+
+from app import db
+from app.config import Settings
+from app.services import devices, telemetry
+
+logger = logging.getLogger(__name__)
+
+ROLLUP_EVERY_SECONDS = 60
+OFFLINE_CHECK_EVERY_SECONDS = 15
+RETENTION_EVERY_HOURS = 1
+
+
+def refresh_rollups() -> int:
+    """Recompute the hourly rollups that new points made stale."""
+    total = 0
+    while True:
+        with db.session_scope() as session:
+            done = telemetry.refresh_rollups(session=session)
+        total += done
+        if not done:
+            return total
+
+
+def apply_retention(retention_days: int) -> int:
+    """Delete points older than the retention period."""
+    cutoff = datetime.now(UTC) - timedelta(days=retention_days)
+    with db.session_scope() as session:
+        deleted = telemetry.delete_older_than(session=session, cutoff=cutoff)
+    if deleted:
+        logger.info("retention: deleted %d points older than %s", deleted, cutoff.isoformat())
+    return deleted
+
+
+def mark_silent_devices(offline_after: int) -> list:
+    """Mark OFFLINE the ONLINE devices silent for `offline_after` seconds."""
+    since = datetime.now(UTC) - timedelta(seconds=offline_after)
+    with db.session_scope() as session:
+        silent = devices.mark_silent_offline(session=session, silent_since=since)
+    if silent:
+        logger.info("%d device(s) silent for %d s marked OFFLINE", len(silent), offline_after)
+    return silent
+
+
+def add_jobs(scheduler: BaseScheduler, settings: Settings) -> None:
+    """Schedule every periodic job on `scheduler`; none overlaps a run of itself."""
+    common = {"max_instances": 1, "coalesce": True}
+    scheduler.add_job(refresh_rollups, "interval", seconds=ROLLUP_EVERY_SECONDS, **common)
+    scheduler.add_job(
+        mark_silent_devices,
+        "interval",
+        seconds=OFFLINE_CHECK_EVERY_SECONDS,
+        args=[settings.offline_after],
+        **common,
+    )
+    scheduler.add_job(
+        apply_retention,
+        "interval",
+        hours=RETENTION_EVERY_HOURS,
+        args=[settings.retention_days],
+        next_run_time=datetime.now(UTC) + timedelta(minutes=1),
+        **common,
+    )

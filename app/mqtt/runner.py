@@ -1,0 +1,50 @@
+"""`iotdeck ingest`: the worker and its periodic jobs until SIGTERM or SIGINT."""
+
+import logging
+import signal
+import threading
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from app import db, jobs
+from app.config import ConfigError, Settings
+from app.mqtt.connection import BrokerAddress
+from app.mqtt.ingest import IngestWorker
+
+logger = logging.getLogger(__name__)
+
+
+def build_worker(settings: Settings, address: BrokerAddress) -> IngestWorker:
+    """An ingest worker configured from settings."""
+    return IngestWorker(
+        address,
+        client_id=settings.ingest_client_id,
+        shared_group=settings.ingest_shared_group,
+        batch_messages=settings.ingest_batch_messages,
+        batch_ms=settings.ingest_batch_ms,
+    )
+
+
+def run_ingest(settings: Settings) -> None:
+    """Run until told to stop; on SIGTERM flush, commit and acknowledge, then return."""
+    if not settings.mqtt_url:
+        raise ConfigError(
+            "IOTDECK_MQTT_URL is not set: `iotdeck ingest` consumes an external broker "
+            "(the embedded one lives inside `iotdeck serve`)"
+        )
+    address = BrokerAddress.parse(settings.mqtt_url, settings.mqtt_protocol)
+    db.init_engine(settings.database_url)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    worker = build_worker(settings, address)
+    scheduler = BackgroundScheduler(timezone="UTC")
+    jobs.add_jobs(scheduler, settings)
+    worker.start()
+    scheduler.start()
+    logger.info("ingest running against %s; SIGTERM stops it cleanly", address.url)
+    stop.wait()
+    logger.info("stopping: flushing and acknowledging what was received")
+    scheduler.shutdown(wait=False)
+    worker.stop()
+    logger.info("ingest stopped")
