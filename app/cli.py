@@ -26,8 +26,9 @@ def _settings(*, demo: bool = False) -> Settings:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # each command says what it did; Alembic's per-step chatter is noise there
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # each command says what it did; these libraries' per-step chatter is noise there
+    for chatty in ("alembic", "amqtt", "transitions", "apscheduler"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     return settings
 
 
@@ -47,19 +48,28 @@ def serve(
     demo: Annotated[
         bool, typer.Option("--demo", help="Embedded SQLite, generated secret, demo data.")
     ] = False,
+    no_ingest: Annotated[
+        bool, typer.Option("--no-ingest", help="Leave MQTT ingest to `iotdeck ingest` processes.")
+    ] = False,
 ) -> None:
-    """Run the dashboard, /graphql and health endpoints."""
+    """Run the dashboard, /graphql, health endpoints and (unless --no-ingest) MQTT ingest."""
     from app import main  # imports NiceGUI, which other commands do not need
 
     settings = _settings(demo=demo)
     settings.host = host or settings.host
     settings.port = port or settings.port
+    wanted_mqtt_port = settings.mqtt_embedded_port
     try:
         report = main.prepare(settings)
     except ConfigError as exc:
         _fail(str(exc))
     url = f"http://{settings.host}:{settings.port}"
     print(f"iotdeck dashboard: {url}  (GraphQL: {url}/graphql)")
+    if not settings.mqtt_url:
+        port = settings.mqtt_embedded_port
+        if port != wanted_mqtt_port:
+            print(f"MQTT port {wanted_mqtt_port} is taken; the embedded broker uses {port} instead")
+        print(f"embedded MQTT broker (3.1.1): mqtt://127.0.0.1:{port}")
     if settings.demo:
         print(f"demo database: {settings.database_url}")
         if report is not None and report.admin_password:
@@ -72,7 +82,7 @@ def serve(
                 f"(reset it with: iotdeck user set-password --email {ADMIN_EMAIL})"
             )
     sys.stdout.flush()
-    main.run(settings)
+    main.run(settings, ingest=not no_ingest)
 
 
 @cli.command("migrate")

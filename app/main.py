@@ -7,9 +7,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from nicegui import app, ui
 
 import pages
-from app import db, health, migrate
+from app import db, health, metrics, migrate
+from app.background import Background
 from app.config import Settings, get_settings
 from app.graphql.router import create_router
+from app.mqtt.embedded import choose_port
 from app.services.seed import SeedReport, seed_demo
 
 logger = logging.getLogger(__name__)
@@ -18,6 +20,8 @@ logger = logging.getLogger(__name__)
 def prepare(settings: Settings) -> SeedReport | None:
     """Check settings, open and migrate the database, seed it in demo mode."""
     settings.ensure_secret()
+    if not settings.mqtt_url:
+        settings.mqtt_embedded_port = choose_port(settings.mqtt_embedded_port)
     engine = db.init_engine(settings.database_url)
     migrate.upgrade(engine)
     if not settings.demo:
@@ -26,8 +30,8 @@ def prepare(settings: Settings) -> SeedReport | None:
         return seed_demo(session=session, admin_password=settings.admin_password)
 
 
-def build(settings: Settings) -> None:
-    """Attach every route and middleware to NiceGUI's FastAPI app."""
+def build(settings: Settings, *, ingest: bool = True) -> None:
+    """Attach every route, middleware and background service to NiceGUI's FastAPI app."""
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -36,9 +40,13 @@ def build(settings: Settings) -> None:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.include_router(health.router)
+    app.include_router(metrics.router)
     # before ui.run: routes added after NiceGUI's catch-all would never be reached
     app.include_router(create_router(settings))
     pages.create(settings)
+    background = Background(settings, ingest=ingest)
+    app.on_startup(background.start)
+    app.on_shutdown(background.stop)
 
 
 def storage_secret(settings: Settings) -> str:
@@ -46,9 +54,9 @@ def storage_secret(settings: Settings) -> str:
     return hashlib.sha256(b"iotdeck-storage:" + settings.jwt_secret.encode()).hexdigest()
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, *, ingest: bool = True) -> None:
     """Serve the dashboard, GraphQL and health endpoints until stopped."""
-    build(settings)
+    build(settings, ingest=ingest)
     ui.run(
         host=settings.host,
         port=settings.port,

@@ -1,6 +1,9 @@
 """Prometheus metrics of this process, served at /metrics."""
 
-from prometheus_client import Counter, Histogram
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+router = APIRouter(tags=["metrics"])
 
 MESSAGES_RECEIVED = Counter(
     "mqtt_messages_received_total", "MQTT messages received by ingest", ["kind"]
@@ -19,3 +22,9 @@ BATCH_SECONDS = Histogram(
 STORAGE_RETRIES = Counter(
     "ingest_storage_retries_total", "Batch writes retried because the database failed"
 )
+
+
+@router.get("/metrics")
+def metrics() -> Response:
+    """Every metric of this process in Prometheus' text format."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,58 @@
+"""What `iotdeck serve` runs beside the web app: broker, ingest, periodic jobs."""
+
+import asyncio
+import logging
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from app import health, jobs
+from app.config import Settings
+from app.mqtt.connection import BrokerAddress
+from app.mqtt.embedded import EmbeddedBroker
+from app.mqtt.ingest import IngestWorker
+from app.mqtt.runner import build_worker
+
+logger = logging.getLogger(__name__)
+
+
+def broker_address(settings: Settings) -> BrokerAddress:
+    """The external broker of IOTDECK_MQTT_URL, or the embedded one (MQTT 3.1.1)."""
+    if settings.mqtt_url:
+        return BrokerAddress.parse(settings.mqtt_url, settings.mqtt_protocol)
+    return BrokerAddress("127.0.0.1", settings.mqtt_embedded_port, protocol="3.1.1")
+
+
+class Background:
+    """Starts and stops, in order, everything that runs beside the pages."""
+
+    def __init__(self, settings: Settings, *, ingest: bool) -> None:
+        self.settings = settings
+        self.address = broker_address(settings)
+        self._with_ingest = ingest
+        self.broker: EmbeddedBroker | None = None
+        self.worker: IngestWorker | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+
+    async def start(self) -> None:
+        """Broker first (devices and ingest need it), then ingest, then the jobs."""
+        if not self.settings.mqtt_url:
+            self.broker = EmbeddedBroker(self.address.port)
+            await self.broker.start()
+        if self._with_ingest:
+            self.worker = build_worker(self.settings, self.address)
+            self.worker.start()
+            health.register_check("mqtt", lambda: self.worker is not None and self.worker.connected)
+        self._scheduler = AsyncIOScheduler(timezone="UTC")
+        jobs.add_jobs(self._scheduler, self.settings)
+        self._scheduler.start()
+
+    async def stop(self) -> None:
+        """The reverse order; ingest flushes and acknowledges before the broker goes."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            await asyncio.sleep(0)
+        if self.worker is not None:
+            health.unregister_check("mqtt")
+            await asyncio.to_thread(self.worker.stop)
+        if self.broker is not None:
+            await self.broker.stop()
