@@ -1,11 +1,45 @@
-"""Placeholder router until the GraphQL schema lands."""
+"""The /graphql endpoint: HTTP queries, GraphiQL, and WebSocket subscriptions."""
 
 from fastapi import APIRouter
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.fastapi import GraphQLRouter
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types.unset import UNSET, UnsetType
 
 from app.config import Settings
+from app.errors import AuthenticationError
+from app.graphql.context import GraphQLContext
+from app.graphql.errors import UNAUTHENTICATED
+from app.graphql.schema import create_schema
+
+PATH = "/graphql"
+
+
+class IotdeckGraphQLRouter(GraphQLRouter[GraphQLContext, None]):
+    """strawberry's router, refusing WebSockets whose `connection_init` carries no valid token."""
+
+    async def on_ws_connect(self, context: GraphQLContext) -> UnsetType:
+        """Authenticate the `connection_init` payload `{"Authorization": "Bearer <JWT>"}`."""
+        try:
+            await context.require_user()
+        except AuthenticationError as exc:
+            # strawberry closes the socket with 4403 Forbidden (graphql-transport-ws)
+            raise ConnectionRejectionError({"message": str(exc), "code": UNAUTHENTICATED}) from exc
+        return UNSET
 
 
 def create_router(settings: Settings) -> APIRouter:
     """The /graphql router for these settings."""
-    del settings
-    return APIRouter()
+
+    async def get_context() -> GraphQLContext:
+        # strawberry fills in request/response; the user is loaded on first need
+        return GraphQLContext(settings)
+
+    return IotdeckGraphQLRouter(
+        create_schema(settings),
+        path=PATH,
+        graphql_ide="graphiql",
+        context_getter=get_context,
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+        allowed_origins=settings.cors_origins,
+    )

@@ -1,0 +1,47 @@
+"""The root schema, composed from the per-domain Query and Mutation pieces."""
+
+import functools
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import QueryDepthLimiter
+from strawberry.types import ExecutionContext
+
+from app.config import Settings
+from app.graphql.devices import DevicesMutation, DevicesQuery
+from app.graphql.errors import GraphQLErrorCodes, log_unexpected
+from app.graphql.users import UsersMutation, UsersQuery
+
+
+@strawberry.type
+class Query(UsersQuery, DevicesQuery):
+    """Every query; later issues add telemetry, alerts and commands pieces here."""
+
+
+@strawberry.type
+class Mutation(UsersMutation, DevicesMutation):
+    """Every mutation."""
+
+
+class Schema(strawberry.Schema):
+    """strawberry's Schema, logging only the errors that are bugs or outages."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Log unexpected errors with their traceback; bad requests are not worth an ERROR."""
+        del execution_context
+        log_unexpected(errors)
+
+
+def create_schema(settings: Settings) -> Schema:
+    """The schema for these settings (the depth limit comes from them)."""
+    return Schema(
+        query=Query,
+        mutation=Mutation,
+        extensions=[
+            # factories, not instances: strawberry builds fresh extensions per operation
+            functools.partial(QueryDepthLimiter, max_depth=settings.graphql_max_depth),
+            GraphQLErrorCodes,
+        ],
+    )

@@ -1,0 +1,135 @@
+"""GraphQL types of the baseline contract (SPEC section 6), built from the models."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app import models
+
+# the models' enums are the GraphQL enums: one name per concept, no copy to keep in step
+Role = strawberry.enum(models.Role, name="Role")
+DeviceStatus = strawberry.enum(models.DeviceStatus, name="DeviceStatus")
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a `Z`, e.g. `2026-11-29T01:58:46.123Z`."""
+    # stored times are aware; a naive one can only come from a UTC column without zone
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_utc_or_none(moment: datetime | None) -> str | None:
+    """`iso_utc`, passing None through."""
+    return None if moment is None else iso_utc(moment)
+
+
+@strawberry.type(description="A person or integration that signs in.")
+class User:
+    """A user as GraphQL shows it (never the password hash)."""
+
+    id: strawberry.ID
+    email: str
+    name: str | None
+    role: Role
+    created_at: str
+    is_active: bool = strawberry.field(description="False once an admin disabled the account.")
+
+    @classmethod
+    def from_model(cls, user: models.User) -> "User":
+        """The GraphQL view of a stored user."""
+        return cls(
+            id=strawberry.ID(str(user.id)),
+            email=user.email,
+            name=user.name,
+            role=models.Role(user.role),
+            created_at=iso_utc(user.created_at),
+            is_active=user.is_active,
+        )
+
+
+@strawberry.type(description="The result of `login`: a bearer token and who it is for.")
+class AuthPayload:
+    """A token for the `Authorization: Bearer` header and its user."""
+
+    token: str
+    user: User
+
+
+@strawberry.type(description="A physical or simulated thing that publishes telemetry.")
+class Device:
+    """A device as GraphQL shows it."""
+
+    id: strawberry.ID
+    name: str
+    type: str
+    status: DeviceStatus
+    metadata: JSON | None
+    last_seen_at: str | None
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def from_model(cls, device: models.Device) -> "Device":
+        """The GraphQL view of a stored device."""
+        return cls(
+            id=strawberry.ID(str(device.id)),
+            name=device.name,
+            type=device.type,
+            status=models.DeviceStatus(device.status),
+            metadata=device.metadata_,
+            last_seen_at=iso_utc_or_none(device.last_seen_at),
+            created_at=iso_utc(device.created_at),
+            updated_at=iso_utc(device.updated_at),
+        )
+
+
+@strawberry.type(description="The outcome of a delete mutation.")
+class DeleteResult:
+    """Which thing was deleted."""
+
+    success: bool
+    id: strawberry.ID
+
+
+@strawberry.input(description="A new device; `type` is 1-100 characters of a-z, 0-9, _ and -.")
+class CreateDeviceInput:
+    """Arguments of `createDevice`."""
+
+    name: str
+    type: str
+    # UNSET rather than None keeps `= null` out of the SDL, as in the contract
+    metadata: JSON | None = strawberry.UNSET
+
+
+@strawberry.input(
+    description="Changes to a device. An absent field stays as it is; `metadata: null` "
+    "clears it to {}; `name`/`type` cannot be null."
+)
+class UpdateDeviceInput:
+    """Arguments of `updateDevice`; UNSET (absent) differs from an explicit null."""
+
+    id: strawberry.ID
+    name: str | None = strawberry.UNSET
+    type: str | None = strawberry.UNSET
+    metadata: JSON | None = strawberry.UNSET
+
+
+@strawberry.input(
+    description="Changes to a user (ADMIN only). An absent field stays as it is; "
+    "`name: null` clears the name; `role`, `isActive` and `password` cannot be null."
+)
+class UpdateUserInput:
+    """Arguments of `updateUser`; UNSET (absent) differs from an explicit null."""
+
+    id: strawberry.ID
+    name: str | None = strawberry.UNSET
+    role: Role | None = strawberry.UNSET
+    is_active: bool | None = strawberry.UNSET
+    password: str | None = strawberry.UNSET
+
+
+def given(value: Any) -> bool:
+    """True when an input field was sent (even as null), False when it was left out."""
+    return value is not strawberry.UNSET

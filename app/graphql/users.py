@@ -1,0 +1,82 @@
+"""Users over GraphQL: `me`, `users`, `login`, `createUser`, `updateUser`."""
+
+import strawberry
+
+from app.auth import create_token
+from app.errors import ValidationError
+from app.graphql.context import Info, in_session
+from app.graphql.permissions import IsAdmin, IsAuthenticated, requires
+from app.graphql.types import AuthPayload, Role, UpdateUserInput, User, given
+from app.models import UserCreate, UserUpdate
+from app.services import users
+
+
+def _user_update(data: UpdateUserInput) -> UserUpdate:
+    """The service update for an input: absent stays, null clears the name, else refused."""
+    for field in ("role", "is_active", "password"):
+        if given(getattr(data, field)) and getattr(data, field) is None:
+            raise ValidationError(field, "must not be null (leave it out to keep it)")
+    name = data.name if given(data.name) else None
+    return UserUpdate(
+        # the service reads an empty name as "no name"; None would mean "unchanged"
+        name="" if given(data.name) and name is None else name,
+        role=data.role if given(data.role) else None,
+        is_active=data.is_active if given(data.is_active) else None,
+        password=data.password if given(data.password) else None,
+    )
+
+
+@strawberry.type
+class UsersQuery:
+    """Read access to users, for every signed-in role."""
+
+    @strawberry.field(description="The signed-in user.", extensions=requires(IsAuthenticated()))
+    async def me(self, info: Info) -> User:
+        """The user the bearer token names."""
+        return User.from_model(await info.context.require_user())
+
+    @strawberry.field(description="Every user, by email.", extensions=requires(IsAuthenticated()))
+    async def users(self) -> list[User]:
+        """All users."""
+        found = await in_session(lambda session: users.list_users(session=session))
+        return [User.from_model(user) for user in found]
+
+
+@strawberry.type
+class UsersMutation:
+    """Signing in (open to all) and managing users (ADMIN)."""
+
+    @strawberry.mutation(description="Exchange an email and password for a bearer token.")
+    async def login(self, info: Info, email: str, password: str) -> AuthPayload:
+        """A token for valid credentials; one error for unknown email and wrong password."""
+        user = await in_session(
+            lambda session: users.authenticate(session=session, email=email, password=password)
+        )
+        settings = info.context.settings
+        token = create_token(
+            user, secret=settings.jwt_secret, expire_hours=settings.jwt_expire_hours
+        )
+        return AuthPayload(token=token, user=User.from_model(user))
+
+    @strawberry.mutation(description="Create a user (ADMIN).", extensions=requires(IsAdmin()))
+    async def create_user(
+        self, email: str, password: str, role: Role, name: str | None = strawberry.UNSET
+    ) -> User:
+        """A new user; the email must not be taken."""
+        data = UserCreate(
+            email=email, password=password, role=role, name=name if given(name) else None
+        )
+        user = await in_session(lambda session: users.create_user(session=session, data=data))
+        return User.from_model(user)
+
+    @strawberry.mutation(
+        description="Change a user's name, role, active flag or password (ADMIN).",
+        extensions=requires(IsAdmin()),
+    )
+    async def update_user(self, input: UpdateUserInput) -> User:
+        """The user after the change; the last active admin cannot be demoted or disabled."""
+        data = _user_update(input)
+        user = await in_session(
+            lambda session: users.update_user(session=session, user_id=input.id, data=data)
+        )
+        return User.from_model(user)
