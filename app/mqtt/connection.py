@@ -47,10 +47,16 @@ class BrokerAddress:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
-def make_client(address: BrokerAddress, client_id: str, *, persistent: bool) -> Client:
+def make_client(
+    address: BrokerAddress,
+    client_id: str,
+    *,
+    persistent: bool,
+    client_class: type[Client] = Client,
+) -> Client:
     """A paho client for `address`; `persistent` keeps the session (and QoS 1 backlog)."""
     v5 = address.protocol == "5"
-    client = Client(
+    client = client_class(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
