@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from app import db, migrate
-from tests.brokers import Mosquitto
+from bench.services import Mosquitto
 
 # NiceGUI's simulated browser (`user` fixture) for tests/pages; plugins load only from here
 pytest_plugins = ["nicegui.testing.user_plugin"]

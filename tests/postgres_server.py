@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.brokers import free_port
+from bench.services import free_port
 
 
 def _bin(name: str) -> str:

@@ -19,7 +19,7 @@ from sqlmodel import Session, func, select
 from app import db, migrate
 from app.models import DeviceCreate, TelemetryPoint
 from app.services import devices
-from tests.brokers import Mosquitto
+from bench.services import Mosquitto
 from tests.postgres_server import PostgresServer
 from tests.waiting import wait_until
 

@@ -16,7 +16,7 @@ from app.models import Device, DeviceCreate, DeviceStatus, TelemetryPoint
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
 from app.services import devices, telemetry
-from tests.brokers import Mosquitto
+from bench.services import Mosquitto
 from tests.waiting import wait_until
 
 

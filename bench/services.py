@@ -1,4 +1,4 @@
-"""A private Mosquitto started from the project's configuration, on a free port."""
+"""Private servers for tests and benchmarks: Mosquitto from the project's config, ports."""
 
 import os
 import shutil

@@ -1,0 +1,356 @@
+"""`iotdeck bench ingest`: how much telemetry the ingest commits, against bare baselines.
+
+One run, one machine, one broker (a private Mosquitto with the project's config) and
+one PostgreSQL database created for the run:
+1. bare COPY: rows/s PostgreSQL takes by binary COPY into an unconstrained table;
+2. bare subscriber: messages/s a plain paho QoS 1 subscriber drains from a backlog;
+3. ingest drain: the same backlog queued while ingest was stopped, drained by ingest
+   alone (QoS 1, ack after commit, duplicate-safe writes);
+4. live: C publishers (`mosquitto_pub -l`, one per device) fed at a fixed rate while
+   ingest runs; committed rate, publish-to-commit latency, peak RSS; at the end every
+   published point must be stored (nothing lost).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
+from sqlalchemy import Engine, text
+from sqlmodel import Session
+
+from app import db, migrate
+from app.models import DeviceCreate
+from app.services import devices
+from bench.services import Mosquitto
+
+METRICS = (
+    {"name": "temperature", "unit": "°C"},
+    {"name": "humidity", "unit": "%"},
+    {"name": "battery", "unit": "%"},
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to run."""
+
+    devices: int = 50
+    seconds: float = 20.0
+    backlog: int = 60_000
+    workers: int = 1
+    rate: float | None = None  # offered messages/s; default 90% of the measured drain rate
+    pg_admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _line(at: datetime, index: int) -> bytes:
+    metrics = [
+        {**METRICS[0], "value": 20 + index % 97 / 10},
+        {**METRICS[1], "value": 40 + index % 53 / 10},
+        {**METRICS[2], "value": 100 - index % 100},
+    ]
+    return orjson.dumps({"timestamp": at.isoformat(), "metrics": metrics}) + b"\n"
+
+
+@contextmanager
+def _database(admin_url: str) -> Iterator[str]:
+    name = f"iotdeck_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(text("SELECT count(*) FROM device_telemetry")).scalar_one()
+
+
+def bare_copy_rows_per_s(engine: Engine, rows: int = 300_000) -> float:
+    """Rows/s of a binary COPY into a table with no key, as a ceiling for storage."""
+    at = datetime.now(UTC)
+    device = uuid.uuid4()
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.driver_connection.cursor()
+        cursor.execute(
+            "CREATE UNLOGGED TABLE bench_copy (time timestamptz, device_id uuid,"
+            " metric_name text, value float8, unit text)"
+        )
+        started = time.perf_counter()
+        with cursor.copy("COPY bench_copy FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["timestamptz", "uuid", "text", "float8", "text"])
+            for index in range(rows):
+                copy.write_row((at + timedelta(microseconds=index), device, "t", 1.0, "u"))
+        raw.driver_connection.commit()
+        elapsed = time.perf_counter() - started
+        cursor.execute("DROP TABLE bench_copy")
+        raw.driver_connection.commit()
+    finally:
+        raw.close()
+    return rows / elapsed
+
+
+def _publish_backlog(
+    broker: Mosquitto, device_ids: list[uuid.UUID], total: int, folder: Path, start: datetime
+) -> None:
+    per_device = total // len(device_ids)
+    processes = []
+    for slot, device_id in enumerate(device_ids):
+        path = folder / f"backlog-{slot}.txt"
+        with path.open("wb") as handle:
+            for index in range(per_device):
+                handle.write(_line(start + timedelta(milliseconds=index), index))
+        with path.open("rb") as stdin:
+            processes.append(
+                subprocess.Popen(
+                    [
+                        "mosquitto_pub",
+                        "-p",
+                        str(broker.port),
+                        "-q",
+                        "1",
+                        "-l",
+                        "-t",
+                        f"devices/{device_id}/telemetry",
+                    ],
+                    stdin=stdin,
+                )
+            )
+    for process in processes:
+        process.wait()
+
+
+def bare_subscriber_msgs_per_s(
+    broker: Mosquitto, device_ids: list[uuid.UUID], total: int, folder: Path
+) -> float:
+    """Messages/s a plain paho QoS 1 subscriber drains from a queued backlog."""
+    received = 0
+    first: float | None = None
+    done = threading.Event()
+    expected = total // len(device_ids) * len(device_ids)
+
+    def on_message(_client: mqtt.Client, _userdata: object, _message: mqtt.MQTTMessage) -> None:
+        nonlocal received, first
+        if first is None:
+            first = time.perf_counter()
+        received += 1
+        if received >= expected:
+            done.set()
+
+    def client(clean: bool) -> mqtt.Client:
+        subscriber = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="bench-bare", protocol=mqtt.MQTTv5
+        )
+        properties = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 3600
+        properties.ReceiveMaximum = 65535
+        subscriber.on_message = on_message
+        subscriber.connect("127.0.0.1", broker.port, clean_start=clean, properties=properties)
+        return subscriber
+
+    subscriber = client(clean=True)
+    subscriber.subscribe("devices/+/telemetry", qos=1)
+    subscriber.loop(2)
+    subscriber.disconnect()
+    _publish_backlog(broker, device_ids, total, folder, datetime.now(UTC) - timedelta(days=2))
+    subscriber = client(clean=False)
+    subscriber.loop_start()
+    done.wait(300)
+    elapsed = time.perf_counter() - (first or time.perf_counter())
+    subscriber.unsubscribe("devices/+/telemetry")
+    subscriber.disconnect()
+    subscriber.loop_stop()
+    return received / elapsed if elapsed else 0.0
+
+
+class Worker:
+    """`python -m bench.ingest_worker` in its own process."""
+
+    def __init__(self, env: dict[str, str], out: Path) -> None:
+        self.out = out
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.ingest_worker", str(out)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "subscribed":
+            raise RuntimeError("the ingest worker did not start")
+
+    def stop(self) -> dict:
+        """SIGTERM, wait, and read what the worker measured."""
+        self.process.terminate()
+        self.process.wait(120)
+        return json.loads(self.out.read_text())
+
+
+def _wait_for_count(engine: Engine, target: int, timeout: float) -> tuple[float, int, float]:
+    """When rows first appeared, how many there were then, and when `target` was reached."""
+    deadline = time.perf_counter() + timeout
+    first, first_count = None, 0
+    while time.perf_counter() < deadline:
+        count = _count(engine)
+        now = time.perf_counter()
+        if count and first is None:
+            first, first_count = now, count
+        if count >= target:
+            return first or now, first_count, now
+        time.sleep(0.05)
+    raise RuntimeError(f"ingest stored {_count(engine)} of {target} points in {timeout} s")
+
+
+class Feeder:
+    """One `mosquitto_pub -l` per device, fed payloads at a fixed total rate."""
+
+    def __init__(self, broker: Mosquitto, device_ids: list[uuid.UUID], rate: float) -> None:
+        self.rate = rate
+        self.device_ids = device_ids
+        self.sent = 0
+        self._pipes = [
+            subprocess.Popen(
+                [
+                    "mosquitto_pub",
+                    "-p",
+                    str(broker.port),
+                    "-q",
+                    "1",
+                    "-l",
+                    "-t",
+                    f"devices/{device_id}/telemetry",
+                ],
+                stdin=subprocess.PIPE,
+            )
+            for device_id in device_ids
+        ]
+
+    def run(self, seconds: float) -> float:
+        """Publish for `seconds`; the achieved rate in messages/s."""
+        started = time.perf_counter()
+        last_stamp: datetime | None = None
+        while (elapsed := time.perf_counter() - started) < seconds:
+            due = int(elapsed * self.rate) - self.sent
+            for _ in range(due):
+                stamp = datetime.now(UTC)
+                if last_stamp is not None and stamp <= last_stamp:
+                    stamp = last_stamp + timedelta(microseconds=1)  # keys stay unique
+                last_stamp = stamp
+                pipe = self._pipes[self.sent % len(self._pipes)]
+                pipe.stdin.write(_line(stamp, self.sent))
+                self.sent += 1
+            for pipe in self._pipes:
+                pipe.stdin.flush()
+            time.sleep(0.005)
+        return self.sent / (time.perf_counter() - started)
+
+    def close(self) -> None:
+        """Let each publisher send what it has, then exit."""
+        for pipe in self._pipes:
+            pipe.stdin.close()
+        for pipe in self._pipes:
+            pipe.wait(120)
+
+
+def run(options: Options) -> dict:
+    """Run every phase and return the figures (see the module docstring)."""
+    with (
+        tempfile.TemporaryDirectory(prefix="iotdeck-bench-") as tmp,
+        _database(options.pg_admin_url) as url,
+    ):
+        folder = Path(tmp)
+        (folder / "mosquitto").mkdir()
+        broker = Mosquitto(folder / "mosquitto").start()
+        engine = db.init_engine(url)
+        try:
+            return _phases(options, folder, broker, engine, url)
+        finally:
+            broker.stop()
+            engine.dispose()
+
+
+def _phases(options: Options, folder: Path, broker: Mosquitto, engine: Engine, url: str) -> dict:
+    migrate.upgrade(engine)
+    with Session(engine) as session:
+        ids = [
+            devices.create_device(
+                session=session, data=DeviceCreate(name=f"bench {i}", type="t")
+            ).id
+            for i in range(options.devices)
+        ]
+        session.commit()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTDECK_")}
+    env.update(
+        IOTDECK_DATABASE_URL=url,
+        IOTDECK_MQTT_URL=broker.url,
+        IOTDECK_LOG_LEVEL="WARNING",
+        IOTDECK_INGEST_SHARED_GROUP="bench" if options.workers > 1 else "",
+    )
+    copy_rate = bare_copy_rows_per_s(engine)
+    bare_rate = bare_subscriber_msgs_per_s(broker, ids, options.backlog, folder)
+
+    def workers(tag: str) -> list[Worker]:
+        return [
+            Worker(
+                {**env, "IOTDECK_INGEST_CLIENT_ID": f"bench-ingest-{n}"}, folder / f"{tag}-{n}.json"
+            )
+            for n in range(options.workers)
+        ]
+
+    for worker in workers("session"):  # creates the persistent sessions, then leaves
+        worker.stop()
+    backlog = options.backlog // len(ids) * len(ids)
+    _publish_backlog(broker, ids, backlog, folder, datetime.now(UTC) - timedelta(days=1))
+    draining = workers("drain")
+    first, first_count, last = _wait_for_count(engine, backlog * len(METRICS), timeout=600)
+    for worker in draining:
+        worker.stop()
+    drain_rate = (backlog - first_count / len(METRICS)) / (last - first)
+
+    live = workers("live")
+    offered = options.rate or 0.9 * drain_rate
+    before = _count(engine)
+    feeder = Feeder(broker, ids, offered)
+    started = time.perf_counter()
+    achieved = feeder.run(options.seconds)
+    feeder.close()
+    stored_during = _count(engine) - before
+    window = time.perf_counter() - started
+    _wait_for_count(engine, before + feeder.sent * len(METRICS), timeout=300)
+    measured = [worker.stop() for worker in live]
+    lost = before + feeder.sent * len(METRICS) - _count(engine)
+    committed_points = stored_during / window
+    return {
+        "devices": options.devices,
+        "workers": options.workers,
+        "offered_msgs_per_s": round(achieved),
+        "offered_points_per_s": round(achieved * len(METRICS)),
+        "committed_msgs_per_s": round(committed_points / len(METRICS)),
+        "committed_points_per_s": round(committed_points),
+        "p50_latency_ms": max(m["p50_latency_ms"] or 0 for m in measured),
+        "p99_latency_ms": max(m["p99_latency_ms"] or 0 for m in measured),
+        "lost_points": lost,
+        "rejected": sum(m["rejected"] for m in measured),
+        "ingest_peak_rss_mb": max(m["peak_rss_mb"] for m in measured),
+        "drain_msgs_per_s": round(drain_rate),
+        "bare_subscriber_msgs_per_s": round(bare_rate),
+        "drain_ratio": round(drain_rate / bare_rate, 3),
+        "bare_copy_rows_per_s": round(copy_rate),
+        "committed_points_vs_bare_copy": round(committed_points / copy_rate, 3),
+    }

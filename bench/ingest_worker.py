@@ -1,0 +1,80 @@
+"""The ingest worker as `iotdeck ingest` runs it, plus a publish-to-commit latency probe.
+
+Run by `bench/ingest.py` in its own process (`python -m bench.ingest_worker OUT.json`) so
+its memory and CPU are its own. Each payload's timestamp is the moment the load
+generator published it; after each commit the probe records commit time minus that
+timestamp, once per message. On SIGTERM the worker stops as `iotdeck ingest` does and
+the percentiles and peak RSS are written to OUT.json.
+"""
+
+import json
+import resource
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+
+from prometheus_client import REGISTRY
+
+from app import db
+from app.background import broker_address
+from app.config import get_settings
+from app.mqtt.ingest import BatchResult
+from app.mqtt.runner import build_worker
+
+
+def main() -> None:
+    """Run until SIGTERM, then write the latency percentiles and peak RSS."""
+    out = sys.argv[1]
+    settings = get_settings()
+    db.init_engine(settings.database_url)
+    latencies: list[float] = []
+
+    def probe(result: BatchResult) -> None:
+        now = datetime.now(UTC).timestamp()
+        seen: set[tuple] = set()
+        for point in result.points:
+            key = (point.device_id, point.time)
+            if key not in seen:  # one sample per message, not per metric
+                seen.add(key)
+                latencies.append(now - point.time.timestamp())
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    worker = build_worker(settings, broker_address(settings))
+    worker.add_listener(probe)
+    worker.start()
+    worker.wait_connected(30)
+    sys.stdout.write("subscribed\n")
+    sys.stdout.flush()
+    stop.wait()
+    worker.stop()
+    latencies.sort()
+
+    def percentile(p: float) -> float | None:
+        if not latencies:
+            return None
+        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 1)
+
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open(out, "w") as handle:
+        json.dump(
+            {
+                "p50_latency_ms": percentile(0.50),
+                "p99_latency_ms": percentile(0.99),
+                "latency_samples": len(latencies),
+                "peak_rss_mb": round(peak_kb / 1024, 1),
+                "rejected": sum(
+                    sample.value
+                    for family in REGISTRY.collect()
+                    if family.name == "telemetry_rejected"
+                    for sample in family.samples
+                    if sample.name == "telemetry_rejected_total"
+                ),
+            },
+            handle,
+        )
+
+
+if __name__ == "__main__":
+    main()
