@@ -1,0 +1,12 @@
+"""A centred message for lists with nothing to show, with room for an action button."""
+
+from nicegui import ui
+
+
+def empty_state(icon: str, title: str, message: str) -> ui.column:
+    """An icon, a title and an explanation; enter the result to add buttons below."""
+    with ui.column().classes("w-full items-center text-center gap-2 py-14") as column:
+        ui.icon(icon, size="2.5rem").classes("text-slate-300")
+        ui.label(title).classes("text-base font-semibold text-slate-700")
+        ui.label(message).classes("text-sm text-slate-500 max-w-md")
+    return column.mark("empty-state")

@@ -1,0 +1,72 @@
+"""The shared page frame: header with product, navigation, signed-in user; a centred body."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from nicegui import app, ui
+
+from app.auth import has_role
+from app.models import Role, User
+from components.chips import role_chip
+from components.theme import apply_theme
+
+FLASH_KEY = "flash"
+PAGE_WIDTH = "w-full max-w-screen-xl mx-auto px-8"  # header and body share it, so they align
+
+
+def _nav_link(label: str, path: str, icon: str, *, active: bool) -> None:
+    tone = "bg-blue-50 text-primary" if active else "text-slate-600 hover:bg-slate-100"
+    link = ui.link(target=path).classes(
+        f"flex items-center gap-2 px-3 py-1.5 rounded-md text-sm font-medium no-underline {tone}"
+    )
+    with link.mark(f"nav-{label.lower()}"):
+        ui.icon(icon, size="xs")
+        ui.label(label)
+
+
+def _header(user: User) -> None:
+    path = ui.context.client.request.url.path
+    with ui.header().classes("bg-white text-slate-900 border-b border-slate-200 p-0"):
+        with ui.row().classes(f"{PAGE_WIDTH} items-center h-14 gap-6 no-wrap"):
+            with ui.link(target="/devices").classes("flex items-center gap-2 no-underline"):
+                ui.icon("sensors", size="sm").classes("text-primary")
+                ui.label("iotdeck").classes("text-lg font-bold tracking-tight text-slate-900")
+            with ui.row().classes("items-center gap-1 no-wrap"):
+                _nav_link("Devices", "/devices", "memory", active=path.startswith("/devices"))
+                if has_role(user, Role.ADMIN):
+                    _nav_link("Users", "/users", "group", active=path.startswith("/users"))
+            ui.space()
+            # live connection indicator and alert badge are added here by later features
+            ui.row().classes("items-center gap-3 no-wrap").mark("header-status")
+            with ui.row().classes("items-center gap-3 no-wrap pl-4 border-l border-slate-200"):
+                with ui.column().classes("gap-0 items-end leading-tight"):
+                    ui.label(user.name or user.email).classes("text-sm font-medium")
+                    if user.name:
+                        ui.label(user.email).classes("text-xs text-slate-500")
+                role_chip(user.role).mark("user-role")
+                ui.button(icon="logout", on_click=lambda: ui.navigate.to("/logout")).props(
+                    "flat round dense color=secondary"
+                ).tooltip("Sign out").mark("logout")
+
+
+@contextmanager
+def frame(title: str, *, user: User) -> Iterator[ui.column]:
+    """Theme, header and a centred content column for a dashboard page titled `title`."""
+    apply_theme()
+    ui.page_title(f"{title} · iotdeck")
+    _header(user)
+    if message := app.storage.user.pop(FLASH_KEY, None):
+        ui.notify(message, type="positive")
+    with ui.column().classes(f"{PAGE_WIDTH} py-8 gap-5") as body:
+        yield body
+
+
+def page_heading(title: str, subtitle: str | None = None) -> ui.row:
+    """The page's title row; enter the returned row to add action buttons on its right."""
+    with ui.row().classes("w-full items-center gap-3 no-wrap") as heading:
+        with ui.column().classes("gap-0"):
+            ui.label(title).classes("text-2xl font-semibold text-slate-900 tracking-tight")
+            if subtitle:
+                ui.label(subtitle).classes("text-sm text-slate-500")
+        ui.space()
+    return heading

@@ -1,0 +1,47 @@
+"""Times as operators read them: "3 min ago" with the exact UTC time on hover."""
+
+from datetime import UTC, datetime
+
+from nicegui import ui
+
+_MINUTE, _HOUR, _DAY = 60, 3600, 86400
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; the application stores UTC only
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
+    """ "never", "just now", "3 min ago", "5 h ago", "2 days ago", or the date when older."""
+    if moment is None:
+        return "never"
+    seconds = ((now or datetime.now(UTC)) - _aware(moment)).total_seconds()
+    if seconds < _MINUTE:
+        return "just now"
+    if seconds < _HOUR:
+        return f"{int(seconds // _MINUTE)} min ago"
+    if seconds < _DAY:
+        return f"{int(seconds // _HOUR)} h ago"
+    if seconds < 30 * _DAY:
+        days = int(seconds // _DAY)
+        return f"{days} day ago" if days == 1 else f"{days} days ago"
+    return _aware(moment).strftime("%Y-%m-%d")
+
+
+def absolute_time(moment: datetime | None) -> str:
+    """The exact time in UTC ("2025-11-29 14:03 UTC"), or "never"."""
+    if moment is None:
+        return "never"
+    return _aware(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def time_label(moment: datetime | None, *, relative: bool = True) -> ui.label:
+    """A label showing the time (relative by default) with the other form as a tooltip."""
+    shown, other = relative_time(moment), absolute_time(moment)
+    if not relative:
+        shown, other = other, shown
+    label = ui.label(shown).classes("whitespace-nowrap")
+    if moment is not None:
+        label.tooltip(other)
+    return label

@@ -1,0 +1,171 @@
+"""One device: its fields and metadata; edit and delete for admins."""
+
+import uuid
+
+from nicegui import ui
+
+from app import db
+from app.auth import has_role
+from app.errors import NotFoundError, ValidationError
+from app.models import Device, DeviceUpdate, Role, User
+from app.services import devices
+from components.chips import type_chip
+from components.confirm_dialog import confirm
+from components.device_form import DeviceForm, DeviceFormData
+from components.empty_state import empty_state
+from components.frame import frame
+from components.json_viewer import metadata_view
+from components.relative_time import time_label
+from components.section import section
+from components.status_badge import status_badge
+from pages.auth import acting_user, current_user, flash
+
+
+def _load(device_id: str) -> Device | None:
+    try:
+        with db.session_scope() as session:
+            return devices.get_device(session=session, device_id=device_id)
+    except ValidationError:
+        return None  # not a UUID: as unknown as any other id
+
+
+def _field(label: str) -> ui.row:
+    with ui.row().classes(
+        "w-full items-center gap-3 py-2 border-b border-slate-100 last:border-b-0 no-wrap "
+        "min-h-[2.75rem]"
+    ) as line:
+        ui.label(label).classes("w-20 shrink-0 text-sm text-slate-500")
+    return line
+
+
+def _copy_id(device_id: uuid.UUID) -> None:
+    ui.clipboard.write(str(device_id))
+    ui.notify("Device id copied", type="info")
+
+
+def _details(device: Device) -> None:
+    with section("Details", icon="info"):
+        with _field("ID"):
+            ui.label(str(device.id)).classes("font-mono text-xs text-slate-700 whitespace-nowrap")
+            ui.button(icon="content_copy", on_click=lambda: _copy_id(device.id)).props(
+                "flat round dense size=sm color=secondary"
+            ).tooltip("Copy id").mark("copy-id")
+        with _field("Type"):
+            type_chip(device.type)
+        with _field("Status"):
+            status_badge(device.status)
+        with _field("Last seen"):
+            time_label(device.last_seen_at).classes("text-sm")
+        with _field("Created"):
+            time_label(device.created_at, relative=False).classes("text-sm")
+        with _field("Updated"):
+            time_label(device.updated_at, relative=False).classes("text-sm")
+
+
+class DeviceDetail:
+    """The page body for one device, rebuilt after an edit."""
+
+    def __init__(self, device_id: str, user: User) -> None:
+        """Remember which device and who is looking."""
+        self.device_id = device_id
+        self.is_admin = has_role(user, Role.ADMIN)
+
+    @ui.refreshable_method
+    def content(self) -> None:
+        """Heading, then the main and side columns of cards."""
+        device = _load(self.device_id)
+        if device is None:
+            self._not_found()
+            return
+        with ui.row().classes("items-center gap-1 text-sm text-slate-500"):
+            ui.link("Devices", "/devices").classes("text-slate-500 no-underline hover:underline")
+            ui.icon("chevron_right", size="xs")
+            ui.label(device.name).classes("text-slate-700 truncate max-w-md")
+        with ui.row().classes("w-full items-center gap-3 no-wrap"):
+            ui.label(device.name).classes(
+                "text-2xl font-semibold text-slate-900 tracking-tight truncate"
+            ).mark("device-name")
+            status_badge(device.status)
+            ui.space()
+            if self.is_admin:
+                ui.button("Edit", icon="edit", on_click=lambda: self.edit(device)).props(
+                    "outline no-caps color=secondary"
+                ).mark("edit-device")
+                ui.button("Delete", icon="delete", on_click=lambda: self.delete(device)).props(
+                    "flat no-caps color=negative"
+                ).mark("delete-device")
+        # the wide column takes charts and tables, the narrow one compact cards; later
+        # features add their cards to these two columns
+        with ui.element("div").classes(
+            "w-full grid grid-cols-1 lg:grid-cols-[minmax(0,1fr)_27rem] gap-5 items-start"
+        ):
+            with ui.column().classes("gap-5 min-w-0").mark("device-main"):
+                with section("Metadata", icon="data_object"):
+                    metadata_view(device.metadata_)
+            with ui.column().classes("gap-5 min-w-0").mark("device-side"):
+                _details(device)
+
+    def _not_found(self) -> None:
+        with ui.card().classes("w-full shadow-none border border-slate-200"):
+            with empty_state(
+                "search_off",
+                "Device not found",
+                f"There is no device with id “{self.device_id}”. It may have been deleted.",
+            ):
+                ui.button("Back to devices", on_click=lambda: ui.navigate.to("/devices")).props(
+                    "unelevated no-caps"
+                )
+
+    def edit(self, device: Device) -> None:
+        """Open the edit dialog; saving updates the device and rebuilds the page."""
+
+        def save(data: DeviceFormData) -> None:
+            if acting_user(Role.ADMIN) is None:
+                return
+            try:
+                with db.session_scope() as session:
+                    update = DeviceUpdate(name=data.name, type=data.type, metadata=data.metadata)
+                    devices.update_device(session=session, device_id=device.id, data=update)
+            except NotFoundError:
+                ui.notify("This device was deleted in the meantime", type="warning")
+                self.content.refresh()
+                return
+            ui.notify("Device saved", type="positive")
+            self.content.refresh()
+
+        initial = DeviceFormData(name=device.name, type=device.type, metadata=device.metadata_)
+        types = _types()
+        DeviceForm(
+            title="Edit device", action="Save changes", on_save=save, types=types, initial=initial
+        ).open()
+
+    async def delete(self, device: Device) -> None:
+        """Ask for confirmation, delete, and go back to the list."""
+        question = f"“{device.name}” and its history will be removed. This cannot be undone."
+        if not await confirm("Delete this device?", question, action="Delete device"):
+            return
+        if acting_user(Role.ADMIN) is None:
+            return
+        try:
+            with db.session_scope() as session:
+                devices.delete_device(session=session, device_id=device.id)
+        except NotFoundError:
+            pass  # already gone: the outcome the operator asked for
+        flash(f"Device “{device.name}” deleted")
+        ui.navigate.to("/devices")
+
+
+def _types() -> list[str]:
+    with db.session_scope() as session:
+        return devices.device_types(session=session)
+
+
+def create() -> None:
+    """Register /devices/{device_id}."""
+
+    @ui.page("/devices/{device_id}")
+    def device_page(device_id: str) -> None:
+        user = current_user()
+        device = _load(device_id)
+        with frame(device.name if device else "Device not found", user=user):
+            DeviceDetail(device_id, user).content()

@@ -1,0 +1,201 @@
+"""The devices list: search, filters, paging, and registration for admins."""
+
+from fastapi.responses import RedirectResponse
+from nicegui import ui
+
+from app import db
+from app.auth import has_role
+from app.models import DeviceCreate, DeviceStatus, Role
+from app.services import devices
+from app.services.devices import DeviceFilter
+from components.chips import type_chip
+from components.data_table import cell, data_table, row
+from components.device_form import DeviceForm, DeviceFormData
+from components.empty_state import empty_state
+from components.frame import frame, page_heading
+from components.relative_time import time_label
+from components.status_badge import status_badge, status_label
+from pages.auth import acting_user, current_user
+
+PAGE_SIZE = 25
+EN_DASH = "\u2013"  # typeset ranges read "1 to 25" with an en dash, not a hyphen
+ALL = ""  # the select value meaning "no constraint"
+COLUMNS = ["Name", "Type", "Status", "Last seen", "Created"]
+
+
+def _device_types() -> list[str]:
+    with db.session_scope() as session:
+        return devices.device_types(session=session)
+
+
+class DeviceList:
+    """The filter bar, the table of one page of devices and the pager."""
+
+    def __init__(self) -> None:
+        """Start on the first page with no filter."""
+        self.search = ""
+        self.type = ALL
+        self.status = ALL
+        self.offset = 0
+
+    def _where(self) -> DeviceFilter:
+        status = DeviceStatus(self.status) if self.status else None
+        return DeviceFilter(type=self.type or None, status=status, search=self.search or None)
+
+    @property
+    def filtered(self) -> bool:
+        """True when any filter narrows the list."""
+        return bool(self.search.strip() or self.type or self.status)
+
+    def set_filter(self, **values: str) -> None:
+        """Change filters and go back to the first page."""
+        for name, value in values.items():
+            setattr(self, name, value or ALL)
+        self.offset = 0
+        self.table.refresh()
+
+    def move(self, pages: int) -> None:
+        """Go `pages` pages forward (or back when negative)."""
+        self.offset = max(0, self.offset + pages * PAGE_SIZE)
+        self.table.refresh()
+
+    def toolbar(self, types: list[str]) -> ui.select:
+        """Search box and type and status filters; returns the type select to update later."""
+        with ui.row().classes("w-full items-center gap-3 px-4 py-3 border-b border-slate-200"):
+            search = ui.input(placeholder="Search by name or type", value=self.search)
+            search.props("outlined dense clearable debounce=300").classes("w-72")
+            search.on_value_change(lambda event: self.set_filter(search=event.value or ""))
+            search.mark("device-search")
+            with search.add_slot("prepend"):
+                ui.icon("search", size="xs").classes("text-slate-400")
+            type_select = ui.select(
+                {ALL: "All types", **{name: name for name in types}},
+                value=self.type,
+                on_change=lambda event: self.set_filter(type=event.value),
+            )
+            type_select.props("outlined dense options-dense").classes("w-48")
+            type_select.mark("type-filter")
+            statuses = {ALL: "All statuses", **{s.value: status_label(s) for s in DeviceStatus}}
+            status_select = ui.select(
+                statuses, value=self.status, on_change=lambda e: self.set_filter(status=e.value)
+            )
+            status_select.props("outlined dense options-dense").classes("w-40")
+            status_select.mark("status-filter")
+        return type_select
+
+    @ui.refreshable_method
+    def table(self) -> None:
+        """One page of matching devices, or an empty state, and the pager."""
+        with db.session_scope() as session:
+            total = devices.count_devices(session=session, where=self._where())
+            if self.offset >= total > 0:
+                self.offset = (total - 1) // PAGE_SIZE * PAGE_SIZE
+            rows = devices.list_devices(
+                session=session, where=self._where(), limit=PAGE_SIZE, offset=self.offset
+            )
+        if total == 0:
+            self._empty()
+            return
+        with data_table(COLUMNS):
+            for device in rows:
+                with row().mark("device-row"):
+                    with cell():
+                        ui.link(device.name, f"/devices/{device.id}").classes(
+                            "font-medium text-primary no-underline hover:underline"
+                        )
+                    with cell():
+                        type_chip(device.type)
+                    with cell():
+                        status_badge(device.status)
+                    with cell(classes="text-slate-600"):
+                        time_label(device.last_seen_at)
+                    with cell(classes="text-slate-600"):
+                        time_label(device.created_at, relative=False)
+        self._pager(total)
+
+    def _pager(self, total: int) -> None:
+        last = min(self.offset + PAGE_SIZE, total)
+        with ui.row().classes(
+            "w-full items-center justify-end gap-2 px-4 py-2 border-t border-slate-200"
+        ):
+            ui.label(f"{self.offset + 1}{EN_DASH}{last} of {total}").classes(
+                "text-sm text-slate-500 pr-2"
+            ).mark("page-range")
+            previous = ui.button(icon="chevron_left", on_click=lambda: self.move(-1))
+            previous.props("flat round dense color=secondary").tooltip("Previous page").mark(
+                "page-previous"
+            )
+            previous.set_enabled(self.offset > 0)
+            following = ui.button(icon="chevron_right", on_click=lambda: self.move(1))
+            following.props("flat round dense color=secondary").tooltip("Next page").mark(
+                "page-next"
+            )
+            following.set_enabled(last < total)
+
+    def _empty(self) -> None:
+        if self.filtered:
+            with empty_state("search_off", "No devices match", "Try another search or filter."):
+                ui.button("Clear filters", on_click=self.clear_filters).props(
+                    "flat no-caps color=primary"
+                )
+        else:
+            empty_state(
+                "sensors_off",
+                "No devices yet",
+                "Devices appear here once an administrator registers them.",
+            )
+
+    def clear_filters(self) -> None:
+        """Reset every filter (the page is rebuilt so the inputs show it)."""
+        ui.navigate.to("/devices")
+
+
+def _create_device(data: DeviceFormData) -> str:
+    if acting_user(Role.ADMIN) is None:
+        return ""
+    with db.session_scope() as session:
+        create = DeviceCreate(name=data.name, type=data.type, metadata=data.metadata)
+        return devices.create_device(session=session, data=create).name
+
+
+def create() -> None:
+    """Register / and /devices."""
+
+    @ui.page("/")
+    def index() -> RedirectResponse:
+        return RedirectResponse("/devices")
+
+    @ui.page("/devices")
+    def devices_page() -> None:
+        user = current_user()
+        listing = DeviceList()
+        types = _device_types()
+        with frame("Devices", user=user):
+            heading = page_heading("Devices", "Every device registered on this platform")
+            if has_role(user, Role.ADMIN):
+
+                def saved(data: DeviceFormData) -> None:
+                    name = _create_device(data)
+                    if name:
+                        ui.notify(f"Device “{name}” created", type="positive")
+                        type_select.set_options(
+                            {ALL: "All types", **{t: t for t in _device_types()}},
+                            value=listing.type,
+                        )
+                        listing.table.refresh()
+
+                def open_form() -> None:
+                    DeviceForm(
+                        title="New device",
+                        action="Create device",
+                        on_save=saved,
+                        types=_device_types(),  # suggestions include types added since load
+                    ).open()
+
+                with heading:
+                    ui.button("New device", icon="add", on_click=open_form).props(
+                        "unelevated no-caps"
+                    ).mark("new-device")
+            with ui.card().classes("w-full p-0 gap-0 shadow-none border border-slate-200"):
+                type_select = listing.toolbar(types)
+                listing.table()

@@ -1,0 +1,133 @@
+"""End-to-end fixtures: the real `iotdeck serve` as a subprocess, Debian Chromium via Playwright."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+VIEWPORT = {"width": 1280, "height": 800}
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+ADMIN_PASSWORD = "e2e-admin-password"
+STARTUP_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running `iotdeck serve` and the demo accounts `iotdeck seed` created."""
+
+    url: str
+    admin_email: str = "admin@example.com"
+    viewer_email: str = "viewer@example.com"
+    password: str = ADMIN_PASSWORD  # `iotdeck seed` gives every demo account this password
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"iotdeck serve exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)  # polling a port: there is no event to wait on
+    pytest.fail(f"iotdeck serve not ready after {STARTUP_SECONDS}s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A seeded database and `iotdeck serve` on a free port; killed after the session."""
+    root = tmp_path_factory.mktemp("e2e-server")
+    # NiceGUI treats a process with PYTEST_CURRENT_TEST as its own test run: drop it and ours
+    dropped = ("IOTDECK_", "NICEGUI_", "PYTEST_")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(dropped)}
+    env |= {
+        "IOTDECK_DATA_DIR": str(root / "data"),
+        "IOTDECK_DATABASE_URL": f"sqlite:///{root / 'data' / 'iotdeck.db'}",
+        "IOTDECK_JWT_SECRET": "e2e-" + "k" * 44,
+        "IOTDECK_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "IOTDECK_BCRYPT_ROUNDS": "4",
+    }
+    iotdeck = str(Path(sys.executable).parent / "iotdeck")
+    subprocess.run([iotdeck, "seed"], env=env, cwd=root, check=True, capture_output=True)
+    port = _free_port()
+    log = root / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [iotdeck, "serve", "--port", str(port)],
+            env=env,
+            cwd=root,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, process, log)
+        yield Server(url=url)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's headless Chromium (Playwright never downloads a browser here)."""
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh browser context (no cookies) at 1280x800."""
+    context = await browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(10_000)
+    yield await context.new_page()
+    await context.close()
+
+
+async def screenshot(page: Page, name: str) -> None:
+    """Save a screenshot under tests/artifacts/screenshots/ (git-ignored)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=SCREENSHOTS / f"{name}.png", animations="disabled")
+
+
+async def sign_in(page: Page, server: Server, email: str) -> None:
+    """Sign in through the login page and wait for the devices list."""
+    await page.goto(f"{server.url}/devices")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password", exact=True).fill(server.password)
+    await page.get_by_label("Password", exact=True).press("Enter")
+    await page.wait_for_url(f"{server.url}/devices")
