@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     mqtt_url: str = ""
     mqtt_embedded_port: int = Field(default=1883, ge=0, le=65535)
     mqtt_protocol: Literal["5", "3.1.1"] = "5"
-    # ingest worker
+    # ingest worker (`serve` runs one in-process unless this is false or --no-ingest)
+    ingest: bool = True
     ingest_client_id: str = Field(default_factory=lambda: f"iotdeck-ingest-{socket.gethostname()}")
     ingest_shared_group: str = ""
     ingest_batch_messages: int = Field(default=2000, ge=1)

@@ -30,7 +30,7 @@ def prepare(settings: Settings) -> SeedReport | None:
         return seed_demo(session=session, admin_password=settings.admin_password)
 
 
-def build(settings: Settings, *, ingest: bool = True) -> None:
+def build(settings: Settings) -> None:
     """Attach every route, middleware and background service to NiceGUI's FastAPI app."""
     if settings.cors_origins:
         app.add_middleware(
@@ -44,7 +44,7 @@ def build(settings: Settings, *, ingest: bool = True) -> None:
     # before ui.run: routes added after NiceGUI's catch-all would never be reached
     app.include_router(create_router(settings))
     pages.create(settings)
-    background = Background(settings, ingest=ingest)
+    background = Background(settings, ingest=settings.ingest)
     app.on_startup(background.start)
     app.on_shutdown(background.stop)
 
@@ -54,9 +54,9 @@ def storage_secret(settings: Settings) -> str:
     return hashlib.sha256(b"iotdeck-storage:" + settings.jwt_secret.encode()).hexdigest()
 
 
-def run(settings: Settings, *, ingest: bool = True) -> None:
+def run(settings: Settings) -> None:
     """Serve the dashboard, GraphQL and health endpoints until stopped."""
-    build(settings, ingest=ingest)
+    build(settings)
     ui.run(
         host=settings.host,
         port=settings.port,

@@ -34,6 +34,7 @@ def iotdeck_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     monkeypatch.setenv("IOTDECK_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("IOTDECK_JWT_SECRET", "page-tests-" + "s" * 40)
     monkeypatch.delenv("IOTDECK_DEMO", raising=False)
+    monkeypatch.setenv("IOTDECK_INGEST", "false")  # pages read the database; no MQTT here
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
