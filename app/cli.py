@@ -1,6 +1,7 @@
 """`iotdeck` command line: serve, migrate, seed, user management."""
 
 import getpass
+import json
 import logging
 import sys
 from typing import Annotated
@@ -17,6 +18,8 @@ from app.services.seed import ADMIN_EMAIL, seed_demo
 cli = typer.Typer(help="iotdeck: an IoT platform in one Python application.", no_args_is_help=True)
 user_cli = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 cli.add_typer(user_cli, name="user")
+bench_cli = typer.Typer(help="Benchmarks (need a source checkout, Mosquitto, PostgreSQL).")
+cli.add_typer(bench_cli, name="bench")
 
 
 def _settings(*, demo: bool = False) -> Settings:
@@ -82,7 +85,8 @@ def serve(
                 f"(reset it with: iotdeck user set-password --email {ADMIN_EMAIL})"
             )
     sys.stdout.flush()
-    main.run(settings, ingest=not no_ingest)
+    settings.ingest = settings.ingest and not no_ingest
+    main.run(settings)
 
 
 @cli.command("migrate")
@@ -115,6 +119,67 @@ def ingest() -> None:
         run_ingest(settings)
     except ConfigError as exc:
         _fail(str(exc))
+
+
+@cli.command()
+def simulate(
+    devices: Annotated[int, typer.Option(min=1, help="How many simulated devices.")] = 3,
+    rate: Annotated[
+        float, typer.Option(help="Messages per second per device (0.2 = every 5 s).")
+    ] = 1.0,
+    broker: Annotated[
+        str | None, typer.Option(help="mqtt://host:port (default: IOTDECK_MQTT_URL).")
+    ] = None,
+    types: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="Device type, repeatable (default: all demo types)."),
+    ] = None,
+) -> None:
+    """Publish telemetry from simulated devices until SIGINT or SIGTERM."""
+    import signal
+    import threading
+
+    from app import simulator  # paho loads only here
+    from app.mqtt.connection import BrokerAddress
+
+    settings = _settings()
+    if not (broker or settings.mqtt_url):
+        _fail("no broker: pass --broker mqtt://host:1883 or set IOTDECK_MQTT_URL")
+    if not rate > 0:
+        _fail("--rate must be a positive number of messages per second")
+    try:
+        address = BrokerAddress.parse(broker or settings.mqtt_url, settings.mqtt_protocol)
+        _open_database(settings)
+        specs = simulator.ensure_devices(devices, types or simulator.DEFAULT_TYPES)
+    except (ConfigError, DomainError) as exc:
+        _fail(str(exc))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    running = simulator.Simulator(address, specs, rate=rate)
+    running.start()
+    print(f"simulating {len(specs)} devices at {rate:g} messages/s each on {address.url}")
+    sys.stdout.flush()
+    stop.wait()
+    running.stop()  # publishes `offline` for every device, then disconnects cleanly
+
+
+@bench_cli.command("ingest")
+def bench_ingest(
+    devices: Annotated[int, typer.Option(help="Simulated devices (one publisher each).")] = 50,
+    seconds: Annotated[float, typer.Option(help="Length of the live phase.")] = 20.0,
+    backlog: Annotated[int, typer.Option(help="Messages queued for the drain phase.")] = 60000,
+    workers: Annotated[int, typer.Option(help="Ingest processes (shared subscription).")] = 1,
+    rate: Annotated[
+        float | None, typer.Option(help="Offered messages/s (default: 90% of the drain rate).")
+    ] = None,
+) -> None:
+    """Measure ingest against a bare subscriber and bare COPY; prints one JSON object."""
+    from bench.ingest import Options, run
+
+    logging.basicConfig(level=logging.WARNING)
+    options = Options(devices=devices, seconds=seconds, backlog=backlog, workers=workers, rate=rate)
+    print(json.dumps(run(options), indent=2))
 
 
 def _read_password(password_stdin: bool) -> str:

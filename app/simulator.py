@@ -1,0 +1,498 @@
+"""Simulated devices: plausible signals per device type, published over MQTT like real ones.
+
+Signals are pure: a seeded `random.Random` and the time passed in decide every value, so
+tests replay them exactly. The `Simulator` drives every device's paho client from ONE
+thread through paho's external-loop API (a selector over all sockets, `loop_read`,
+`loop_write`, `loop_misc`): `loop_start()` costs a thread per device and stops scaling at a
+few hundred devices, while one selector thread serves thousands (each device still holds
+one socket, so a few thousand devices need `ulimit -n` above that count).
+"""
+
+import heapq
+import itertools
+import logging
+import math
+import random
+import selectors
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+import orjson
+from paho.mqtt.client import Client, MQTTErrorCode, MQTTMessageInfo
+from paho.mqtt.reasoncodes import ReasonCode
+
+from app import db
+from app.models import Device, DeviceCreate
+from app.mqtt import connection
+from app.mqtt.connection import BrokerAddress
+from app.services import devices as device_service
+from app.services.devices import DeviceFilter
+
+logger = logging.getLogger(__name__)
+
+HOUR = 3600.0
+SPIKE_CHANCE = 0.01  # per message: an occasional outlier gives alert rules something to catch
+JITTER = 0.1  # each interval is 1/rate +-10%, so devices drift apart instead of publishing in step
+RECONNECT_MIN, RECONNECT_MAX = 1.0, 30.0
+CONNECT_TIMEOUT = 3.0  # a connect blocks the loop thread: bound the stall a dead host causes
+MISC_EVERY = 1.0  # seconds between keepalive checks (paho's loop_misc) of every client
+MAX_QUEUED_PER_DEVICE = 1000  # a stalled broker costs bounded memory, like a real device
+MAX_DUE_PER_TURN = 1000  # publishes per turn before reading sockets again, so PUBACKs flow
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One metric value as a device reports it."""
+
+    name: str
+    value: float
+    unit: str
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return min(max(value, low), high)
+
+
+def _hour_of_day(at: datetime) -> float:
+    at = at.astimezone(UTC)
+    return at.hour + at.minute / 60 + (at.second + at.microsecond / 1e6) / HOUR
+
+
+def _ramp(x: float, start: float, end: float) -> float:
+    """0 before `start`, 1 after `end`, a smooth S-curve between."""
+    t = _clamp((x - start) / (end - start), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def daily_cycle(at: datetime) -> float:
+    """-1..1 over the UTC day: lowest at 03:00, highest at 15:00."""
+    return math.sin(2 * math.pi * (_hour_of_day(at) - 9) / 24)
+
+
+def occupancy(at: datetime) -> float:
+    """How busy an office is at `at` (UTC), 0..1: weekdays 08-19 h with a lunch dip."""
+    hour = _hour_of_day(at)
+    present = _ramp(hour, 7.5, 9.5) * (1 - _ramp(hour, 17.0, 19.0))
+    lunch = 0.3 * _ramp(hour, 12.0, 12.5) * (1 - _ramp(hour, 13.5, 14.0))
+    return present * (1 - lunch) * (1.0 if at.astimezone(UTC).weekday() < 5 else 0.1)
+
+
+class Signals:
+    """Readings of one device over time; subclasses give a device type its metrics."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._previous: datetime | None = None
+        self._charge = rng.uniform(60.0, 100.0)
+        self._drain = rng.uniform(0.02, 0.1)  # percent per hour: weeks of demo before empty
+
+    def sample(self, at: datetime) -> list[Reading]:
+        """The readings of one message at `at` (timezone-aware); counters never run back."""
+        elapsed = 0.0
+        if self._previous is not None:
+            elapsed = max(0.0, (at - self._previous).total_seconds())
+        if self._previous is None or at > self._previous:
+            self._previous = at
+        return self._readings(at, elapsed)
+
+    def _readings(self, at: datetime, elapsed: float) -> list[Reading]:
+        raise NotImplementedError
+
+    def _battery(self, elapsed: float) -> Reading:
+        self._charge = max(0.0, self._charge - self._drain * elapsed / HOUR)
+        return Reading("battery", round(self._charge, 1), "%")
+
+
+class ThermostatSignals(Signals):
+    """temperature (daily cycle, noise, spikes), humidity (moves against it), battery."""
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__(rng)
+        self._base = rng.uniform(19.0, 23.0)
+        self._swing = rng.uniform(1.5, 3.5)
+        self._humidity = rng.uniform(40.0, 55.0)
+
+    def _readings(self, at: datetime, elapsed: float) -> list[Reading]:
+        rng = self._rng
+        offset = self._swing * daily_cycle(at) + rng.gauss(0.0, 0.15)
+        if rng.random() < SPIKE_CHANCE:
+            offset += rng.choice((-1, 1)) * rng.uniform(4.0, 8.0)
+        humidity = _clamp(self._humidity - 2.5 * offset + rng.gauss(0.0, 0.8), 0.0, 100.0)
+        return [
+            Reading("temperature", round(self._base + offset, 2), "°C"),
+            Reading("humidity", round(humidity, 1), "%"),
+            self._battery(elapsed),
+        ]
+
+
+class AirQualitySignals(Signals):
+    """co2, pm25 and voc rising with office occupancy, battery."""
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__(rng)
+        self._co2_peak = rng.uniform(400.0, 900.0)
+        self._pm25 = rng.uniform(3.0, 10.0)
+        self._voc = rng.uniform(50.0, 150.0)
+
+    def _readings(self, at: datetime, elapsed: float) -> list[Reading]:
+        rng = self._rng
+        busy = occupancy(at)
+        co2 = max(400.0, 420.0 + self._co2_peak * busy + rng.gauss(0.0, 12.0))
+        pm25 = self._pm25 + 6.0 * busy + rng.gauss(0.0, 0.8)
+        if rng.random() < SPIKE_CHANCE:
+            pm25 += rng.uniform(15.0, 40.0)  # dust, cooking, a printer
+        voc = self._voc + 250.0 * busy + rng.gauss(0.0, 10.0)
+        return [
+            Reading("co2", round(co2), "ppm"),
+            Reading("pm25", round(max(0.0, pm25), 1), "µg/m³"),
+            Reading("voc", round(max(0.0, voc)), "ppb"),
+            self._battery(elapsed),
+        ]
+
+
+class PowerMeterSignals(Signals):
+    """power (office load curve), voltage around 230 V, energy (an increasing counter)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__(rng)
+        self._rated = rng.uniform(10.0, 120.0)
+        self._energy = rng.uniform(1_000.0, 50_000.0)
+
+    def _readings(self, at: datetime, elapsed: float) -> list[Reading]:
+        rng = self._rng
+        # standby floor + working hours + a little more in the warm afternoon (cooling)
+        load = 0.15 + 0.6 * occupancy(at) + 0.05 * (daily_cycle(at) + 1) + rng.gauss(0.0, 0.02)
+        power = self._rated * _clamp(load, 0.05, 1.1)
+        self._energy += power * elapsed / HOUR
+        voltage = _clamp(231.0 - 3.0 * load + rng.gauss(0.0, 1.2), 207.0, 253.0)
+        return [
+            Reading("power", round(power, 3), "kW"),
+            Reading("voltage", round(voltage, 1), "V"),
+            Reading("energy", round(self._energy, 3), "kWh"),
+        ]
+
+
+SIGNALS_BY_TYPE: dict[str, type[Signals]] = {
+    "thermostat": ThermostatSignals,
+    "air_quality": AirQualitySignals,
+    "power_meter": PowerMeterSignals,
+}
+DEFAULT_TYPES = tuple(SIGNALS_BY_TYPE)
+
+
+def make_signals(device_type: str, seed: int | str) -> Signals:
+    """The generator for `device_type` (unknown types behave like thermostats)."""
+    return SIGNALS_BY_TYPE.get(device_type, ThermostatSignals)(random.Random(seed))
+
+
+def telemetry_payload(device_id: str, at: datetime, readings: Iterable[Reading]) -> bytes:
+    """One message in the seed format, timestamp in UTC with a Z."""
+    stamp = at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    metrics = [{"name": r.name, "value": r.value, "unit": r.unit} for r in readings]
+    return orjson.dumps({"device_id": device_id, "timestamp": stamp, "metrics": metrics})
+
+
+class DeviceSpec(NamedTuple):
+    """A device to simulate: its id and type."""
+
+    id: uuid.UUID
+    type: str
+
+
+def _all_devices(where: DeviceFilter) -> list[Device]:
+    with db.session_scope() as session:
+        total = max(1, device_service.count_devices(session=session, where=where))
+        return device_service.list_devices(
+            session=session, where=where, limit=total, max_limit=total
+        )
+
+
+def demo_devices() -> list[DeviceSpec]:
+    """Every device in the database (the seeded demo ones in `serve --demo`)."""
+    return [DeviceSpec(d.id, d.type) for d in _all_devices(DeviceFilter())]
+
+
+def ensure_devices(count: int, types: Sequence[str] = DEFAULT_TYPES) -> list[DeviceSpec]:
+    """`count` devices named `Simulated <type> <n>`, types taken in turn; missing ones created."""
+    if count < 0:
+        raise ValueError("count must not be negative")
+    kinds = list(dict.fromkeys(types)) or list(DEFAULT_TYPES)
+    # numbered per type, so asking for more devices later keeps the first ones
+    wanted = [(kinds[i % len(kinds)], i // len(kinds) + 1) for i in range(count)]
+    existing: dict[str, Device] = {}
+    for kind in kinds:
+        for device in _all_devices(DeviceFilter(type=kind, search="Simulated ")):
+            existing.setdefault(device.name, device)  # by (name, id): stable if names repeat
+    specs = []
+    with db.session_scope() as session:
+        for kind, number in wanted:
+            name = f"Simulated {kind} {number}"
+            device = existing.get(name) or device_service.create_device(
+                session=session,
+                data=DeviceCreate(name=name, type=kind, metadata={"simulated": True}),
+            )
+            specs.append(DeviceSpec(device.id, device.type))
+    return specs
+
+
+class SimulatedDevice:
+    """One simulated device: its signals, publishing interval and connection state.
+
+    Everything here is read and changed on the simulator's thread only; the commands a
+    later issue adds arrive there too (paho's on_message runs inside `loop_read`).
+    """
+
+    def __init__(self, spec: DeviceSpec, interval: float) -> None:
+        self.id = str(spec.id)
+        self.type = spec.type
+        self.interval = interval
+        # seeded by the id: a device keeps its character (base temperature...) across runs
+        self.signals = make_signals(spec.type, self.id)
+        self.status_topic = f"devices/{self.id}/status"  # online/offline, and the last will
+        self.telemetry_topic = f"devices/{self.id}/telemetry"
+        self.client: Client  # set by the Simulator, which owns the connection
+        self.connected = False
+        self.published = 0
+        self.retry_delay = RECONNECT_MIN
+        self.reconnect_pending = False
+
+    def set_interval(self, seconds: float) -> None:
+        """Publish every `seconds`, from the message after the one already scheduled."""
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError("interval must be a positive number of seconds")
+        self.interval = seconds
+
+    def next_message(self, at: datetime) -> bytes:
+        """The telemetry payload for time `at`."""
+        return telemetry_payload(self.id, at, self.signals.sample(at))
+
+
+_CONNECT, _PUBLISH = "connect", "publish"
+
+
+class Simulator:
+    """Simulated devices publishing telemetry to a broker, all from one background thread."""
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        devices: Iterable[tuple[uuid.UUID | str, str]],
+        *,
+        rate: float,
+        seed: int | None = None,
+    ) -> None:
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError("rate must be a positive number of messages per second")
+        self.address = address
+        self.rate = rate
+        self.devices = [
+            SimulatedDevice(DeviceSpec(uuid.UUID(str(i)), t), 1 / rate) for i, t in devices
+        ]
+        for device in self.devices:
+            device.client = self._make_client(device)
+        self._rng = random.Random(seed)  # phases and jitter only; signals have their own
+        self._selector = selectors.DefaultSelector()
+        self._waker = socket.socketpair()  # stop() writes to wake the loop from its select
+        self._schedule: list[tuple[float, int, str, SimulatedDevice]] = []
+        self._order = itertools.count()  # tie-breaker: the heap never compares devices
+        self._stopping = threading.Event()
+        self._ever_connected: set[str] = set()
+        self._all_connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="simulator", daemon=True)
+        self._stop_timeout = 10.0
+
+    @property
+    def published(self) -> int:
+        """Telemetry messages handed to the clients so far."""
+        return sum(device.published for device in self.devices)
+
+    def start(self) -> None:
+        """Connect every device and start publishing in the background."""
+        self._selector.register(self._waker[0], selectors.EVENT_READ, None)
+        if not self.devices:
+            self._all_connected.set()
+        self._thread.start()
+        logger.info("simulating %d devices on %s", len(self.devices), self.address.url)
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until every device has connected once, or `timeout` seconds pass."""
+        return self._all_connected.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Publish `offline` for each connected device, then disconnect all cleanly."""
+        if not self._thread.is_alive():
+            return  # not started, or already stopped (the loop closes its sockets)
+        self._stop_timeout = timeout
+        self._stopping.set()
+        self._waker[1].send(b"\0")
+        self._thread.join(timeout + 5)
+
+    # set-up (before the loop runs) -----------------------------------------------------
+
+    def _make_client(self, device: SimulatedDevice) -> Client:
+        client = connection.make_client(self.address, f"sim-{device.id}", persistent=False)
+        client.user_data_set(device)
+        # the broker publishes this when the device vanishes without a DISCONNECT
+        client.will_set(device.status_topic, b"offline", qos=1, retain=False)
+        client.max_queued_messages_set(MAX_QUEUED_PER_DEVICE)
+        client.connect_timeout = CONNECT_TIMEOUT
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        # paho's external-loop hooks: mirror each socket's wishes in our one selector
+        read, write = selectors.EVENT_READ, selectors.EVENT_WRITE
+        client.on_socket_open = lambda _c, device, sock: self._watch(sock, device, read)
+        client.on_socket_register_write = lambda _c, d, sock: self._watch(sock, d, read | write)
+        client.on_socket_unregister_write = lambda _c, d, sock: self._watch(sock, d, read)
+        client.on_socket_close = lambda _c, device, sock: self._watch(sock, device, 0)
+        connection.connect(client, self.address, persistent=False)  # records where; no I/O
+        return client
+
+    # the loop thread ------------------------------------------------------------------
+
+    def _push(self, when: float, action: str, device: SimulatedDevice) -> None:
+        heapq.heappush(self._schedule, (when, next(self._order), action, device))
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:
+            logger.exception("simulator loop failed; disconnecting the devices")
+        self._shut_down(self._stop_timeout)
+
+    def _loop(self) -> None:
+        now = time.monotonic()
+        for device in self.devices:
+            self._push(now, _CONNECT, device)
+            self._push(now + self._rng.uniform(0, device.interval), _PUBLISH, device)
+        next_misc = now + MISC_EVERY
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            self._run_due(now)
+            if now >= next_misc:
+                for device in self.devices:
+                    if device.client.socket() is not None:
+                        device.client.loop_misc()  # keepalive pings, dead-link detection
+                next_misc = now + MISC_EVERY
+            wake_at = min(next_misc, self._schedule[0][0]) if self._schedule else next_misc
+            self._poll(max(0.0, wake_at - time.monotonic()))
+
+    def _run_due(self, now: float) -> None:
+        for _ in range(MAX_DUE_PER_TURN):
+            if self._stopping.is_set() or not self._schedule or self._schedule[0][0] > now:
+                return
+            due, _, action, device = heapq.heappop(self._schedule)
+            if action == _CONNECT:
+                self._connect(device)
+                continue
+            if device.connected:
+                device.client.publish(
+                    device.telemetry_topic, device.next_message(datetime.now(UTC)), qos=1
+                )
+                device.published += 1
+            following = due + device.interval * self._rng.uniform(1 - JITTER, 1 + JITTER)
+            if following < now:
+                # fell behind (a slow connect, an overloaded machine): skip, don't burst
+                following = now + self._rng.uniform(0, device.interval)
+            self._push(following, _PUBLISH, device)
+
+    def _poll(self, timeout: float) -> None:
+        for key, events in self._selector.select(timeout):
+            device = key.data
+            if device is None:
+                self._waker[0].recv(64)
+                continue
+            if events & selectors.EVENT_READ:
+                device.client.loop_read()
+            if events & selectors.EVENT_WRITE:
+                device.client.loop_write()
+
+    def _connect(self, device: SimulatedDevice) -> None:
+        device.reconnect_pending = False
+        try:
+            device.client.reconnect()  # a blocking TCP connect, then CONNECT is queued
+        except OSError as exc:
+            self._retry(device, str(exc))
+
+    def _retry(self, device: SimulatedDevice, reason: str) -> None:
+        if self._stopping.is_set() or device.reconnect_pending:
+            return
+        # log the first failure of an outage loudly, the retries quietly
+        level = logging.WARNING if device.retry_delay == RECONNECT_MIN else logging.DEBUG
+        logger.log(
+            level, "device %s: %s; retrying in %.0f s", device.id, reason, device.retry_delay
+        )
+        device.reconnect_pending = True
+        self._push(time.monotonic() + device.retry_delay, _CONNECT, device)
+        device.retry_delay = min(device.retry_delay * 2, RECONNECT_MAX)
+
+    def _drive(self, done: Callable[[], bool], deadline: float) -> bool:
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._poll(min(remaining, 0.1))
+        return True
+
+    def _shut_down(self, timeout: float) -> None:
+        self._stopping.set()  # also after a crash of the loop: no reconnecting from here on
+        deadline = time.monotonic() + timeout
+        # a clean DISCONNECT suppresses the last will, so say offline first
+        sent: list[MQTTMessageInfo] = [
+            device.client.publish(device.status_topic, b"offline", qos=1)
+            for device in self.devices
+            if device.connected
+        ]
+        sent = [info for info in sent if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS]
+        if not self._drive(lambda: all(info.is_published() for info in sent), deadline):
+            logger.warning("simulator: not every offline status was acknowledged in time")
+        for device in self.devices:
+            device.client.disconnect()
+        # the waker is the one socket left once every DISCONNECT has gone out
+        self._drive(lambda: len(self._selector.get_map()) <= 1, deadline)
+        for device in self.devices:
+            sock = device.client.socket()
+            if sock is not None:
+                sock.close()  # out of time: an abrupt close, so the broker says offline for us
+        self._selector.close()
+        for end in self._waker:
+            end.close()
+        logger.info("simulator stopped after %d messages", self.published)
+
+    # paho callbacks (on the loop thread) ----------------------------------------------
+
+    def _on_connect(
+        self, client: Client, device: SimulatedDevice, _f: object, reason: ReasonCode, *_: object
+    ) -> None:
+        if reason.is_failure:
+            logger.error("device %s: broker refused the connection: %s", device.id, reason)
+            return  # the broker closes the socket; _on_disconnect schedules the retry
+        device.connected = True
+        device.retry_delay = RECONNECT_MIN
+        client.publish(device.status_topic, b"online", qos=1, retain=False)
+        self._ever_connected.add(device.id)
+        if len(self._ever_connected) == len(self.devices):
+            self._all_connected.set()
+
+    def _on_disconnect(
+        self, _c: Client, device: SimulatedDevice, _f: object, reason: ReasonCode, *_: object
+    ) -> None:
+        device.connected = False
+        self._retry(device, f"disconnected ({reason})")
+
+    def _watch(self, sock: socket.socket, device: SimulatedDevice, events: int) -> None:
+        """Have the selector wait for `events` on `sock` (0: forget it)."""
+        try:
+            if not events:
+                self._selector.unregister(sock)
+            elif sock in self._selector.get_map():
+                self._selector.modify(sock, events, device)
+            else:
+                self._selector.register(sock, events, device)
+        except (KeyError, ValueError):
+            pass  # paho tidies up sockets the selector has already dropped, or is closed
