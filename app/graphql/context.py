@@ -1,13 +1,14 @@
-"""Per-request GraphQL context: settings, the signed-in user (loaded once) and DB sessions."""
+"""Per-request GraphQL context: settings, the signed-in user (loaded once), DB sessions, loaders."""
 
 import asyncio
 import uuid
-from collections.abc import Callable, Mapping
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import strawberry
 from anyio import to_thread
 from sqlmodel import Session
+from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
 from app import db
@@ -18,6 +19,7 @@ from app.models import User
 from app.services import users
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 AUTHORIZATION = "authorization"
 _MISSING = "authentication required: send the header 'Authorization: Bearer <token>'"
@@ -83,6 +85,15 @@ class GraphQLContext(BaseContext):
         self._checked = False
         # several root fields of one request resolve concurrently; load the user once
         self._lock = asyncio.Lock()
+        self._loaders: dict[Callable[..., Any], DataLoader[Any, Any]] = {}
+
+    def loader(self, load: Callable[[list[K]], Awaitable[Sequence[T]]]) -> DataLoader[K, T]:
+        """This context's DataLoader for the batch function `load`, made on first use."""
+        found = self._loaders.get(load)
+        if found is None:
+            # batching only, no cache: a WebSocket context lives long and values change
+            found = self._loaders[load] = DataLoader(load_fn=load, cache=False)
+        return found
 
     async def _authenticate(self) -> User:
         # after a WebSocket `connection_init`, its payload carries the credentials

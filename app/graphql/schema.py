@@ -10,12 +10,13 @@ from strawberry.types import ExecutionContext
 from app.config import Settings
 from app.graphql.devices import DevicesMutation, DevicesQuery
 from app.graphql.errors import GraphQLErrorCodes, log_unexpected
+from app.graphql.telemetry import TelemetryQuery
 from app.graphql.users import UsersMutation, UsersQuery
 
 
 @strawberry.type
-class Query(UsersQuery, DevicesQuery):
-    """Every query; later issues add telemetry, alerts and commands pieces here."""
+class Query(UsersQuery, DevicesQuery, TelemetryQuery):
+    """Every query; later issues add alerts and commands pieces here."""
 
 
 @strawberry.type

@@ -1,4 +1,4 @@
-"""GraphQL types of the baseline contract (SPEC section 6), built from the models."""
+"""GraphQL types of the contract (SPEC section 6, seed 1.4), built from models and services."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -7,6 +7,9 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app import models
+from app.graphql import arguments, loaders
+from app.graphql.context import Info
+from app.services.telemetry import Aggregate, Sample
 
 # the models' enums are the GraphQL enums: one name per concept, no copy to keep in step
 Role = strawberry.enum(models.Role, name="Role")
@@ -57,6 +60,50 @@ class AuthPayload:
     user: User
 
 
+@strawberry.type(description="One stored value of a metric; `unit` as the device sent it.")
+class TelemetryPoint:
+    """A value at a time (ISO 8601 UTC)."""
+
+    time: str
+    value: float
+    unit: str | None
+
+    @classmethod
+    def from_sample(cls, sample: Sample) -> "TelemetryPoint":
+        """The GraphQL view of a stored value."""
+        return cls(time=iso_utc(sample.time), value=sample.value, unit=sample.unit)
+
+
+@strawberry.type(description="The stored values of one metric in a time range, oldest first.")
+class TelemetrySeries:
+    """A metric's name and its points."""
+
+    metric_name: str
+    points: list[TelemetryPoint]
+
+
+@strawberry.type(description="Statistics of one time bucket; `bucket` is its start.")
+class TelemetryAggregation:
+    """Average, minimum, maximum and count of the values in one bucket."""
+
+    bucket: str
+    avg: float
+    min: float
+    max: float
+    count: int
+
+    @classmethod
+    def from_aggregate(cls, aggregate: Aggregate) -> "TelemetryAggregation":
+        """The GraphQL view of a bucket's statistics."""
+        return cls(
+            bucket=iso_utc(aggregate.bucket),
+            avg=aggregate.avg,
+            min=aggregate.min,
+            max=aggregate.max,
+            count=aggregate.count,
+        )
+
+
 @strawberry.type(description="A physical or simulated thing that publishes telemetry.")
 class Device:
     """A device as GraphQL shows it."""
@@ -83,6 +130,18 @@ class Device:
             created_at=iso_utc(device.created_at),
             updated_at=iso_utc(device.updated_at),
         )
+
+    @strawberry.field(description="The metrics this device has reported, sorted by name.")
+    async def metrics(self, info: Info) -> list[str]:
+        """The device's metric names (batched across the devices of one request)."""
+        return await info.context.loader(loaders.metric_names).load(str(self.id))
+
+    @strawberry.field(description="The newest value of one metric, or null when it has none.")
+    async def latest(self, info: Info, metric_name: str) -> TelemetryPoint | None:
+        """The newest value of `metricName` (batched across the devices of one request)."""
+        name = arguments.metric_name(metric_name)
+        found = await info.context.loader(loaders.latest_samples).load((str(self.id), name))
+        return None if found is None else TelemetryPoint.from_sample(found)
 
 
 @strawberry.type(description="The outcome of a delete mutation.")

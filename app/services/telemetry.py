@@ -1,5 +1,6 @@
 """Telemetry: batch writes (COPY on PostgreSQL), series, latest values, aggregates."""
 
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -370,6 +371,32 @@ def _hourly_partials(
         _raw_partials(connection, device_id, metric_name, [r for r in ranges if r[0] < r[1]], HOUR)
     )
     return partials
+
+
+# "15 minutes", "1 hour", "30s", "5m": a whole number, then a unit, long or short
+_INTERVAL = re.compile(r"([0-9]{1,9})\s*([a-z]+)", re.ASCII)
+_INTERVAL_UNITS = {
+    **dict.fromkeys(("s", "second", "seconds"), 1),
+    **dict.fromkeys(("m", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hour", "hours"), HOUR),
+    **dict.fromkeys(("d", "day", "days"), 24 * HOUR),
+}
+MAX_INTERVAL = 366 * 24 * HOUR
+_INTERVAL_FORMS = (
+    "'30 seconds', '1 minute', '15 minutes', '1 hour', '1 day' or '30s', '5m', '1h', '1d'"
+)
+
+
+def parse_interval(text: str) -> int:
+    """Seconds in an interval such as "15 minutes" or "1h"; ValidationError("interval") else."""
+    match = _INTERVAL.fullmatch(text.strip().lower()) if isinstance(text, str) else None
+    if match is None or match.group(2) not in _INTERVAL_UNITS:
+        shown = str(text)[:40]
+        raise ValidationError("interval", f"'{shown}' is not an interval; use {_INTERVAL_FORMS}")
+    seconds = int(match.group(1)) * _INTERVAL_UNITS[match.group(2)]
+    if not 0 < seconds <= MAX_INTERVAL:
+        raise ValidationError("interval", "must be more than 0 and at most 366 days")
+    return seconds
 
 
 def aggregate(

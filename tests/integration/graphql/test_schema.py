@@ -10,8 +10,9 @@ from graphql import build_schema, get_introspection_query, graphql_sync
 from app.services import devices
 from tests.integration.graphql.client import GraphQLClient, code_of
 
-# SPEC section 6, verbatim, plus the allowed additions (User.isActive, updateUser and its
-# input, devicesCount): a client generated from this contract must keep working
+# SPEC section 6 and seed section 1.4, verbatim, plus the allowed additions (User.isActive,
+# updateUser and its input, devicesCount, Device.metrics and Device.latest): a client
+# generated from this contract must keep working
 CONTRACT = """
 scalar JSON
 enum Role { ADMIN OPERATOR VIEWER }
@@ -20,14 +21,24 @@ type User { id: ID! email: String! name: String role: Role! createdAt: String!
   isActive: Boolean! }
 type AuthPayload { token: String! user: User! }
 type Device { id: ID! name: String! type: String! status: DeviceStatus!
-  metadata: JSON lastSeenAt: String createdAt: String! updatedAt: String! }
+  metadata: JSON lastSeenAt: String createdAt: String! updatedAt: String!
+  metrics: [String!]! latest(metricName: String!): TelemetryPoint }
+type TelemetryPoint { time: String! value: Float! unit: String }
+type TelemetrySeries { metricName: String! points: [TelemetryPoint!]! }
+type TelemetryAggregation { bucket: String! avg: Float! min: Float! max: Float! count: Int! }
 type DeleteResult { success: Boolean! id: ID! }
 input CreateDeviceInput { name: String! type: String! metadata: JSON }
 input UpdateDeviceInput { id: ID! name: String type: String metadata: JSON }
 input UpdateUserInput { id: ID! name: String role: Role isActive: Boolean password: String }
 type Query { me: User! devices(type: String, status: DeviceStatus, search: String,
   limit: Int = 100, offset: Int = 0): [Device!]! device(id: ID!): Device users: [User!]!
-  devicesCount(type: String, status: DeviceStatus, search: String): Int! }
+  devicesCount(type: String, status: DeviceStatus, search: String): Int!
+  deviceTelemetry(deviceId: ID!, metricName: String!, from: String!, to: String!,
+    limit: Int = 1000): TelemetrySeries!
+  deviceTelemetryAggregated(deviceId: ID!, metricName: String!, from: String!, to: String!,
+    interval: String!): [TelemetryAggregation!]!
+  deviceLatestMetric(deviceId: ID!, metricName: String!): TelemetryPoint
+  deviceMetrics(deviceId: ID!): [String!]! }
 type Mutation { login(email: String!, password: String!): AuthPayload!
   createDevice(input: CreateDeviceInput!): Device!
   updateDevice(input: UpdateDeviceInput!): Device!

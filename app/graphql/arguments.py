@@ -1,0 +1,50 @@
+"""Checks of telemetry query arguments at the edge; each failure names the argument."""
+
+import re
+import uuid
+from datetime import UTC, datetime
+
+from app.errors import ValidationError
+from app.services import validation
+
+MAX_POINTS = 10_000
+# the ingest's rule for metric names (SPEC section 5): a name outside it was never stored
+_METRIC_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+# buckets count from the Unix epoch; the upper bound keeps an hour's arithmetic in range
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def device_id(value: str) -> uuid.UUID:
+    """The `deviceId` argument as a UUID."""
+    return validation.parse_id(value, "deviceId")
+
+
+def metric_name(value: str) -> str:
+    """The `metricName` argument: 1-100 characters of A-Z a-z 0-9 _ . -."""
+    if not _METRIC_NAME.fullmatch(value):
+        raise ValidationError("metricName", "must be 1 to 100 characters of A-Z a-z 0-9 _ . -")
+    return value
+
+
+def moment(value: str, field: str) -> datetime:
+    """An ISO 8601 time argument as an aware UTC datetime; no zone means UTC."""
+    shown = value[:40]
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+        # SPEC: times are UTC strings, so a time written without a zone is one too
+        parsed = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC)
+    except ValueError:
+        reason = f"'{shown}' is not an ISO 8601 time such as 2026-11-29T00:00:00Z"
+        raise ValidationError(field, reason) from None
+    except OverflowError:  # a zone offset pushing year 1 or 9999 past the calendar
+        raise ValidationError(field, f"'{shown}' is out of range") from None
+    if not EARLIEST <= parsed <= LATEST:
+        raise ValidationError(field, "must be between 1970-01-01 and 9999-01-01 (UTC)")
+    return parsed
+
+
+def point_limit(value: int) -> int:
+    """The `limit` argument of a series: 1 to MAX_POINTS."""
+    return validation.page(value, 0, max_limit=MAX_POINTS)[0]
