@@ -194,3 +194,37 @@ def test_silent_devices_are_marked_offline(engine: Engine, device: Device) -> No
         session.commit()
         assert silent == [device.id]
         assert session.get(Device, device.id).status == DeviceStatus.OFFLINE
+
+
+def test_shared_subscription_splits_messages_between_workers(
+    engine: Engine, mosquitto: Mosquitto, publisher: mqtt.Client, device: Device
+) -> None:
+    address = BrokerAddress("127.0.0.1", mosquitto.port)
+    received: dict[str, int] = {"a": 0, "b": 0}
+    workers = []
+    for name in received:
+        worker = IngestWorker(
+            address,
+            client_id=f"shared-{name}-{uuid.uuid4().hex[:6]}",
+            shared_group="g",
+            batch_ms=20,
+        )
+
+        def count(result, name: str = name) -> None:
+            received[name] += len(result.points)
+
+        worker.add_listener(count)
+        worker.start()
+        assert worker.wait_connected(10)
+        workers.append(worker)
+    try:
+        start = datetime.now(UTC) - timedelta(minutes=30)
+        for index in range(200):
+            stamp = (start + timedelta(seconds=index)).isoformat()
+            _publish(publisher, f"devices/{device.id}/telemetry", {"n": index, "ts": stamp})
+        wait_until(lambda: _count(engine, device.id) == 200)
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert received["a"] + received["b"] == 200
+    assert received["a"] > 0 and received["b"] > 0

@@ -1,0 +1,125 @@
+"""`iotdeck serve --demo` as a user runs it: the embedded broker takes a device's data."""
+
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.services import free_port
+from tests.waiting import wait_until
+
+IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
+BOILER = "6f1c2a8e-0c1b-4a51-9d1e-1a0000000001"  # a seeded demo device
+
+
+class Server:
+    """`iotdeck serve` in a subprocess, its output collected line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [IOTDECK, "serve", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        self.lines.extend(self.process.stdout)
+
+    def line(self, pattern: str) -> re.Match:
+        """The first output line matching `pattern`, waiting for it."""
+        found = wait_until(
+            lambda: next((m for line in self.lines if (m := re.search(pattern, line))), None),
+            timeout=60,
+        )
+        assert isinstance(found, re.Match)
+        return found
+
+    def stop(self) -> None:
+        """SIGTERM and wait."""
+        self.process.terminate()
+        self.process.wait(30)
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port something else already listens on, like a system Mosquitto on 1883."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def test_demo_falls_back_to_a_free_broker_port_and_stores_what_a_device_publishes(
+    tmp_path: Path, busy_port: int
+) -> None:
+    web_port = free_port()
+    # no PYTEST_* either: NiceGUI would take the server for one of its own screen tests
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTDECK_", "PYTEST_"))}
+    env.update(
+        IOTDECK_DATA_DIR=str(tmp_path / "data"),
+        IOTDECK_MQTT_EMBEDDED_PORT=str(busy_port),
+        IOTDECK_ADMIN_PASSWORD="demo password 1",
+    )
+    server = Server(["--demo", "--port", str(web_port)], env)
+    try:
+        server.line(rf"MQTT port {busy_port} is taken")
+        broker_port = int(
+            server.line(r"embedded MQTT broker \(3\.1\.1\): mqtt://127\.0\.0\.1:(\d+)")[1]
+        )
+        assert broker_port != busy_port
+        server.line(r"admin login: admin@example.com / the password in IOTDECK_ADMIN_PASSWORD")
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{web_port}/health/ready").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout=60)
+        subprocess.run(
+            [
+                "mosquitto_pub",
+                "-p",
+                str(broker_port),
+                "-V",
+                "mqttv311",
+                "-q",
+                "1",
+                "-t",
+                f"devices/{BOILER}/telemetry",
+                "-m",
+                '{"temperature": 21.5}',
+            ],
+            check=True,
+            timeout=10,
+        )
+        database = tmp_path / "data" / "iotdeck.db"
+
+        def stored() -> list:
+            with sqlite3.connect(database) as connection:
+                return connection.execute(
+                    "SELECT metric_name, value FROM device_telemetry WHERE device_id = ?",
+                    (BOILER.replace("-", ""),),
+                ).fetchall()
+
+        assert wait_until(stored) == [("temperature", 21.5)]
+        with sqlite3.connect(database) as connection:
+            status = connection.execute(
+                "SELECT status FROM devices WHERE id = ?", (BOILER.replace("-", ""),)
+            ).fetchone()
+        assert status == ("ONLINE",)
+    finally:
+        server.stop()
