@@ -6,7 +6,6 @@ label (counted in `telemetry_rejected_total{reason}`) and a detail naming the fi
 
 import json
 import math
-import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -14,12 +13,12 @@ import orjson
 
 from app.models import DeviceStatus
 from app.services.telemetry import Point
+from app.services.validation import METRIC_NAME, METRIC_NAME_RULE
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_METRICS = 1000
 MAX_UNIT_LENGTH = 50
 MAX_FUTURE = timedelta(minutes=5)
-_METRIC_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _RESERVED_FLAT_KEYS = {"device_id", "timestamp", "ts"}
 _MILLISECONDS_FROM = 10**11  # epoch numbers above this are milliseconds (year 5138 in seconds)
 
@@ -100,12 +99,9 @@ def _value(value: object, field: str) -> float:
 
 
 def _metric_name(name: object, field: str) -> str:
-    if not isinstance(name, str) or not _METRIC_NAME.match(name):
+    if not isinstance(name, str) or not METRIC_NAME.fullmatch(name):
         shown = str(name)[:40]
-        raise Rejected(
-            "invalid_metric_name",
-            f"{field} '{shown}' must be 1-100 characters of A-Z a-z 0-9 _ . -",
-        )
+        raise Rejected("invalid_metric_name", f"{field} '{shown}' must be {METRIC_NAME_RULE}")
     return name
 
 

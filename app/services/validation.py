@@ -1,12 +1,16 @@
 """Field checks shared by the services; each failure names the field."""
 
 import json
+import re
 import uuid
 from typing import Any
 
 from app.errors import ValidationError
 
 MAX_METADATA_BYTES = 16 * 1024
+# metric names as devices may send them (SPEC section 5) and queries may ask for them
+METRIC_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+METRIC_NAME_RULE = "1 to 100 characters of A-Z a-z 0-9 _ . -"
 
 
 def parse_id(value: object, field: str = "id") -> uuid.UUID:
