@@ -182,6 +182,11 @@ def bench_ingest(
     print(json.dumps(run(options), indent=2))
 
 
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+]
+
+
 def _read_password(password_stdin: bool) -> str:
     if password_stdin:
         return sys.stdin.readline().rstrip("\n")
@@ -196,9 +201,7 @@ def user_create(
     email: Annotated[str, typer.Option(help="Sign-in email.")],
     role: Annotated[Role, typer.Option(help="ADMIN, OPERATOR or VIEWER.")] = Role.VIEWER,
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
-    ] = False,
+    password_stdin: PasswordStdin = False,
 ) -> None:
     """Create a user account."""
     settings = _settings()
@@ -216,9 +219,7 @@ def user_create(
 @user_cli.command("set-password")
 def user_set_password(
     email: Annotated[str, typer.Option(help="Sign-in email of an existing user.")],
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
-    ] = False,
+    password_stdin: PasswordStdin = False,
 ) -> None:
     """Set a new password for a user (and re-enable the account)."""
     settings = _settings()

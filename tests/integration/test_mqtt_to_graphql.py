@@ -1,13 +1,10 @@
 """End to end: MQTT publish -> real Mosquitto -> ingest worker -> storage -> GraphQL query."""
 
-import uuid
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import orjson
-import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import Engine
 from starlette.exceptions import StarletteDeprecationWarning
@@ -17,10 +14,9 @@ from app.auth import create_token
 from app.config import Settings
 from app.graphql.types import iso_utc
 from app.models import DeviceCreate, Role, UserCreate
-from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
 from app.services import devices, users
-from bench.services import Mosquitto
+from tests.integration.conftest import Publish
 from tests.integration.graphql.client import build_app, make_settings
 from tests.waiting import wait_until
 
@@ -58,29 +54,6 @@ class GraphQL:
 
 
 @pytest.fixture
-def ingest(engine: Engine, mosquitto: Mosquitto) -> Iterator[IngestWorker]:
-    """A running ingest worker on this test's broker and database."""
-    del engine  # the worker writes through the process-wide engine this fixture points
-    address = BrokerAddress("127.0.0.1", mosquitto.port)
-    worker = IngestWorker(address, client_id=f"ingest-{uuid.uuid4().hex[:8]}", batch_ms=20)
-    worker.start()
-    assert worker.wait_connected(10)
-    yield worker
-    worker.stop()
-
-
-@pytest.fixture
-def publisher(mosquitto: Mosquitto) -> Iterator[mqtt.Client]:
-    """A device-side MQTT client."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", mosquitto.port)
-    client.loop_start()
-    yield client
-    client.disconnect()
-    client.loop_stop()
-
-
-@pytest.fixture
 def settings(database_url: str) -> Settings:
     """Settings for this test's database."""
     return make_settings(database_url)
@@ -104,12 +77,8 @@ def graphql(engine: Engine, settings: Settings) -> Iterator[GraphQL]:
         yield GraphQL(http, token)
 
 
-def _publish(client: mqtt.Client, topic: str, payload: dict[str, Any]) -> None:
-    client.publish(topic, orjson.dumps(payload), qos=1).wait_for_publish(5)
-
-
 def test_published_telemetry_reads_back_exactly_over_graphql(
-    ingest: IngestWorker, publisher: mqtt.Client, graphql: GraphQL
+    ingest: IngestWorker, publish: Publish, graphql: GraphQL
 ) -> None:
     with db.session_scope() as session:
         created = devices.create_device(session=session, data=DeviceCreate(name="d", type="t"))
@@ -118,8 +87,7 @@ def test_published_telemetry_reads_back_exactly_over_graphql(
     seed_time = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=123000)
     flat_time = seed_time + timedelta(minutes=1, milliseconds=333)
     topic = f"devices/{device_id}/telemetry"
-    _publish(
-        publisher,
+    publish(
         topic,
         {
             "device_id": device_id,
@@ -132,7 +100,7 @@ def test_published_telemetry_reads_back_exactly_over_graphql(
     )
     # the flat form, its time as epoch milliseconds
     flat_ms = round(flat_time.timestamp() * 1000)
-    _publish(publisher, topic, {"temperature": 24.25, "battery": 97, "ts": flat_ms})
+    publish(topic, {"temperature": 24.25, "battery": 97, "ts": flat_ms})
 
     def latest(metric: str) -> dict[str, Any] | None:
         variables = {"id": device_id, "metric": metric}

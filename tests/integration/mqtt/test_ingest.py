@@ -2,11 +2,9 @@
 
 import subprocess
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine
@@ -17,6 +15,7 @@ from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
 from app.services import devices, telemetry
 from bench.services import Mosquitto
+from tests.integration.conftest import Publish
 from tests.waiting import wait_until
 
 
@@ -30,33 +29,6 @@ def device(engine: Engine) -> Device:
         return created
 
 
-@pytest.fixture
-def ingest(engine: Engine, mosquitto: Mosquitto) -> Iterator[IngestWorker]:
-    """A running ingest worker on this test's broker and database."""
-    address = BrokerAddress("127.0.0.1", mosquitto.port)
-    worker = IngestWorker(address, client_id=f"ingest-{uuid.uuid4().hex[:8]}", batch_ms=20)
-    worker.start()
-    assert worker.wait_connected(10)
-    yield worker
-    worker.stop()
-
-
-@pytest.fixture
-def publisher(mosquitto: Mosquitto) -> Iterator[mqtt.Client]:
-    """A device-side MQTT client."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", mosquitto.port)
-    client.loop_start()
-    yield client
-    client.disconnect()
-    client.loop_stop()
-
-
-def _publish(client: mqtt.Client, topic: str, payload: bytes | dict) -> None:
-    raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    client.publish(topic, raw, qos=1).wait_for_publish(5)
-
-
 def _count(engine: Engine, device_id: uuid.UUID) -> int:
     with Session(engine) as session:
         query = select(func.count()).where(TelemetryPoint.device_id == device_id)
@@ -68,13 +40,12 @@ def _rejected(reason: str) -> float:
 
 
 def test_both_payload_formats_are_stored_exactly(
-    engine: Engine, ingest: IngestWorker, publisher: mqtt.Client, device: Device
+    engine: Engine, ingest: IngestWorker, publish: Publish, device: Device
 ) -> None:
     stamp = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=123000)
     later = stamp.replace(microsecond=0) + timedelta(minutes=1)
     topic = f"devices/{device.id}/telemetry"
-    _publish(
-        publisher,
+    publish(
         topic,
         {
             "device_id": str(device.id),
@@ -85,7 +56,7 @@ def test_both_payload_formats_are_stored_exactly(
             ],
         },
     )
-    _publish(publisher, topic, {"temperature": 24.25, "battery": 97, "ts": later.isoformat()})
+    publish(topic, {"temperature": 24.25, "battery": 97, "ts": later.isoformat()})
     wait_until(lambda: _count(engine, device.id) == 4)
     with Session(engine) as session:
         rows = session.exec(
@@ -114,7 +85,7 @@ BAD_PAYLOADS = [
 
 
 def test_bad_payloads_are_counted_and_nothing_is_stored(
-    engine: Engine, ingest: IngestWorker, publisher: mqtt.Client, device: Device
+    engine: Engine, ingest: IngestWorker, publish: Publish, device: Device
 ) -> None:
     topic = f"devices/{device.id}/telemetry"
     cases = [(reason, topic, payload) for reason, payload in BAD_PAYLOADS]
@@ -125,8 +96,8 @@ def test_bad_payloads_are_counted_and_nothing_is_stored(
     ]
     before = {reason: _rejected(reason) for reason, _, _ in cases}
     for _reason, case_topic, payload in cases:
-        _publish(publisher, case_topic, payload)
-    _publish(publisher, topic, {"good": 1.5})
+        publish(case_topic, payload)
+    publish(topic, {"good": 1.5})
     wait_until(lambda: _count(engine, device.id) == 1)
     for reason, _, _ in cases:
         assert _rejected(reason) == before[reason] + 1, reason
@@ -140,7 +111,7 @@ def test_bad_payloads_are_counted_and_nothing_is_stored(
 def test_status_messages_and_last_will(
     engine: Engine,
     ingest: IngestWorker,
-    publisher: mqtt.Client,
+    publish: Publish,
     device: Device,
     mosquitto: Mosquitto,
 ) -> None:
@@ -148,9 +119,9 @@ def test_status_messages_and_last_will(
         with Session(engine) as session:
             return session.get(Device, device.id).status
 
-    _publish(publisher, f"devices/{device.id}/status", b"online")
+    publish(f"devices/{device.id}/status", b"online")
     wait_until(lambda: status() == DeviceStatus.ONLINE)
-    _publish(publisher, f"devices/{device.id}/status", {"status": "offline"})
+    publish(f"devices/{device.id}/status", {"status": "offline"})
     wait_until(lambda: status() == DeviceStatus.OFFLINE)
     # a device that dies without a clean disconnect: the broker publishes its last will
     device_process = subprocess.Popen(
@@ -168,7 +139,7 @@ def test_status_messages_and_last_will(
             "1",
         ]
     )
-    _publish(publisher, f"devices/{device.id}/status", b"online")
+    publish(f"devices/{device.id}/status", b"online")
     wait_until(lambda: status() == DeviceStatus.ONLINE)
     device_process.kill()
     device_process.wait()
@@ -197,7 +168,7 @@ def test_silent_devices_are_marked_offline(engine: Engine, device: Device) -> No
 
 
 def test_shared_subscription_splits_messages_between_workers(
-    engine: Engine, mosquitto: Mosquitto, publisher: mqtt.Client, device: Device
+    engine: Engine, mosquitto: Mosquitto, publish: Publish, device: Device
 ) -> None:
     address = BrokerAddress("127.0.0.1", mosquitto.port)
     received: dict[str, int] = {"a": 0, "b": 0}
@@ -221,7 +192,7 @@ def test_shared_subscription_splits_messages_between_workers(
         start = datetime.now(UTC) - timedelta(minutes=30)
         for index in range(200):
             stamp = (start + timedelta(seconds=index)).isoformat()
-            _publish(publisher, f"devices/{device.id}/telemetry", {"n": index, "ts": stamp})
+            publish(f"devices/{device.id}/telemetry", {"n": index, "ts": stamp})
         wait_until(lambda: _count(engine, device.id) == 200)
     finally:
         for worker in workers:
