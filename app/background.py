@@ -1,4 +1,4 @@
-"""What `iotdeck serve` runs beside the web app: broker, ingest, periodic jobs."""
+"""What `iotdeck serve` runs beside the web app: broker, ingest, jobs, demo devices."""
 
 import asyncio
 import logging
@@ -11,8 +11,11 @@ from app.mqtt.connection import BrokerAddress
 from app.mqtt.embedded import EmbeddedBroker
 from app.mqtt.ingest import IngestWorker
 from app.mqtt.runner import build_worker
+from app.simulator import Simulator, demo_devices
 
 logger = logging.getLogger(__name__)
+
+DEMO_RATE = 0.5  # messages/s per demo device: charts move within seconds of start
 
 
 def broker_address(settings: Settings) -> BrokerAddress:
@@ -32,6 +35,7 @@ class Background:
         self.broker: EmbeddedBroker | None = None
         self.worker: IngestWorker | None = None
         self._scheduler: AsyncIOScheduler | None = None
+        self.simulator: Simulator | None = None
 
     async def start(self) -> None:
         """Broker first (devices and ingest need it), then ingest, then the jobs."""
@@ -45,9 +49,16 @@ class Background:
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         jobs.add_jobs(self._scheduler, self.settings)
         self._scheduler.start()
+        if self.settings.demo:
+            devices = await asyncio.to_thread(demo_devices)
+            self.simulator = Simulator(self.address, devices, rate=DEMO_RATE)
+            self.simulator.start()
 
     async def stop(self) -> None:
         """The reverse order; ingest flushes and acknowledges before the broker goes."""
+        if self.simulator is not None:
+            # off the loop: the embedded broker runs on it and must acknowledge `offline`
+            await asyncio.to_thread(self.simulator.stop)
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             await asyncio.sleep(0)

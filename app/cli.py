@@ -3,7 +3,9 @@
 import getpass
 import json
 import logging
+import signal
 import sys
+import threading
 from typing import Annotated
 
 import typer
@@ -136,10 +138,7 @@ def simulate(
     ] = None,
 ) -> None:
     """Publish telemetry from simulated devices until SIGINT or SIGTERM."""
-    import signal
-    import threading
-
-    from app import simulator  # paho loads only here
+    from app import signals, simulator  # paho loads only here
     from app.mqtt.connection import BrokerAddress
 
     settings = _settings()
@@ -150,7 +149,7 @@ def simulate(
     try:
         address = BrokerAddress.parse(broker or settings.mqtt_url, settings.mqtt_protocol)
         _open_database(settings)
-        specs = simulator.ensure_devices(devices, types or simulator.DEFAULT_TYPES)
+        specs = simulator.ensure_devices(devices, types or signals.DEFAULT_TYPES)
     except (ConfigError, DomainError) as exc:
         _fail(str(exc))
     stop = threading.Event()
