@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -83,7 +84,9 @@ class WriteResult:
 
 
 def _hour(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 def rollups_are_continuous_aggregate(connection: Connection) -> bool:
@@ -126,27 +129,38 @@ def write_points(*, session: Session, points: Sequence[Point], seen_at: datetime
     )
 
 
+def _copy(cursor: psycopg.Cursor, table: str, points: Sequence[Point]) -> None:
+    copy_sql = (
+        f"COPY {table} (time, device_id, metric_name, value, unit) FROM STDIN (FORMAT BINARY)"
+    )
+    with cursor.copy(copy_sql) as copy:
+        copy.set_types(["timestamptz", "uuid", "text", "float8", "text"])
+        for point in points:
+            copy.write_row(
+                (point.time, point.device_id, point.metric_name, point.value, point.unit)
+            )
+
+
 def _copy_points(connection: Connection, points: Sequence[Point]) -> int:
-    # COPY into a per-connection staging table, then one INSERT that skips duplicates
     if not points:
         return 0
     raw = connection.connection.driver_connection
     with raw.cursor() as cursor:
+        # fast path: COPY straight into the table, inside a savepoint; a duplicate (a
+        # redelivered message) undoes just this attempt and the batch takes the slow path
+        try:
+            with raw.transaction():
+                _copy(cursor, "device_telemetry", points)
+            return len(points)
+        except psycopg.errors.UniqueViolation:
+            pass
+        # duplicate-safe path: COPY into a staging table, then one INSERT skipping conflicts
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS telemetry_staging ("
             " time timestamptz, device_id uuid, metric_name text, value float8, unit text"
             ") ON COMMIT DELETE ROWS"
         )
-        copy_sql = (
-            "COPY telemetry_staging (time, device_id, metric_name, value, unit)"
-            " FROM STDIN (FORMAT BINARY)"
-        )
-        with cursor.copy(copy_sql) as copy:
-            copy.set_types(["timestamptz", "uuid", "text", "float8", "text"])
-            for point in points:
-                copy.write_row(
-                    (point.time, point.device_id, point.metric_name, point.value, point.unit)
-                )
+        _copy(cursor, "telemetry_staging", points)
         cursor.execute(
             "INSERT INTO device_telemetry (time, device_id, metric_name, value, unit)"
             " SELECT time, device_id, metric_name, value, unit FROM telemetry_staging"
@@ -177,7 +191,12 @@ def _insert_points(connection: Connection, points: Sequence[Point]) -> int:
 
 
 def _mark_pending(connection: Connection, points: Iterable[Point]) -> None:
-    hours = {(p.device_id, p.metric_name, _hour(p.time)) for p in points}
+    hours = set()
+    last_time = last_hour = None
+    for point in points:
+        if point.time is not last_time:  # a message's points share one time object
+            last_time, last_hour = point.time, _hour(point.time)
+        hours.add((point.device_id, point.metric_name, last_hour))
     if not hours:
         return
     rows = [{"device_id": d, "metric_name": m, "bucket": h} for d, m, h in sorted(hours)]
