@@ -1,24 +1,31 @@
 """One device: its fields and metadata; edit and delete for admins."""
 
 import uuid
+from datetime import UTC, datetime
 
 from nicegui import ui
+from sqlmodel import Session
 
 from app import db
 from app.auth import has_role
 from app.errors import NotFoundError, ValidationError
 from app.models import Device, DeviceUpdate, Role, User
-from app.services import devices
+from app.services import charts, devices
 from components.chips import type_chip
 from components.confirm_dialog import confirm
 from components.device_form import DeviceForm, DeviceFormData
 from components.empty_state import empty_state
 from components.frame import frame
 from components.json_viewer import metadata_view
+from components.metric_tiles import MetricTiles
 from components.relative_time import time_label
 from components.section import section
 from components.status_badge import status_badge
+from components.telemetry_chart import CUSTOM, RangePicker, TelemetryChart, series_colour
 from pages.auth import acting_user, current_user, flash
+
+LIVE_SECONDS = 5.0  # the timer's period until live pushes replace it
+DEFAULT_RANGE = "1 h"
 
 
 def _load(device_id: str) -> Device | None:
@@ -62,6 +69,133 @@ def _details(device: Device) -> None:
             time_label(device.updated_at, relative=False).classes("text-sm")
 
 
+class DeviceTelemetry:
+    """Latest-value tiles and one chart per metric, kept current by `update`."""
+
+    def __init__(self, device_id: uuid.UUID) -> None:
+        """Start on the default range."""
+        self.device_id = device_id
+        self.range = DEFAULT_RANGE
+        self.custom: tuple[datetime, datetime] | None = None
+        self.metric_names: list[str] = []
+        self.tiles: MetricTiles | None = None
+        self.charts: dict[str, TelemetryChart] = {}
+
+    def create(self) -> None:
+        """The sections, and the timer that refreshes them."""
+        self.content()
+        ui.timer(LIVE_SECONDS, self.update, immediate=False).mark("telemetry-timer")
+
+    @ui.refreshable_method
+    def content(self) -> None:
+        """Tiles and charts, or how to send the first point."""
+        with db.session_scope() as session:
+            latest = charts.tiles(session=session, device_id=self.device_id)
+        self.metric_names = [tile.metric_name for tile in latest]
+        self.charts = {}
+        if not latest:
+            self.tiles = None
+            _no_telemetry(self.device_id)
+            return
+        with section("Latest values", icon="speed"):
+            self.tiles = MetricTiles(latest)
+        with section("Telemetry", icon="show_chart"):
+            RangePicker(list(charts.RANGES), self.range, on_change=self.set_range)
+            self.chart_list()
+
+    def _window(self) -> tuple[datetime, datetime]:
+        if self.custom is not None:
+            return self.custom
+        now = datetime.now(UTC)
+        return now - charts.RANGES[self.range], now
+
+    @ui.refreshable_method
+    def chart_list(self) -> None:
+        """One chart per metric over the chosen range."""
+        start, end = self._window()
+        with db.session_scope() as session:
+            shown = [self._data(session, name, start, end) for name in self.metric_names]
+        self.charts = {}
+        with ui.column().classes("w-full gap-0 pt-3 divide-y divide-slate-100"):
+            for index, data in enumerate(shown):
+                with ui.element("div").classes("w-full py-3"):
+                    chart = TelemetryChart(data, colour=series_colour(index))
+                self.charts[data.metric_name] = chart
+
+    def _data(
+        self, session: Session, name: str, start: datetime, end: datetime
+    ) -> charts.ChartData:
+        return charts.chart_data(
+            session=session, device_id=self.device_id, metric_name=name, start=start, end=end
+        )
+
+    def set_range(self, name: str, custom: tuple[datetime, datetime] | None) -> None:
+        """Show every chart over a preset (`custom` None) or the custom range."""
+        self.range = name if name != CUSTOM else self.range
+        self.custom = custom
+        self.chart_list.refresh()
+
+    def update(self) -> None:
+        """Bring tiles and charts up to date; the one place new data enters the page."""
+        with db.session_scope() as session:
+            latest = charts.tiles(session=session, device_id=self.device_id)
+            if [tile.metric_name for tile in latest] != self.metric_names:
+                self.content.refresh()  # first point, or a new metric: lay the page out again
+                return
+            if self.tiles is not None:
+                self.tiles.show(latest)
+            if self.custom is not None:
+                return  # a custom range is history: it does not move
+            start, end = self._window()
+            for name, chart in self.charts.items():
+                self._advance(session, name, chart, start, end)
+
+    def _advance(
+        self, session: Session, name: str, chart: TelemetryChart, start: datetime, end: datetime
+    ) -> None:
+        width = chart.data.bucket_seconds
+        if width is not None:
+            # bucket averages change only as buckets fill: redraw once a new bucket begins
+            if end.timestamp() // width > chart.data.end.timestamp() // width:
+                chart.show(self._data(session, name, start, end))
+            return
+        tail = charts.samples_after(
+            session=session,
+            device_id=self.device_id,
+            metric_name=name,
+            after=chart.last_time or start,
+            end=end,
+        )
+        if chart.point_count + len(tail) > charts.MAX_POINTS:
+            chart.show(self._data(session, name, start, end))  # too dense now: bucket it
+        else:
+            chart.append(tail, start, end)
+
+
+def _no_telemetry(device_id: uuid.UUID) -> None:
+    topic = f"devices/{device_id}/telemetry"
+    with section("Telemetry", icon="show_chart"):
+        with empty_state(
+            "sensors",
+            "No telemetry yet",
+            "Values and charts appear here once the device publishes to its topic:",
+        ):
+            # a read-only field, not text: easy to select, and the id appears once as text
+            field = ui.input("MQTT topic", value=topic).props(
+                "readonly outlined dense stack-label input-class='font-mono text-xs'"
+            )
+            with field.classes("w-[30rem] max-w-full").mark("telemetry-topic"):
+                with field.add_slot("append"):
+                    ui.button(icon="content_copy", on_click=lambda: _copy_topic(topic)).props(
+                        "flat round dense size=sm color=secondary"
+                    ).tooltip("Copy topic").mark("copy-topic")
+
+
+def _copy_topic(topic: str) -> None:
+    ui.clipboard.write(topic)
+    ui.notify("Topic copied", type="info")
+
+
 class DeviceDetail:
     """The page body for one device, rebuilt after an edit."""
 
@@ -69,6 +203,7 @@ class DeviceDetail:
         """Remember which device and who is looking."""
         self.device_id = device_id
         self.is_admin = has_role(user, Role.ADMIN)
+        self.telemetry: DeviceTelemetry | None = None  # kept across rebuilds: keeps the range
 
     @ui.refreshable_method
     def content(self) -> None:
@@ -100,6 +235,8 @@ class DeviceDetail:
             "w-full grid grid-cols-1 lg:grid-cols-[minmax(0,1fr)_27rem] gap-5 items-start"
         ):
             with ui.column().classes("gap-5 min-w-0").mark("device-main"):
+                self.telemetry = self.telemetry or DeviceTelemetry(device.id)
+                self.telemetry.create()
                 with section("Metadata", icon="data_object"):
                     metadata_view(device.metadata_)
             with ui.column().classes("gap-5 min-w-0").mark("device-side"):
