@@ -143,9 +143,12 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Drop the telemetry tables (and the continuous aggregate)."""
     bind = op.get_bind()
-    is_view = bind.dialect.name == "postgresql" and bind.execute(
-        sa.text("SELECT 1 FROM pg_matviews WHERE matviewname = 'telemetry_hourly'")
-    ).first()
+    is_view = (
+        bind.dialect.name == "postgresql"
+        and bind.execute(
+            sa.text("SELECT 1 FROM pg_matviews WHERE matviewname = 'telemetry_hourly'")
+        ).first()
+    )
     if is_view:
         with op.get_context().autocommit_block():
             op.execute("DROP MATERIALIZED VIEW telemetry_hourly")
