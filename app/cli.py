@@ -170,7 +170,7 @@ def bench_ingest(
     backlog: Annotated[int, typer.Option(help="Messages queued for the drain phase.")] = 60000,
     workers: Annotated[int, typer.Option(help="Ingest processes (shared subscription).")] = 1,
     rate: Annotated[
-        float | None, typer.Option(help="Offered messages/s (default: 90% of the drain rate).")
+        float | None, typer.Option(help="Offered messages/s (default: the measured drain rate).")
     ] = None,
 ) -> None:
     """Measure ingest against a bare subscriber and bare COPY; prints one JSON object."""

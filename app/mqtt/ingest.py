@@ -1,8 +1,9 @@
 """The ingest worker: MQTT telemetry and status -> storage, acknowledged only after commit.
 
-Threads: paho's network thread only queues what arrives; one writer thread parses,
-validates, writes a batch in one transaction, commits, then sends the PUBACKs in
-arrival order. A message is therefore acknowledged only once its rows are durable; if
+Threads: paho's network thread only queues what arrives; a parser thread cuts it into
+batches and validates them; a committer thread writes each batch in one transaction,
+commits, then sends its PUBACKs in arrival order (parsing the next batch overlaps the
+database's work on this one). A message is therefore acknowledged only once its rows are durable; if
 the process dies first, the broker redelivers it (persistent session) and the primary
 key (device_id, metric_name, time) turns the second copy into a no-op. While the
 database is down the batch is retried with backoff and nothing new is acknowledged, so
@@ -49,6 +50,15 @@ class Received:
     mid: int
     qos: int
     arrival: datetime
+
+
+@dataclass
+class _Parsed:
+    """A batch after validation, on its way from the parser to the committer."""
+
+    messages: list[Received]
+    candidates: list[tuple[Received, uuid.UUID, str, object]] = field(default_factory=list)
+    rejected: int = 0
 
 
 @dataclass
@@ -107,7 +117,12 @@ class IngestWorker:
         self._connected = threading.Event()
         self._known = _KnownDevices()
         self._listeners: list[Callable[[BatchResult], None]] = []
-        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        # parsing batch N+1 overlaps the database writing batch N; one parsed batch waits
+        self._parsed: queue.Queue[_Parsed | None] = queue.Queue(maxsize=1)
+        self._parser = threading.Thread(target=self._parse_loop, name="ingest-parser", daemon=True)
+        self._committer = threading.Thread(
+            target=self._commit_loop, name="ingest-committer", daemon=True
+        )
         self._client = connection.make_client(
             address, client_id, persistent=True, client_class=BulkClient
         )
@@ -123,12 +138,13 @@ class IngestWorker:
         return self._connected.is_set()
 
     def add_listener(self, listener: Callable[[BatchResult], None]) -> None:
-        """Call `listener` (on the writer thread) after each committed batch."""
+        """Call `listener` (on the committer thread) after each committed batch."""
         self._listeners.append(listener)
 
     def start(self) -> None:
         """Connect and start consuming in background threads."""
-        self._writer.start()
+        self._parser.start()
+        self._committer.start()
         connection.connect(self._client, self.address, persistent=True)
         self._client.loop_start()
 
@@ -139,7 +155,9 @@ class IngestWorker:
     def stop(self, timeout: float = 30.0) -> None:
         """Flush, commit and acknowledge what was received, then disconnect."""
         self._stopping.set()
-        self._writer.join(timeout)
+        deadline = time.monotonic() + timeout
+        self._parser.join(timeout)
+        self._committer.join(max(0.0, deadline - time.monotonic()))
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -192,7 +210,7 @@ class IngestWorker:
             Received(message.topic, message.payload, message.mid, message.qos, datetime.now(UTC))
         )
 
-    # writer thread --------------------------------------------------------------------
+    # parser and committer threads -------------------------------------------------------
 
     def _collect(self) -> list[Received]:
         try:
@@ -213,52 +231,66 @@ class IngestWorker:
                 break
         return batch
 
-    def _write_loop(self) -> None:
+    def _parse_loop(self) -> None:
         while True:
             batch = self._collect()
             if batch:
-                self._process(batch)
+                self._parsed.put(self._parse(batch))
             elif self._stopping.is_set() and self._inbox.empty():
+                self._parsed.put(None)
                 return
 
-    def _process(self, batch: list[Received]) -> None:
+    def _commit_loop(self) -> None:
+        abandoned = False
+        while (parsed := self._parsed.get()) is not None:
+            # after an abandoned batch nothing more is acknowledged: acks stay in order
+            abandoned = abandoned or not self._process(parsed)
+
+    def _process(self, parsed: "_Parsed") -> bool:
+        """Commit with retries, then acknowledge; False if abandoned at shutdown."""
         while True:
             try:
-                result = self._commit(batch)
+                result = self._commit(parsed)
             except SQLAlchemyError as exc:
                 metrics.STORAGE_RETRIES.inc()
-                logger.warning("storage failed (%s); retrying the batch of %d", exc, len(batch))
+                logger.warning(
+                    "storage failed (%s); retrying the batch of %d", exc, len(parsed.messages)
+                )
             except Exception:
                 metrics.STORAGE_RETRIES.inc()
-                logger.exception("batch of %d failed; retrying", len(batch))
+                logger.exception("batch of %d failed; retrying", len(parsed.messages))
             else:
                 break
             if self._stopping.wait(1.0):
                 # shutting down with the database away: leave the batch in the broker
-                return
+                return False
         # PUBACKs in arrival order, as MQTT requires; QoS 0 messages take none
-        self._client.ack_many([message.mid for message in batch if message.qos == 1])
+        self._client.ack_many([m.mid for m in parsed.messages if m.qos == 1])
         for listener in self._listeners:
             try:
                 listener(result)
             except Exception:
                 logger.exception("ingest listener failed")
+        return True
 
-    def _commit(self, batch: list[Received]) -> BatchResult:
+    def _commit(self, parsed: "_Parsed") -> BatchResult:
         started = time.perf_counter()
-        result = BatchResult()
+        result = BatchResult(rejected=parsed.rejected)
         points: list[Point] = []
         statuses: list[tuple[int, uuid.UUID, DeviceStatus]] = []
         last_telemetry: dict[uuid.UUID, int] = {}
         with Session(db.get_engine(), expire_on_commit=False) as session:
-            parsed = self._parse(session, batch, result)
-            for index, (device_id, kind, value) in enumerate(parsed):
-                if kind == "telemetry":
-                    points.extend(value)
+            known = self._known.filter_known(session, {c[1] for c in parsed.candidates})
+            for index, (message, device_id, kind, content) in enumerate(parsed.candidates):
+                if device_id not in known:
+                    _reject(message, "unknown_device", f"no device {device_id}")
+                    result.rejected += 1
+                elif kind == "telemetry":
+                    points.extend(content)
                     last_telemetry[device_id] = index
                 else:
-                    statuses.append((index, device_id, value))
-            arrival = batch[-1].arrival
+                    statuses.append((index, device_id, content))
+            arrival = parsed.messages[-1].arrival
             written = telemetry.write_points(session=session, points=points, seen_at=arrival)
             for device_id in written.came_online:
                 result.status_changes[device_id] = DeviceStatus.ONLINE
@@ -277,11 +309,9 @@ class IngestWorker:
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         return result
 
-    def _parse(
-        self, session: Session, batch: list[Received], result: BatchResult
-    ) -> list[tuple[uuid.UUID, str, object]]:
-        """Validated (device, kind, content) per accepted message; rejections counted."""
-        candidates = []
+    def _parse(self, batch: list[Received]) -> "_Parsed":
+        """Each message validated into (message, device, kind, content); rejections counted."""
+        parsed = _Parsed(messages=batch)
         for message in batch:
             kind = message.topic.rsplit("/", 1)[-1]
             _RECEIVED[kind].inc()
@@ -293,20 +323,12 @@ class IngestWorker:
                     content = parse_status(message.payload)
             except Rejected as rejected:
                 _reject(message, rejected.reason, rejected.detail)
-                result.rejected += 1
+                parsed.rejected += 1
                 continue
             except Exception:  # a bug must cost one message, never the worker
                 logger.exception("could not parse the message on %s", message.topic)
                 _reject(message, "internal_error", "see the traceback above")
-                result.rejected += 1
+                parsed.rejected += 1
                 continue
-            candidates.append((message, device_id, kind, content))
-        known = self._known.filter_known(session, {c[1] for c in candidates})
-        accepted = []
-        for message, device_id, kind, content in candidates:
-            if device_id not in known:
-                _reject(message, "unknown_device", f"no device {device_id}")
-                result.rejected += 1
-            else:
-                accepted.append((device_id, kind, content))
-        return accepted
+            parsed.candidates.append((message, device_id, kind, content))
+        return parsed
