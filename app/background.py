@@ -11,7 +11,7 @@ from app.mqtt.connection import BrokerAddress
 from app.mqtt.embedded import EmbeddedBroker
 from app.mqtt.ingest import IngestWorker
 from app.mqtt.runner import build_worker
-from app.simulator import Simulator, demo_devices
+from app.simulator import Simulator, backfill, demo_devices
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ class Background:
         self._scheduler.start()
         if self.settings.demo:
             devices = await asyncio.to_thread(demo_devices)
-            self.simulator = Simulator(self.address, devices, rate=DEMO_RATE)
+            history = await asyncio.to_thread(backfill, devices)
+            self.simulator = Simulator(self.address, devices, rate=DEMO_RATE, signals=history)
             self.simulator.start()
 
     async def stop(self) -> None:

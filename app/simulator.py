@@ -18,8 +18,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from paho.mqtt.client import Client, MQTTErrorCode, MQTTMessageInfo
@@ -30,8 +30,9 @@ from app.models import Device, DeviceCreate
 from app.mqtt import connection
 from app.mqtt.connection import BrokerAddress
 from app.services import devices as device_service
+from app.services import telemetry
 from app.services.devices import DeviceFilter
-from app.signals import DEFAULT_TYPES, make_signals, telemetry_payload
+from app.signals import DEFAULT_TYPES, Signals, make_signals, telemetry_payload
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,33 @@ def _all_devices(where: DeviceFilter) -> list[Device]:
 def demo_devices() -> list[DeviceSpec]:
     """Every device in the database (the seeded demo ones in `serve --demo`)."""
     return [DeviceSpec(d.id, d.type) for d in _all_devices(DeviceFilter())]
+
+
+def backfill(
+    specs: Sequence[DeviceSpec], *, hours: float = 24, step: float = 300
+) -> dict[uuid.UUID, Signals]:
+    """Store `hours` of past readings, one every `step` s, for devices that have none yet.
+
+    A first-time demo then opens on charts with a day of history instead of a few dots.
+    Returns the signals that wrote it, for the `Simulator` to carry on from.
+    """
+    now = datetime.now(UTC)
+    count = int(hours * 3600 / step)
+    used: dict[uuid.UUID, Signals] = {}
+    with db.session_scope() as session:
+        for spec in specs:
+            if telemetry.metric_names(session=session, device_id=spec.id):
+                continue
+            signals = make_signals(spec.type, str(spec.id))
+            points = [
+                telemetry.Point(spec.id, reading.name, at, reading.value, reading.unit)
+                for index in range(count, 0, -1)
+                for at in [now - timedelta(seconds=index * step)]
+                for reading in signals.sample(at)
+            ]
+            telemetry.write_points(session=session, points=points, seen_at=now)
+            used[spec.id] = signals
+    return used
 
 
 def ensure_devices(count: int, types: Sequence[str] = DEFAULT_TYPES) -> list[DeviceSpec]:
@@ -93,12 +121,12 @@ class SimulatedDevice:
     later issue adds arrive there too (paho's on_message runs inside `loop_read`).
     """
 
-    def __init__(self, spec: DeviceSpec, interval: float) -> None:
+    def __init__(self, spec: DeviceSpec, interval: float, signals: Signals | None = None) -> None:
         self.id = str(spec.id)
         self.type = spec.type
         self.interval = interval
         # seeded by the id: a device keeps its character (base temperature...) across runs
-        self.signals = make_signals(spec.type, self.id)
+        self.signals = signals or make_signals(spec.type, self.id)
         self.status_topic = f"devices/{self.id}/status"  # online/offline, and the last will
         self.telemetry_topic = f"devices/{self.id}/telemetry"
         self.client: Client  # set by the Simulator, which owns the connection
@@ -131,14 +159,16 @@ class Simulator:
         *,
         rate: float,
         seed: int | None = None,
+        signals: Mapping[uuid.UUID, Signals] | None = None,
     ) -> None:
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError("rate must be a positive number of messages per second")
         self.address = address
         self.rate = rate
-        self.devices = [
-            SimulatedDevice(DeviceSpec(uuid.UUID(str(i)), t), 1 / rate) for i, t in devices
-        ]
+        given = signals or {}
+        specs = [DeviceSpec(uuid.UUID(str(i)), t) for i, t in devices]
+        # signals that produced a device's history carry on from it (battery level...)
+        self.devices = [SimulatedDevice(spec, 1 / rate, given.get(spec.id)) for spec in specs]
         for device in self.devices:
             device.client = self._make_client(device)
         self._rng = random.Random(seed)  # phases and jitter only; signals have their own

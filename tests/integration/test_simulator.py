@@ -14,15 +14,15 @@ import paho.mqtt.client as mqtt
 import pytest
 from amqtt.broker import Broker
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, func, select
 
-from app.models import Device, DeviceStatus
+from app.models import Device, DeviceStatus, TelemetryPoint
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
 from app.services import telemetry
 from app.services.seed import seed_demo
 from app.signals import DEFAULT_TYPES
-from app.simulator import DeviceSpec, Simulator, demo_devices, ensure_devices
+from app.simulator import DeviceSpec, Simulator, backfill, demo_devices, ensure_devices
 from bench.services import Mosquitto, free_port, wait_for_port
 from tests.waiting import wait_until
 
@@ -128,6 +128,23 @@ def test_ensure_devices_reuses_devices_by_name(engine: Engine) -> None:
     listed = demo_devices()
     assert len(listed) == 15
     assert {spec.type for spec in listed} == set(DEFAULT_TYPES)
+
+
+def test_backfill_gives_new_devices_history_once(engine: Engine) -> None:
+    thermostat, meter = ensure_devices(2, ["thermostat", "power_meter"])
+    assert set(backfill([thermostat, meter], hours=1, step=300)) == {thermostat.id, meter.id}
+    assert backfill([thermostat, meter], hours=1, step=300) == {}  # they have history now
+    with Session(engine) as session:
+        for spec in (thermostat, meter):
+            query = select(func.count()).where(TelemetryPoint.device_id == spec.id)
+            assert session.exec(query).one() == 12 * 3
+        assert telemetry.metric_names(session=session, device_id=meter.id) == [
+            "energy",
+            "power",
+            "voltage",
+        ]
+        newest = telemetry.latest(session=session, device_id=thermostat.id, metric_name="battery")
+    assert newest is not None and 0 <= newest.value <= 100
 
 
 def test_works_with_a_broker_that_speaks_only_3_1_1(amqtt_port: int) -> None:
