@@ -112,6 +112,13 @@ def bare_copy_rows_per_s(engine: Engine, rows: int = 300_000) -> float:
     return rows / elapsed
 
 
+def _device_publisher(broker: Mosquitto, device_id: uuid.UUID, stdin: object) -> subprocess.Popen:
+    """`mosquitto_pub -l`: each line of its input becomes one QoS 1 telemetry message."""
+    topic = f"devices/{device_id}/telemetry"
+    command = ["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-l", "-t", topic]
+    return subprocess.Popen(command, stdin=stdin)
+
+
 def _publish_backlog(
     broker: Mosquitto, device_ids: list[uuid.UUID], total: int, folder: Path, start: datetime
 ) -> None:
@@ -123,21 +130,7 @@ def _publish_backlog(
             for index in range(per_device):
                 handle.write(_line(start + timedelta(milliseconds=index), index))
         with path.open("rb") as stdin:
-            processes.append(
-                subprocess.Popen(
-                    [
-                        "mosquitto_pub",
-                        "-p",
-                        str(broker.port),
-                        "-q",
-                        "1",
-                        "-l",
-                        "-t",
-                        f"devices/{device_id}/telemetry",
-                    ],
-                    stdin=stdin,
-                )
-            )
+            processes.append(_device_publisher(broker, device_id, stdin))
     for process in processes:
         process.wait()
 
@@ -230,20 +223,7 @@ class Feeder:
         self.device_ids = device_ids
         self.sent = 0
         self._pipes = [
-            subprocess.Popen(
-                [
-                    "mosquitto_pub",
-                    "-p",
-                    str(broker.port),
-                    "-q",
-                    "1",
-                    "-l",
-                    "-t",
-                    f"devices/{device_id}/telemetry",
-                ],
-                stdin=subprocess.PIPE,
-            )
-            for device_id in device_ids
+            _device_publisher(broker, device_id, subprocess.PIPE) for device_id in device_ids
         ]
 
     def run(self, seconds: float) -> float:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ VIEWPORT = {"width": 1280, "height": 800}
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 ADMIN_PASSWORD = "e2e-admin-password"
 STARTUP_SECONDS = 60
+IOTDECK = str(Path(sys.executable).parent / "iotdeck")
 
 
 @dataclass(frozen=True)
@@ -59,28 +61,22 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(f"iotdeck serve not ready after {STARTUP_SECONDS}s:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A seeded database and `iotdeck serve` on a free port; killed after the session."""
-    root = tmp_path_factory.mktemp("e2e-server")
+def _environment(settings: dict[str, str]) -> dict[str, str]:
     # NiceGUI treats a process with PYTEST_CURRENT_TEST as its own test run: drop it and ours
     dropped = ("IOTDECK_", "NICEGUI_", "PYTEST_")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(dropped)}
-    env |= {
-        "IOTDECK_DATA_DIR": str(root / "data"),
-        "IOTDECK_DATABASE_URL": f"sqlite:///{root / 'data' / 'iotdeck.db'}",
-        "IOTDECK_JWT_SECRET": "e2e-" + "k" * 44,
-        "IOTDECK_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "IOTDECK_BCRYPT_ROUNDS": "4",
-    }
-    iotdeck = str(Path(sys.executable).parent / "iotdeck")
-    subprocess.run([iotdeck, "seed"], env=env, cwd=root, check=True, capture_output=True)
+    clean = {key: value for key, value in os.environ.items() if not key.startswith(dropped)}
+    return clean | settings
+
+
+@contextmanager
+def running_server(root: Path, args: list[str], env: dict[str, str]) -> Iterator[Server]:
+    """`iotdeck serve ARGS` on a free port in `root`, ready; terminated afterwards."""
     port = _free_port()
     log = root / "serve.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [iotdeck, "serve", "--port", str(port)],
-            env=env,
+            [IOTDECK, "serve", "--port", str(port), *args],
+            env=_environment(env),
             cwd=root,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -92,10 +88,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A seeded database and `iotdeck serve` on a free port; killed after the session."""
+    root = tmp_path_factory.mktemp("e2e-server")
+    env = {
+        "IOTDECK_DATA_DIR": str(root / "data"),
+        "IOTDECK_DATABASE_URL": f"sqlite:///{root / 'data' / 'iotdeck.db'}",
+        "IOTDECK_JWT_SECRET": "e2e-" + "k" * 44,
+        "IOTDECK_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "IOTDECK_BCRYPT_ROUNDS": "4",
+    }
+    seed = [IOTDECK, "seed"]
+    subprocess.run(seed, env=_environment(env), cwd=root, check=True, capture_output=True)
+    with running_server(root, [], env) as running:
+        yield running
 
 
 @pytest.fixture

@@ -1,15 +1,12 @@
 """`iotdeck serve --demo` as a first-time user sees it: simulated devices, moving charts."""
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.e2e.conftest import ADMIN_PASSWORD, Server, _free_port, _wait_ready, sign_in
+from tests.e2e.conftest import ADMIN_PASSWORD, Server, running_server, sign_in
 from tests.e2e.test_telemetry_page import _chart, _full_screenshot, _tile, _trace_points
 
 BOILER = "6f1c2a8e-0c1b-4a51-9d1e-1a0000000001"  # a seeded thermostat
@@ -18,26 +15,9 @@ BOILER = "6f1c2a8e-0c1b-4a51-9d1e-1a0000000001"  # a seeded thermostat
 @pytest.fixture
 def demo_server(tmp_path: Path) -> Iterator[Server]:
     """`iotdeck serve --demo` in an empty folder, as the README's first command runs it."""
-    dropped = ("IOTDECK_", "NICEGUI_", "PYTEST_")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(dropped)}
-    env |= {"IOTDECK_ADMIN_PASSWORD": ADMIN_PASSWORD, "IOTDECK_BCRYPT_ROUNDS": "4"}
-    port = _free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "iotdeck"), "serve", "--demo", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, process, log)
-        yield Server(url=url)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    env = {"IOTDECK_ADMIN_PASSWORD": ADMIN_PASSWORD, "IOTDECK_BCRYPT_ROUNDS": "4"}
+    with running_server(tmp_path, ["--demo"], env) as server:
+        yield server
 
 
 async def test_demo_devices_publish_and_their_charts_move(page: Page, demo_server: Server) -> None:
