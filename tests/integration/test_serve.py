@@ -101,7 +101,7 @@ def test_demo_falls_back_to_a_free_broker_port_and_stores_what_a_device_publishe
                 "-t",
                 f"devices/{BOILER}/telemetry",
                 "-m",
-                '{"temperature": 21.5}',
+                '{"probe": 21.5}',
             ],
             check=True,
             timeout=10,
@@ -111,11 +111,12 @@ def test_demo_falls_back_to_a_free_broker_port_and_stores_what_a_device_publishe
         def stored() -> list:
             with sqlite3.connect(database) as connection:
                 return connection.execute(
-                    "SELECT metric_name, value FROM device_telemetry WHERE device_id = ?",
+                    "SELECT metric_name, value FROM device_telemetry"
+                    " WHERE device_id = ? AND metric_name = 'probe'",
                     (BOILER.replace("-", ""),),
                 ).fetchall()
 
-        assert wait_until(stored) == [("temperature", 21.5)]
+        assert wait_until(stored) == [("probe", 21.5)]
         with sqlite3.connect(database) as connection:
             status = connection.execute(
                 "SELECT status FROM devices WHERE id = ?", (BOILER.replace("-", ""),)
