@@ -5,7 +5,7 @@ import logging
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from app import health, jobs
+from app import bus, health, jobs
 from app.config import Settings
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.embedded import EmbeddedBroker
@@ -36,9 +36,16 @@ class Background:
         self.worker: IngestWorker | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self.simulator: Simulator | None = None
+        self.hub: bus.Hub | None = None
+        self.bus: bus.Bus = bus.NullBus()
 
     async def start(self) -> None:
-        """Broker first (devices and ingest need it), then ingest, then the jobs."""
+        """Bus, then broker (devices and ingest need it), then ingest, then the jobs."""
+        self.hub = bus.Hub(asyncio.get_running_loop())
+        self.bus = bus.make_bus(self.settings.redis_url)
+        await self.bus.start(self.hub)
+        bus.set_bus(self.bus, self.hub)
+        health.register_check("bus", lambda: self.bus.healthy)
         if not self.settings.mqtt_url:
             self.broker = EmbeddedBroker(self.address.port)
             await self.broker.start()
@@ -68,3 +75,6 @@ class Background:
             await asyncio.to_thread(self.worker.stop)
         if self.broker is not None:
             await self.broker.stop()
+        health.unregister_check("bus")
+        await self.bus.stop()
+        bus.set_bus(bus.NullBus())

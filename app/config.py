@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     graphql_max_depth: int = Field(default=10, ge=2)
     max_page_size: int = Field(default=1000, ge=1)
     log_level: str = "INFO"
+    # Redis pub/sub between processes; unset: the in-process bus (one process only)
+    redis_url: str = ""
     # MQTT: an external broker (mqtt:// or mqtts://) or, when unset, the embedded one
     mqtt_url: str = ""
     mqtt_embedded_port: int = Field(default=1883, ge=0, le=65535)

@@ -1,12 +1,13 @@
 """`iotdeck ingest`: the worker and its periodic jobs until SIGTERM or SIGINT."""
 
+import asyncio
 import logging
 import signal
 import threading
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from app import db, jobs
+from app import bus, db, jobs
 from app.config import ConfigError, Settings
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
@@ -34,6 +35,12 @@ def run_ingest(settings: Settings) -> None:
         )
     address = BrokerAddress.parse(settings.mqtt_url, settings.mqtt_protocol)
     db.init_engine(settings.database_url)
+    if settings.redis_url:
+        bus.set_bus(bus.RedisBus(settings.redis_url))  # publish only: web processes listen
+    else:
+        logger.warning(
+            "IOTDECK_REDIS_URL is not set: live updates from this ingest reach no dashboard"
+        )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -47,4 +54,5 @@ def run_ingest(settings: Settings) -> None:
     logger.info("stopping: flushing and acknowledging what was received")
     scheduler.shutdown(wait=False)
     worker.stop()
+    asyncio.run(bus.get_bus().stop())
     logger.info("ingest stopped")

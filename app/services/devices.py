@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from app.errors import NotFoundError, ValidationError
 from app.models import Device, DeviceCreate, DeviceStatus, DeviceUpdate, utcnow
-from app.services import validation
+from app.services import events, validation
 from app.services.validation import parse_id
 
 _TYPE = re.compile(r"^[a-z0-9_-]{1,100}$")
@@ -50,6 +50,7 @@ def create_device(*, session: Session, data: DeviceCreate) -> Device:
     )
     session.add(device)
     session.flush()
+    events.device_event(session, "CREATED", device, device.created_at.isoformat())
     return device
 
 
@@ -117,6 +118,7 @@ def update_device(*, session: Session, device_id: uuid.UUID | str, data: DeviceU
     device.updated_at = utcnow()
     session.add(device)
     session.flush()
+    events.device_event(session, "UPDATED", device, device.updated_at.isoformat())
     return device
 
 
@@ -132,30 +134,31 @@ def set_status(
     if status == DeviceStatus.ONLINE:
         device.last_seen_at = at
     session.add(device)
+    if changed:
+        events.device_event(session, "STATUS_CHANGED", device, at.isoformat())
     return changed
 
 
 def mark_silent_offline(*, session: Session, silent_since: datetime) -> list[uuid.UUID]:
     """Mark OFFLINE every ONLINE device not heard from since `silent_since`; their ids."""
-    silent = list(
-        session.exec(
-            select(Device.id).where(
-                Device.status == DeviceStatus.ONLINE, col(Device.last_seen_at) < silent_since
-            )
-        )
-    )
-    if silent:
-        session.exec(
-            update(Device)
-            .where(col(Device.id).in_(silent), Device.status == DeviceStatus.ONLINE)
-            .values(status=DeviceStatus.OFFLINE)
-        )
-    return silent
+    silent = session.exec(
+        select(Device)
+        .where(Device.status == DeviceStatus.ONLINE, col(Device.last_seen_at) < silent_since)
+        .with_for_update()
+    ).all()
+    now = utcnow().isoformat()
+    for device in silent:
+        device.status = DeviceStatus.OFFLINE
+        session.add(device)
+        events.device_event(session, "STATUS_CHANGED", device, now)
+    session.flush()
+    return [device.id for device in silent]
 
 
 def delete_device(*, session: Session, device_id: uuid.UUID | str) -> uuid.UUID:
     """Remove a device (its telemetry, alerts and commands go with it)."""
     device = _existing(session, device_id)
+    events.device_event(session, "DELETED", device, utcnow().isoformat())
     session.delete(device)
     session.flush()
     return device.id

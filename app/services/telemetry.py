@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import Session, col
 
+from app import bus
 from app.errors import ValidationError
 from app.models import (
     Device,
@@ -34,6 +35,7 @@ from app.models import (
     TelemetryPoint,
     TelemetryRollupPending,
 )
+from app.services import events
 from app.services.validation import parse_id
 
 HOUR = 3600
@@ -116,17 +118,37 @@ def write_points(*, session: Session, points: Sequence[Point], seen_at: datetime
         stored = _insert_points(connection, kept)
     if not rollups_are_continuous_aggregate(connection):
         _mark_pending(connection, kept)
+    came_online = frozenset(i for i, s in statuses.items() if s != DeviceStatus.ONLINE)
     if statuses:
         session.exec(
             update(Device)
             .where(col(Device.id).in_(statuses))
             .values(status=DeviceStatus.ONLINE, last_seen_at=seen_at)
         )
+    _announce(session, kept, came_online, seen_at)
     return WriteResult(
         stored=stored,
         dropped_devices=frozenset(device_ids - statuses.keys()),
-        came_online=frozenset(i for i, s in statuses.items() if s != DeviceStatus.ONLINE),
+        came_online=came_online,
     )
+
+
+def _announce(
+    session: Session, points: Sequence[Point], came_online: frozenset[uuid.UUID], at: datetime
+) -> None:
+    """Queue the batch's points (one message per device) and status changes for the bus."""
+    by_device: dict[uuid.UUID, list[dict]] = {}
+    for p in points:
+        by_device.setdefault(p.device_id, []).append(
+            {"metric": p.metric_name, "time": p.time.isoformat(), "value": p.value, "unit": p.unit}
+        )
+    for device_id, payload in by_device.items():
+        message = {"device_id": str(device_id), "points": payload}
+        events.emit(session, bus.telemetry_channel(device_id), message)
+    if came_online:
+        query = select(Device).where(col(Device.id).in_(came_online))
+        for device in session.scalars(query.execution_options(populate_existing=True)):
+            events.device_event(session, "STATUS_CHANGED", device, at.isoformat())
 
 
 def _copy(cursor: psycopg.Cursor, table: str, points: Sequence[Point]) -> None:

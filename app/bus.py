@@ -1,0 +1,276 @@
+"""The event bus: what happened, pushed to every process that shows it.
+
+Publishing is synchronous and thread-safe (the ingest committer thread and request
+threads publish). Two transports behind one interface:
+- `RedisBus` (`IOTDECK_REDIS_URL`): Redis pub/sub between any number of processes; each
+  web process holds ONE pattern subscription (`iot:*`) and fans messages out itself;
+- `LocalBus` (embedded default): the same fan-out, inside the one process.
+Inside a process a `Hub` hands each message to the subscribers whose channel filter
+matches, through bounded queues: a slow subscriber loses its oldest messages (counted in
+`bus_dropped_total`), never slows anyone else. Messages are JSON objects with a version.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import orjson
+import redis
+import redis.asyncio as aredis
+from prometheus_client import Counter
+
+logger = logging.getLogger(__name__)
+
+VERSION = 1
+TELEMETRY = "iot:telemetry:{device_id}"
+DEVICE_STATUS = "iot:device:status"
+DEVICE_EVENTS = "iot:device:events"
+ALERTS = "iot:alerts"
+COMMANDS = "iot:commands"
+PATTERN = "iot:*"
+QUEUE_SIZE = 1000
+
+DROPPED = Counter("bus_dropped_total", "Bus messages a slow subscriber lost (oldest first)")
+RECEIVED = Counter("bus_received_total", "Bus messages this process received")
+
+Message = dict[str, Any]
+
+
+def telemetry_channel(device_id: object) -> str:
+    """The channel of one device's telemetry."""
+    return TELEMETRY.format(device_id=device_id)
+
+
+class Subscription:
+    """One subscriber's bounded queue; iterate it (async) to receive (channel, message)."""
+
+    def __init__(self, hub: "Hub", accepts: Callable[[str], bool], size: int) -> None:
+        self._hub = hub
+        self._accepts = accepts
+        self._queue: deque[tuple[str, Message]] = deque(maxlen=size)
+        self._ready = asyncio.Event()
+        self.dropped = 0
+        self.closed = False
+
+    def offer(self, channel: str, message: Message) -> None:
+        """Queue the message if this subscriber wants it (on the hub's loop)."""
+        if not self._accepts(channel):
+            return
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped += 1  # the deque drops the oldest on append
+            DROPPED.inc()
+        self._queue.append((channel, message))
+        self._ready.set()
+
+    async def get(self) -> tuple[str, Message]:
+        """The next message, waiting for one."""
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+    def __aiter__(self) -> "Subscription":
+        return self
+
+    async def __anext__(self) -> tuple[str, Message]:
+        if self.closed:
+            raise StopAsyncIteration
+        return await self.get()
+
+    def close(self) -> None:
+        """Stop receiving; safe to call twice."""
+        self.closed = True
+        self._hub.remove(self)
+
+
+class Hub:
+    """Fan-out inside one process, on its event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._subscriptions: set[Subscription] = set()
+
+    def subscribe(self, accepts: Callable[[str], bool], size: int = QUEUE_SIZE) -> Subscription:
+        """A new subscription to the channels `accepts` says yes to."""
+        subscription = Subscription(self, accepts, size)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def remove(self, subscription: Subscription) -> None:
+        """Forget a subscription."""
+        self._subscriptions.discard(subscription)
+
+    @property
+    def subscribers(self) -> int:
+        """How many subscriptions are open."""
+        return len(self._subscriptions)
+
+    def deliver(self, channel: str, message: Message) -> None:
+        """Offer one message to every subscription (call on the hub's loop)."""
+        RECEIVED.inc()
+        for subscription in list(self._subscriptions):
+            subscription.offer(channel, message)
+
+    def deliver_threadsafe(self, items: list[tuple[str, Message]]) -> None:
+        """Deliver from any thread."""
+        self.loop.call_soon_threadsafe(self._deliver_all, items)
+
+    def _deliver_all(self, items: list[tuple[str, Message]]) -> None:
+        for channel, message in items:
+            self.deliver(channel, message)
+
+
+class Bus(Protocol):
+    """Publishes after commits; the web process also listens."""
+
+    def publish_many(self, items: Iterable[tuple[str, Message]]) -> None:
+        """Send messages in order (thread-safe)."""
+
+    async def start(self, hub: Hub | None) -> None:
+        """Begin delivering to `hub` (None: publish only)."""
+
+    async def stop(self) -> None:
+        """Stop listening and release connections."""
+
+    @property
+    def healthy(self) -> bool:
+        """True when messages flow."""
+
+
+def _versioned(message: Message) -> Message:
+    return {"v": VERSION, **message}
+
+
+class NullBus:
+    """Where messages go in processes nobody watches (CLI commands, plain tests)."""
+
+    healthy = True
+
+    def publish_many(self, items: Iterable[tuple[str, Message]]) -> None:
+        """Drop them."""
+        del items
+
+    async def start(self, hub: Hub | None) -> None:
+        """Nothing to start."""
+        del hub
+
+    async def stop(self) -> None:
+        """Nothing to stop."""
+
+
+class LocalBus:
+    """In-process delivery for the embedded default (one process, no Redis)."""
+
+    healthy = True
+
+    def __init__(self) -> None:
+        self._hub: Hub | None = None
+
+    def publish_many(self, items: Iterable[tuple[str, Message]]) -> None:
+        """Hand the messages to this process's hub."""
+        batch = [(channel, _versioned(message)) for channel, message in items]
+        if self._hub is not None and batch:
+            self._hub.deliver_threadsafe(batch)
+
+    async def start(self, hub: Hub | None) -> None:
+        """Deliver to `hub` from now on."""
+        self._hub = hub
+
+    async def stop(self) -> None:
+        """Stop delivering."""
+        self._hub = None
+
+
+class RedisBus:
+    """Redis pub/sub: pipelined publishes, one pattern subscription per listening process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._publisher = redis.Redis.from_url(url)
+        self._task: asyncio.Task | None = None
+        self._listening = False
+
+    @property
+    def healthy(self) -> bool:
+        """True while the subscription is up (or when this process only publishes)."""
+        return self._task is None or self._listening
+
+    def publish_many(self, items: Iterable[tuple[str, Message]]) -> None:
+        """One round trip for the whole batch; a Redis outage costs the messages, not ingest."""
+        pipeline = self._publisher.pipeline(transaction=False)
+        count = 0
+        for channel, message in items:
+            pipeline.publish(channel, orjson.dumps(_versioned(message)))
+            count += 1
+        if not count:
+            return
+        try:
+            pipeline.execute()
+        except redis.RedisError as exc:
+            logger.warning("bus: %d message(s) not published: %s", count, exc)
+
+    async def start(self, hub: Hub | None) -> None:
+        """Listen on `iot:*` and deliver to `hub`, reconnecting when Redis goes away."""
+        if hub is not None:
+            self._task = asyncio.create_task(self._listen(hub), name="bus-listener")
+
+    async def _listen(self, hub: Hub) -> None:
+        delay = 0.5
+        while True:
+            client = aredis.Redis.from_url(self.url)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.psubscribe(PATTERN)
+                    self._listening, delay = True, 0.5
+                    logger.info("bus: listening on %s (%s)", self.url, PATTERN)
+                    async for raw in pubsub.listen():
+                        if raw["type"] == "pmessage":
+                            channel = raw["channel"].decode()
+                            hub.deliver(channel, orjson.loads(raw["data"]))
+            except (redis.RedisError, OSError) as exc:
+                # a dropped subscription loses what was published meanwhile: say so
+                logger.warning("bus: subscription to %s lost (%s); reconnecting", self.url, exc)
+            finally:
+                self._listening = False
+                await client.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def stop(self) -> None:
+        """Cancel the listener and close the publishing connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._publisher.close()
+
+
+_bus: Bus = NullBus()
+_hub: Hub | None = None
+
+
+def get_bus() -> Bus:
+    """This process's bus (a NullBus until `set_bus`)."""
+    return _bus
+
+
+def set_bus(bus: Bus, hub: Hub | None = None) -> None:
+    """Make `bus` the one this process publishes to, and `hub` where it delivers."""
+    global _bus, _hub  # one bus and hub per process, chosen at start-up
+    _bus, _hub = bus, hub
+
+
+def get_hub() -> Hub:
+    """This process's fan-out hub; only web processes have one."""
+    if _hub is None:
+        raise RuntimeError("no bus hub in this process: it starts with `iotdeck serve`")
+    return _hub
+
+
+def make_bus(redis_url: str) -> Bus:
+    """Redis when configured, else the in-process bus."""
+    return RedisBus(redis_url) if redis_url else LocalBus()

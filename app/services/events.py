@@ -1,0 +1,58 @@
+"""Bus messages that services queue in a session and that go out only after its commit.
+
+A service calls `emit(session, channel, message)`; when the session commits, everything
+it queued is published in order through this process's bus; a rollback discards it.
+So a pushed point or device change can always be read back by whoever receives it.
+"""
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from app import bus
+from app.models import Device
+
+_OUTBOX = "bus_outbox"
+
+
+def emit(session: Session, channel: str, message: dict[str, Any]) -> None:
+    """Publish `message` on `channel` once `session` commits."""
+    session.info.setdefault(_OUTBOX, []).append((channel, message))
+
+
+def device_payload(device: Device) -> dict[str, Any]:
+    """A device as bus messages carry it (ISO 8601 UTC times)."""
+    return {
+        "id": str(device.id),
+        "name": device.name,
+        "type": device.type,
+        "status": str(device.status),
+        "metadata": device.metadata_,
+        "last_seen_at": device.last_seen_at.isoformat() if device.last_seen_at else None,
+        "created_at": device.created_at.isoformat(),
+        "updated_at": device.updated_at.isoformat(),
+    }
+
+
+def device_event(session: Session, kind: str, device: Device, at: str) -> None:
+    """Queue a CREATED, UPDATED, DELETED or STATUS_CHANGED event for `device`."""
+    emit(session, bus.DEVICE_EVENTS, {"type": kind, "device": device_payload(device), "at": at})
+    if kind == "STATUS_CHANGED":
+        emit(
+            session,
+            bus.DEVICE_STATUS,
+            {"device_id": str(device.id), "status": str(device.status), "at": at},
+        )
+
+
+@event.listens_for(Session, "after_commit")
+def _publish_outbox(session: Session) -> None:
+    items = session.info.pop(_OUTBOX, None)
+    if items:
+        bus.get_bus().publish_many(items)
+
+
+@event.listens_for(Session, "after_rollback")
+def _discard_outbox(session: Session) -> None:
+    session.info.pop(_OUTBOX, None)

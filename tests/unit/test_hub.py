@@ -1,0 +1,48 @@
+"""In-process fan-out: filters, bounded queues, dropping the oldest."""
+
+import asyncio
+
+from app.bus import Hub
+
+
+async def test_each_subscriber_gets_what_its_filter_accepts() -> None:
+    hub = Hub(asyncio.get_running_loop())
+    one = hub.subscribe(lambda channel: channel == "iot:telemetry:1")
+    everything = hub.subscribe(lambda channel: True)
+    hub.deliver("iot:telemetry:2", {"n": 1})
+    hub.deliver("iot:telemetry:1", {"n": 2})
+    assert await one.get() == ("iot:telemetry:1", {"n": 2})
+    assert [await everything.get() for _ in range(2)] == [
+        ("iot:telemetry:2", {"n": 1}),
+        ("iot:telemetry:1", {"n": 2}),
+    ]
+
+
+async def test_a_slow_subscriber_loses_its_oldest_messages_only() -> None:
+    hub = Hub(asyncio.get_running_loop())
+    slow = hub.subscribe(lambda _: True, size=3)
+    fast = hub.subscribe(lambda _: True, size=100)
+    for n in range(10):
+        hub.deliver("c", {"n": n})
+    assert slow.dropped == 7
+    assert [(await slow.get())[1]["n"] for _ in range(3)] == [7, 8, 9]
+    assert fast.dropped == 0
+    assert [(await fast.get())[1]["n"] for _ in range(10)] == list(range(10))
+
+
+async def test_closed_subscriptions_stop_receiving() -> None:
+    hub = Hub(asyncio.get_running_loop())
+    subscription = hub.subscribe(lambda _: True)
+    assert hub.subscribers == 1
+    subscription.close()
+    hub.deliver("c", {})
+    assert hub.subscribers == 0
+    assert [item async for item in subscription] == []
+
+
+async def test_delivery_from_another_thread() -> None:
+    hub = Hub(asyncio.get_running_loop())
+    subscription = hub.subscribe(lambda _: True)
+    await asyncio.to_thread(hub.deliver_threadsafe, [("c", {"n": 1}), ("c", {"n": 2})])
+    assert await asyncio.wait_for(subscription.get(), 5) == ("c", {"n": 1})
+    assert await asyncio.wait_for(subscription.get(), 5) == ("c", {"n": 2})
