@@ -186,6 +186,20 @@ PasswordStdin = Annotated[
 ]
 
 
+@bench_cli.command("realtime")
+def bench_realtime(
+    subscribers: Annotated[
+        int, typer.Option(help="WebSocket subscribers, one device each.")
+    ] = 1000,
+    seconds: Annotated[float, typer.Option(help="How long devices publish (1 Hz each).")] = 30.0,
+) -> None:
+    """GraphQL subscribers under load: delivery rate, latency, drops, memory; prints JSON."""
+    from bench.realtime import Options, run
+
+    logging.basicConfig(level=logging.WARNING)
+    print(json.dumps(run(Options(subscribers=subscribers, seconds=seconds)), indent=2))
+
+
 def _read_password(password_stdin: bool) -> str:
     if password_stdin:
         return sys.stdin.readline().rstrip("\n")

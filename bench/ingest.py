@@ -20,22 +20,19 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import paho.mqtt.client as mqtt
-import psycopg
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from app import db, migrate
 from app.models import DeviceCreate
 from app.services import devices
-from bench.services import Mosquitto
+from bench.services import Mosquitto, fresh_database
 
 # the live phase steps its offered rate down from the drain rate until ingest keeps up,
 # meaning it has committed everything within this long after the publishers stop
@@ -67,19 +64,6 @@ def _line(at: datetime, index: int) -> bytes:
         {**METRICS[2], "value": 100 - index % 100},
     ]
     return orjson.dumps({"timestamp": at.isoformat(), "metrics": metrics}) + b"\n"
-
-
-@contextmanager
-def _database(admin_url: str) -> Iterator[str]:
-    name = f"iotdeck_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _count(engine: Engine) -> int:
@@ -257,7 +241,7 @@ def run(options: Options) -> dict:
     """Run every phase and return the figures (see the module docstring)."""
     with (
         tempfile.TemporaryDirectory(prefix="iotdeck-bench-") as tmp,
-        _database(options.pg_admin_url) as url,
+        fresh_database(options.pg_admin_url) as url,
     ):
         folder = Path(tmp)
         (folder / "mosquitto").mkdir()
