@@ -52,6 +52,7 @@ class Subscription:
         self._accepts = accepts
         self._queue: deque[tuple[str, Message]] = deque(maxlen=size)
         self._ready = asyncio.Event()
+        self.channels: frozenset[str] = frozenset()  # set by the hub when indexed
         self.dropped = 0
         self.closed = False
 
@@ -91,27 +92,51 @@ class Hub:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._subscriptions: set[Subscription] = set()
+        # subscriptions to exact channels are indexed: a thousand subscribers, each on its
+        # own device, cost one dictionary lookup per message, not a thousand filter calls
+        self._by_channel: dict[str, set[Subscription]] = {}
+        self._filtered: set[Subscription] = set()
 
-    def subscribe(self, accepts: Callable[[str], bool], size: int = QUEUE_SIZE) -> Subscription:
-        """A new subscription to the channels `accepts` says yes to."""
-        subscription = Subscription(self, accepts, size)
-        self._subscriptions.add(subscription)
+    def subscribe(
+        self,
+        accepts: Callable[[str], bool] | None = None,
+        *,
+        channels: Iterable[str] = (),
+        size: int = QUEUE_SIZE,
+    ) -> Subscription:
+        """A new subscription to `channels`, or to whatever channel `accepts` says yes to."""
+        wanted = frozenset(channels)
+        subscription = Subscription(self, accepts or wanted.__contains__, size)
+        subscription.channels = wanted if accepts is None else frozenset()
+        if subscription.channels:
+            for channel in subscription.channels:
+                self._by_channel.setdefault(channel, set()).add(subscription)
+        else:
+            self._filtered.add(subscription)
         return subscription
 
     def remove(self, subscription: Subscription) -> None:
         """Forget a subscription."""
-        self._subscriptions.discard(subscription)
+        self._filtered.discard(subscription)
+        for channel in subscription.channels:
+            members = self._by_channel.get(channel)
+            if members is not None:
+                members.discard(subscription)
+                if not members:
+                    del self._by_channel[channel]
 
     @property
     def subscribers(self) -> int:
         """How many subscriptions are open."""
-        return len(self._subscriptions)
+        indexed = {s for members in self._by_channel.values() for s in members}
+        return len(self._filtered) + len(indexed)
 
     def deliver(self, channel: str, message: Message) -> None:
-        """Offer one message to every subscription (call on the hub's loop)."""
+        """Offer one message to every interested subscription (call on the hub's loop)."""
         RECEIVED.inc()
-        for subscription in list(self._subscriptions):
+        for subscription in list(self._by_channel.get(channel, ())):
+            subscription.offer(channel, message)
+        for subscription in list(self._filtered):
             subscription.offer(channel, message)
 
     def deliver_threadsafe(self, items: list[tuple[str, Message]]) -> None:

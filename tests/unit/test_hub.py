@@ -7,7 +7,7 @@ from app.bus import Hub
 
 async def test_each_subscriber_gets_what_its_filter_accepts() -> None:
     hub = Hub(asyncio.get_running_loop())
-    one = hub.subscribe(lambda channel: channel == "iot:telemetry:1")
+    one = hub.subscribe(channels=["iot:telemetry:1"])
     everything = hub.subscribe(lambda channel: True)
     hub.deliver("iot:telemetry:2", {"n": 1})
     hub.deliver("iot:telemetry:1", {"n": 2})
@@ -33,8 +33,10 @@ async def test_a_slow_subscriber_loses_its_oldest_messages_only() -> None:
 async def test_closed_subscriptions_stop_receiving() -> None:
     hub = Hub(asyncio.get_running_loop())
     subscription = hub.subscribe(lambda _: True)
-    assert hub.subscribers == 1
+    indexed = hub.subscribe(channels=["c", "d"])
+    assert hub.subscribers == 2
     subscription.close()
+    indexed.close()
     hub.deliver("c", {})
     assert hub.subscribers == 0
     assert [item async for item in subscription] == []
