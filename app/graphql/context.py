@@ -113,6 +113,13 @@ class GraphQLContext(BaseContext):
                 self._checked = True
         return self._user
 
+    async def reauthenticate(self) -> User:
+        """The user reloaded now (a long-lived WebSocket re-checks); AuthenticationError if gone."""
+        user = await self._authenticate()
+        async with self._lock:
+            self._user, self._auth_error, self._checked = user, None, True
+        return user
+
     async def require_user(self) -> User:
         """The signed-in user; AuthenticationError saying why when there is none."""
         user = await self.current_user()

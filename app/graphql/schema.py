@@ -10,6 +10,7 @@ from strawberry.types import ExecutionContext
 from app.config import Settings
 from app.graphql.devices import DevicesMutation, DevicesQuery
 from app.graphql.errors import GraphQLErrorCodes, log_unexpected
+from app.graphql.subscriptions import Subscription
 from app.graphql.telemetry import TelemetryQuery
 from app.graphql.users import UsersMutation, UsersQuery
 
@@ -40,6 +41,7 @@ def create_schema(settings: Settings) -> Schema:
     return Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[
             # factories, not instances: strawberry builds fresh extensions per operation
             functools.partial(QueryDepthLimiter, max_depth=settings.graphql_max_depth),

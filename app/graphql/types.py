@@ -1,6 +1,7 @@
 """GraphQL types of the contract (SPEC section 6, seed 1.4), built from models and services."""
 
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
 import strawberry
@@ -26,6 +27,11 @@ def iso_utc(moment: datetime) -> str:
 def iso_utc_or_none(moment: datetime | None) -> str | None:
     """`iso_utc`, passing None through."""
     return None if moment is None else iso_utc(moment)
+
+
+def iso_utc_text(text: str) -> str:
+    """An ISO 8601 time from a bus message, written as `iso_utc` writes it."""
+    return iso_utc(datetime.fromisoformat(text))
 
 
 @strawberry.type(description="A person or integration that signs in.")
@@ -67,11 +73,25 @@ class TelemetryPoint:
     time: str
     value: float
     unit: str | None
+    # an extension of the seed type: a subscriber needs it, a series already names it
+    metric_name: str | None = strawberry.field(
+        default=None, description="The metric; set in `telemetryReceived`, null in series."
+    )
 
     @classmethod
     def from_sample(cls, sample: Sample) -> "TelemetryPoint":
         """The GraphQL view of a stored value."""
         return cls(time=iso_utc(sample.time), value=sample.value, unit=sample.unit)
+
+    @classmethod
+    def from_payload(cls, point: dict[str, Any]) -> "TelemetryPoint":
+        """The GraphQL view of one point of a bus telemetry message."""
+        return cls(
+            time=iso_utc_text(point["time"]),
+            value=float(point["value"]),
+            unit=point.get("unit"),
+            metric_name=point["metric"],
+        )
 
 
 @strawberry.type(description="The stored values of one metric in a time range, oldest first.")
@@ -131,6 +151,21 @@ class Device:
             updated_at=iso_utc(device.updated_at),
         )
 
+    @classmethod
+    def from_payload(cls, device: dict[str, Any]) -> "Device":
+        """The GraphQL view of a device as bus messages carry it (no database query)."""
+        last_seen_at = device.get("last_seen_at")
+        return cls(
+            id=strawberry.ID(device["id"]),
+            name=device["name"],
+            type=device["type"],
+            status=models.DeviceStatus(device["status"]),
+            metadata=device.get("metadata"),
+            last_seen_at=None if last_seen_at is None else iso_utc_text(last_seen_at),
+            created_at=iso_utc_text(device["created_at"]),
+            updated_at=iso_utc_text(device["updated_at"]),
+        )
+
     @strawberry.field(description="The metrics this device has reported, sorted by name.")
     async def metrics(self, info: Info) -> list[str]:
         """The device's metric names (batched across the devices of one request)."""
@@ -142,6 +177,34 @@ class Device:
         name = arguments.metric_name(metric_name)
         found = await info.context.loader(loaders.latest_samples).load((str(self.id), name))
         return None if found is None else TelemetryPoint.from_sample(found)
+
+
+@strawberry.enum(description="What happened to a device.")
+class DeviceEventType(Enum):
+    """The kinds of device events the bus carries."""
+
+    CREATED = "CREATED"
+    UPDATED = "UPDATED"
+    DELETED = "DELETED"
+    STATUS_CHANGED = "STATUS_CHANGED"
+
+
+@strawberry.type(description="A device as it was right after a change; `timestamp` is ISO UTC.")
+class DeviceEvent:
+    """One device event of `deviceEvents`."""
+
+    type: DeviceEventType
+    device: Device
+    timestamp: str
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> "DeviceEvent":
+        """The GraphQL view of an `iot:device:events` message."""
+        return cls(
+            type=DeviceEventType(message["type"]),
+            device=Device.from_payload(message["device"]),
+            timestamp=iso_utc_text(message["at"]),
+        )
 
 
 @strawberry.type(description="The outcome of a delete mutation.")

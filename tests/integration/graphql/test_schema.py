@@ -11,7 +11,8 @@ from app.services import devices
 from tests.integration.graphql.client import GraphQLClient, code_of
 
 # SPEC section 6 and seed section 1.4, verbatim, plus the allowed additions (User.isActive,
-# updateUser and its input, devicesCount, Device.metrics and Device.latest): a client
+# updateUser and its input, devicesCount, Device.metrics and Device.latest,
+# TelemetryPoint.metricName for subscribers): a client
 # generated from this contract must keep working
 CONTRACT = """
 scalar JSON
@@ -23,7 +24,7 @@ type AuthPayload { token: String! user: User! }
 type Device { id: ID! name: String! type: String! status: DeviceStatus!
   metadata: JSON lastSeenAt: String createdAt: String! updatedAt: String!
   metrics: [String!]! latest(metricName: String!): TelemetryPoint }
-type TelemetryPoint { time: String! value: Float! unit: String }
+type TelemetryPoint { time: String! value: Float! unit: String metricName: String }
 type TelemetrySeries { metricName: String! points: [TelemetryPoint!]! }
 type TelemetryAggregation { bucket: String! avg: Float! min: Float! max: Float! count: Int! }
 type DeleteResult { success: Boolean! id: ID! }
@@ -45,6 +46,11 @@ type Mutation { login(email: String!, password: String!): AuthPayload!
   deleteDevice(id: ID!): DeleteResult!
   createUser(email: String!, password: String!, role: Role!, name: String): User!
   updateUser(input: UpdateUserInput!): User! }
+enum DeviceEventType { CREATED UPDATED DELETED STATUS_CHANGED }
+type DeviceEvent { type: DeviceEventType! device: Device! timestamp: String! }
+type Subscription { deviceUpdated(deviceId: ID): Device!
+  telemetryReceived(deviceId: ID!): TelemetryPoint!
+  deviceEvents(deviceIds: [ID!]): DeviceEvent! }
 """
 
 
