@@ -8,6 +8,7 @@ from nicegui import app, ui
 from app.auth import has_role
 from app.models import Role, User
 from components.chips import role_chip
+from components.live import LiveFeed
 from components.theme import apply_theme
 
 FLASH_KEY = "flash"
@@ -24,7 +25,7 @@ def _nav_link(label: str, path: str, icon: str, *, active: bool) -> None:
         ui.label(label)
 
 
-def _header(user: User) -> None:
+def _header(user: User, live: LiveFeed | None) -> None:
     path = ui.context.client.request.url.path
     with ui.header().classes("bg-white text-slate-900 border-b border-slate-200 p-0"):
         with ui.row().classes(f"{PAGE_WIDTH} items-center h-14 gap-6 no-wrap"):
@@ -36,8 +37,10 @@ def _header(user: User) -> None:
                 if has_role(user, Role.ADMIN):
                     _nav_link("Users", "/users", "group", active=path.startswith("/users"))
             ui.space()
-            # live connection indicator and alert badge are added here by later features
-            ui.row().classes("items-center gap-3 no-wrap").mark("header-status")
+            # the live connection indicator; the alert badge joins it in a later feature
+            with ui.row().classes("items-center gap-3 no-wrap").mark("header-status"):
+                if live is not None:
+                    live.indicator()
             with ui.row().classes("items-center gap-3 no-wrap pl-4 border-l border-slate-200"):
                 with ui.column().classes("gap-0 items-end leading-tight"):
                     ui.label(user.name or user.email).classes("text-sm font-medium")
@@ -50,11 +53,11 @@ def _header(user: User) -> None:
 
 
 @contextmanager
-def frame(title: str, *, user: User) -> Iterator[ui.column]:
-    """Theme, header and a centred content column for a dashboard page titled `title`."""
+def frame(title: str, *, user: User, live: LiveFeed | None = None) -> Iterator[ui.column]:
+    """Theme, header (with `live`'s indicator) and a centred content column for a page."""
     apply_theme()
     ui.page_title(f"{title} · iotdeck")
-    _header(user)
+    _header(user, live)
     if message := app.storage.user.pop(FLASH_KEY, None):
         ui.notify(message, type="positive")
     with ui.column().classes(f"{PAGE_WIDTH} py-8 gap-5") as body:

@@ -45,3 +45,15 @@ def time_label(moment: datetime | None, *, relative: bool = True) -> ui.label:
     if moment is not None:
         label.tooltip(other)
     return label
+
+
+def set_time(label: ui.label, moment: datetime | None) -> None:
+    """Show a new (relative) time on a label made by `time_label`, tooltip included."""
+    label.text = relative_time(moment)
+    if moment is None:
+        return
+    tips = [child for child in label.default_slot.children if isinstance(child, ui.tooltip)]
+    if tips:
+        tips[0].text = absolute_time(moment)
+    else:
+        label.tooltip(absolute_time(moment))

@@ -21,13 +21,31 @@ def status_label(status: DeviceStatus | str) -> str:
     return _LOOK.get(str(status), _LOOK[DeviceStatus.UNKNOWN])[0]
 
 
-def status_badge(status: DeviceStatus | str) -> ui.element:
+class StatusBadge(ui.element):
+    """A pill with a dot and the status word, coloured by status; `set_status` recolours it."""
+
+    def __init__(self, status: DeviceStatus | str) -> None:
+        """Draw the pill for `status`."""
+        super().__init__("span")
+        self.mark("status-badge")
+        with self:
+            self._dot = ui.element("span")
+            self._word = ui.label()
+        self.status = ""
+        self.set_status(status)
+
+    def set_status(self, status: DeviceStatus | str) -> None:
+        """Show `status` (a live change)."""
+        self.status = str(status)
+        label, pill, dot = _LOOK.get(self.status, _LOOK[DeviceStatus.UNKNOWN])
+        self.classes(
+            replace="inline-flex items-center gap-1.5 rounded-full px-2.5 py-0.5 text-xs "
+            f"font-medium ring-1 ring-inset whitespace-nowrap {pill}"
+        )
+        self._dot.classes(replace=f"inline-block w-1.5 h-1.5 rounded-full {dot}")
+        self._word.text = label
+
+
+def status_badge(status: DeviceStatus | str) -> StatusBadge:
     """A pill with a dot and the status word, coloured by status."""
-    label, pill, dot = _LOOK.get(str(status), _LOOK[DeviceStatus.UNKNOWN])
-    with ui.element("span").classes(
-        f"inline-flex items-center gap-1.5 rounded-full px-2.5 py-0.5 text-xs font-medium "
-        f"ring-1 ring-inset whitespace-nowrap {pill}"
-    ) as badge:
-        ui.element("span").classes(f"inline-block w-1.5 h-1.5 rounded-full {dot}")
-        ui.label(label)
-    return badge.mark("status-badge")
+    return StatusBadge(status)

@@ -1,30 +1,32 @@
-"""One device: its fields and metadata; edit and delete for admins."""
+"""One device: its fields and metadata, live telemetry and status; edit and delete for admins."""
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from nicegui import ui
 from sqlmodel import Session
 
-from app import db
+from app import bus, db
 from app.auth import has_role
 from app.errors import NotFoundError, ValidationError
-from app.models import Device, DeviceUpdate, Role, User
+from app.models import Device, DeviceStatus, DeviceUpdate, Role, User
 from app.services import charts, devices
+from app.services.telemetry import Sample
 from components.chips import type_chip
 from components.confirm_dialog import confirm
 from components.device_form import DeviceForm, DeviceFormData
 from components.empty_state import empty_state
 from components.frame import frame
 from components.json_viewer import metadata_view
+from components.live import SAFETY_SECONDS, LiveFeed
 from components.metric_tiles import MetricTiles
-from components.relative_time import time_label
+from components.relative_time import set_time, time_label
 from components.section import section
-from components.status_badge import status_badge
+from components.status_badge import StatusBadge, status_badge
 from components.telemetry_chart import CUSTOM, RangePicker, TelemetryChart, series_colour
 from pages.auth import acting_user, current_user, flash
 
-LIVE_SECONDS = 5.0  # the timer's period until live pushes replace it
 DEFAULT_RANGE = "1 h"
 
 
@@ -50,7 +52,25 @@ def _copy_id(device_id: uuid.UUID) -> None:
     ui.notify("Device id copied", type="info")
 
 
-def _details(device: Device) -> None:
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; the application stores UTC only
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _pushed(points: list[dict[str, Any]]) -> dict[str, list[tuple[Sample, str | None]]]:
+    """A bus telemetry message's points by metric, oldest first."""
+    by_metric: dict[str, list[tuple[Sample, str | None]]] = {}
+    for point in points:
+        at = _aware(datetime.fromisoformat(point["time"]))
+        sample = Sample(at, float(point["value"]), point.get("unit"))
+        by_metric.setdefault(point["metric"], []).append((sample, point.get("unit")))
+    for samples in by_metric.values():
+        samples.sort(key=lambda item: item[0].time)
+    return by_metric
+
+
+def _details(device: Device, badges: list[StatusBadge]) -> ui.label:
+    """The details card; returns the "last seen" label so pushes can move it."""
     with section("Details", icon="info"):
         with _field("ID"):
             ui.label(str(device.id)).classes("font-mono text-xs text-slate-700 whitespace-nowrap")
@@ -60,13 +80,14 @@ def _details(device: Device) -> None:
         with _field("Type"):
             type_chip(device.type)
         with _field("Status"):
-            status_badge(device.status)
+            badges.append(status_badge(device.status))
         with _field("Last seen"):
-            time_label(device.last_seen_at).classes("text-sm")
+            last_seen = time_label(device.last_seen_at).classes("text-sm").mark("last-seen")
         with _field("Created"):
             time_label(device.created_at, relative=False).classes("text-sm")
         with _field("Updated"):
             time_label(device.updated_at, relative=False).classes("text-sm")
+    return last_seen
 
 
 class DeviceTelemetry:
@@ -79,12 +100,13 @@ class DeviceTelemetry:
         self.custom: tuple[datetime, datetime] | None = None
         self.metric_names: list[str] = []
         self.tiles: MetricTiles | None = None
+        self.latest: dict[str, charts.Tile] = {}
         self.charts: dict[str, TelemetryChart] = {}
 
     def create(self) -> None:
-        """The sections, and the timer that refreshes them."""
+        """The sections, and the slow safety-net refresh beside the live pushes."""
         self.content()
-        ui.timer(LIVE_SECONDS, self.update, immediate=False).mark("telemetry-timer")
+        ui.timer(SAFETY_SECONDS, self.update, immediate=False).mark("telemetry-timer")
 
     @ui.refreshable_method
     def content(self) -> None:
@@ -92,6 +114,7 @@ class DeviceTelemetry:
         with db.session_scope() as session:
             latest = charts.tiles(session=session, device_id=self.device_id)
         self.metric_names = [tile.metric_name for tile in latest]
+        self.latest = {tile.metric_name: tile for tile in latest}
         self.charts = {}
         if not latest:
             self.tiles = None
@@ -136,40 +159,74 @@ class DeviceTelemetry:
         self.chart_list.refresh()
 
     def update(self) -> None:
-        """Bring tiles and charts up to date; the one place new data enters the page."""
+        """Bring tiles and charts up to date from storage (the safety net behind `push`)."""
         with db.session_scope() as session:
             latest = charts.tiles(session=session, device_id=self.device_id)
-            if [tile.metric_name for tile in latest] != self.metric_names:
-                self.content.refresh()  # first point, or a new metric: lay the page out again
-                return
-            if self.tiles is not None:
-                self.tiles.show(latest)
-            if self.custom is not None:
-                return  # a custom range is history: it does not move
-            start, end = self._window()
-            for name, chart in self.charts.items():
-                self._advance(session, name, chart, start, end)
+        if [tile.metric_name for tile in latest] != self.metric_names:
+            self.content.refresh()  # first point, or a new metric: lay the page out again
+            return
+        self.latest = {tile.metric_name: tile for tile in latest}
+        self._advance_all(None)
+
+    def push(self, points: list[dict[str, Any]]) -> None:
+        """Show points the bus pushed: tiles at once, raw charts by sending only the new points."""
+        pushed = _pushed(points)
+        if not pushed:
+            return
+        if any(name not in self.latest for name in pushed):
+            self.content.refresh()  # first point, or a new metric: lay the page out again
+            return
+        for name, samples in pushed.items():
+            newest, unit = samples[-1]
+            if newest.time >= self.latest[name].time:
+                self.latest[name] = charts.Tile(name, newest.value, unit, newest.time)
+        self._advance_all({name: [sample for sample, _ in items] for name, items in pushed.items()})
+
+    def _advance_all(self, pushed: dict[str, list[Sample]] | None) -> None:
+        """Redraw the tiles and move every chart on; `pushed` holds new raw points, if known."""
+        if self.tiles is not None:
+            self.tiles.show(list(self.latest.values()))
+        if self.custom is not None:
+            return  # a custom range is history: it does not move
+        start, end = self._window()
+        for name, chart in self.charts.items():
+            tail = None if pushed is None else pushed.get(name, [])
+            self._advance(name, chart, start, end, tail)
 
     def _advance(
-        self, session: Session, name: str, chart: TelemetryChart, start: datetime, end: datetime
+        self,
+        name: str,
+        chart: TelemetryChart,
+        start: datetime,
+        end: datetime,
+        tail: list[Sample] | None,
     ) -> None:
         width = chart.data.bucket_seconds
         if width is not None:
             # bucket averages change only as buckets fill: redraw once a new bucket begins
             if end.timestamp() // width > chart.data.end.timestamp() // width:
-                chart.show(self._data(session, name, start, end))
+                chart.show(self._fetch(name, start, end))
             return
-        tail = charts.samples_after(
-            session=session,
-            device_id=self.device_id,
-            metric_name=name,
-            after=chart.last_time or start,
-            end=end,
-        )
+        after = _aware(chart.last_time) if chart.last_time else start
+        if tail is None:
+            with db.session_scope() as session:
+                tail = charts.samples_after(
+                    session=session,
+                    device_id=self.device_id,
+                    metric_name=name,
+                    after=after,
+                    end=end,
+                )
+        else:
+            tail = [sample for sample in tail if sample.time > after]  # late points wait
         if chart.point_count + len(tail) > charts.MAX_POINTS:
-            chart.show(self._data(session, name, start, end))  # too dense now: bucket it
+            chart.show(self._fetch(name, start, end))  # too dense now: bucket it
         else:
             chart.append(tail, start, end)
+
+    def _fetch(self, name: str, start: datetime, end: datetime) -> charts.ChartData:
+        with db.session_scope() as session:
+            return self._data(session, name, start, end)
 
 
 def _no_telemetry(device_id: uuid.UUID) -> None:
@@ -204,11 +261,31 @@ class DeviceDetail:
         self.device_id = device_id
         self.is_admin = has_role(user, Role.ADMIN)
         self.telemetry: DeviceTelemetry | None = None  # kept across rebuilds: keeps the range
+        self.badges: list[StatusBadge] = []
+        self.last_seen: ui.label | None = None
+
+    @property
+    def channels(self) -> tuple[str, str]:
+        """The bus channels this page shows: the device's telemetry and status changes."""
+        return bus.telemetry_channel(self.device_id), bus.DEVICE_STATUS
+
+    def receive(self, channel: str, message: bus.Message) -> None:
+        """Apply one pushed message: a status change, or new points."""
+        if channel == bus.DEVICE_STATUS:
+            if message.get("device_id") == self.device_id:
+                for badge in self.badges:
+                    badge.set_status(DeviceStatus(message["status"]))
+            return
+        if self.last_seen is not None:
+            set_time(self.last_seen, datetime.now(UTC))  # stored as the arrival time too
+        if self.telemetry is not None:
+            self.telemetry.push(message.get("points", []))
 
     @ui.refreshable_method
     def content(self) -> None:
         """Heading, then the main and side columns of cards."""
         device = _load(self.device_id)
+        self.badges = []
         if device is None:
             self._not_found()
             return
@@ -220,7 +297,7 @@ class DeviceDetail:
             ui.label(device.name).classes(
                 "text-2xl font-semibold text-slate-900 tracking-tight truncate"
             ).mark("device-name")
-            status_badge(device.status)
+            self.badges.append(status_badge(device.status))
             ui.space()
             if self.is_admin:
                 ui.button("Edit", icon="edit", on_click=lambda: self.edit(device)).props(
@@ -240,7 +317,7 @@ class DeviceDetail:
                 with section("Metadata", icon="data_object"):
                     metadata_view(device.metadata_)
             with ui.column().classes("gap-5 min-w-0").mark("device-side"):
-                _details(device)
+                self.last_seen = _details(device, self.badges)
 
     def _not_found(self) -> None:
         with ui.card().classes("w-full shadow-none border border-slate-200"):
@@ -304,5 +381,7 @@ def create() -> None:
     def device_page(device_id: str) -> None:
         user = current_user()
         device = _load(device_id)
-        with frame(device.name if device else "Device not found", user=user):
-            DeviceDetail(device_id, user).content()
+        detail = DeviceDetail(str(device.id) if device else device_id, user)
+        feed = LiveFeed(detail.receive, channels=detail.channels) if device else None
+        with frame(device.name if device else "Device not found", user=user, live=feed):
+            detail.content()

@@ -1,9 +1,11 @@
-"""The devices list: search, filters, paging, and registration for admins."""
+"""The devices list: search, filters, paging, registration for admins; status pushed live."""
+
+from datetime import UTC, datetime
 
 from fastapi.responses import RedirectResponse
 from nicegui import ui
 
-from app import db
+from app import bus, db
 from app.auth import has_role
 from app.models import DeviceCreate, DeviceStatus, Role
 from app.services import devices
@@ -13,8 +15,9 @@ from components.data_table import cell, data_table, row
 from components.device_form import DeviceForm, DeviceFormData
 from components.empty_state import empty_state
 from components.frame import frame, page_heading
-from components.relative_time import time_label
-from components.status_badge import status_badge, status_label
+from components.live import LiveFeed
+from components.relative_time import set_time, time_label
+from components.status_badge import StatusBadge, status_badge, status_label
 from pages.auth import acting_user, current_user
 
 PAGE_SIZE = 25
@@ -37,6 +40,33 @@ class DeviceList:
         self.type = ALL
         self.status = ALL
         self.offset = 0
+        self.rows: dict[str, tuple[StatusBadge, ui.label]] = {}  # shown devices, by id
+        self._watched: frozenset[str] = frozenset()  # their telemetry channels
+
+    def accepts(self, channel: str) -> bool:
+        """Device events, and telemetry of the devices shown (for "last seen")."""
+        return channel == bus.DEVICE_EVENTS or channel in self._watched
+
+    def receive(self, channel: str, message: bus.Message) -> None:
+        """Apply one pushed message to the rows shown, or reload the page of rows."""
+        if channel != bus.DEVICE_EVENTS:
+            shown = self.rows.get(message.get("device_id", ""))
+            if shown is not None:
+                set_time(shown[1], datetime.now(UTC))  # stored as the arrival time too
+            return
+        device = message.get("device", {})
+        shown = self.rows.get(device.get("id", ""))
+        kind = message.get("type")
+        if kind == "STATUS_CHANGED" and not self.status:
+            if shown is not None:
+                badge, last_seen = shown
+                badge.set_status(device["status"])
+                if device.get("last_seen_at"):
+                    set_time(last_seen, datetime.fromisoformat(device["last_seen_at"]))
+            return
+        if kind == "UPDATED" and shown is None:
+            return  # a change to a device this page does not show
+        self.table.refresh()  # rows come, go, or stop matching the status filter
 
     def _where(self) -> DeviceFilter:
         status = DeviceStatus(self.status) if self.status else None
@@ -93,6 +123,8 @@ class DeviceList:
             rows = devices.list_devices(
                 session=session, where=self._where(), limit=PAGE_SIZE, offset=self.offset
             )
+        self.rows = {}
+        self._watched = frozenset(bus.telemetry_channel(device.id) for device in rows)
         if total == 0:
             self._empty()
             return
@@ -106,9 +138,10 @@ class DeviceList:
                     with cell():
                         type_chip(device.type)
                     with cell():
-                        status_badge(device.status)
+                        badge = status_badge(device.status)
                     with cell(classes="text-slate-600"):
-                        time_label(device.last_seen_at)
+                        last_seen = time_label(device.last_seen_at).mark("last-seen")
+                    self.rows[str(device.id)] = (badge, last_seen)
                     with cell(classes="text-slate-600"):
                         time_label(device.created_at, relative=False)
         self._pager(total)
@@ -170,7 +203,8 @@ def create() -> None:
         user = current_user()
         listing = DeviceList()
         types = _device_types()
-        with frame("Devices", user=user):
+        feed = LiveFeed(listing.receive, accepts=listing.accepts)
+        with frame("Devices", user=user, live=feed):
             heading = page_heading("Devices", "Every device registered on this platform")
             if has_role(user, Role.ADMIN):
 

@@ -1,6 +1,7 @@
 """End-to-end fixtures: the real `iotdeck serve` as a subprocess, Debian Chromium via Playwright."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -29,6 +30,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 ADMIN_PASSWORD = "e2e-admin-password"
 STARTUP_SECONDS = 60
 IOTDECK = str(Path(sys.executable).parent / "iotdeck")
+_BROKER_LINE = re.compile(r"embedded MQTT broker \(3\.1\.1\): mqtt://127\.0\.0\.1:(\d+)")
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     subprocess.run(seed, env=_environment(env), cwd=root, check=True, capture_output=True)
     with running_server(root, [], env) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def broker_port(server: Server, tmp_path_factory: pytest.TempPathFactory) -> int:
+    """The embedded broker's port, read where `iotdeck serve` prints it (its log)."""
+    del server  # started, so its log holds the line
+    for log in tmp_path_factory.getbasetemp().glob("e2e-server*/serve.log"):
+        if match := _BROKER_LINE.search(log.read_text()):
+            return int(match.group(1))
+    raise AssertionError("iotdeck serve did not print its embedded broker's port")
 
 
 @pytest.fixture

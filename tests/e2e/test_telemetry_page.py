@@ -2,7 +2,6 @@
 
 import math
 import random
-import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,17 +18,6 @@ from tests.e2e.conftest import SCREENSHOTS, Server, sign_in
 SERVER_ROOM = "6f1c2a8e-0c1b-4a51-9d1e-1a0000000002"
 COLD_STORE = "6f1c2a8e-0c1b-4a51-9d1e-1a0000000004"
 HISTORY_STEP = timedelta(minutes=4)  # 2,520 points in 7 days: the 7-day view must bucket
-_BROKER_LINE = re.compile(r"embedded MQTT broker \(3\.1\.1\): mqtt://127\.0\.0\.1:(\d+)")
-
-
-@pytest.fixture(scope="module")
-def broker_port(server: Server, tmp_path_factory: pytest.TempPathFactory) -> int:
-    """The embedded broker's port, read where `iotdeck serve` prints it (its log)."""
-    del server  # started, so its log holds the line
-    for log in tmp_path_factory.getbasetemp().glob("e2e-server*/serve.log"):
-        if match := _BROKER_LINE.search(log.read_text()):
-            return int(match.group(1))
-    raise AssertionError("iotdeck serve did not print its embedded broker's port")
 
 
 @pytest.fixture
