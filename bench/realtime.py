@@ -77,7 +77,7 @@ class Clients:
 
     async def _one(self, device_id: uuid.UUID, ready: asyncio.Event, stop: asyncio.Event) -> None:
         async with websockets.connect(
-            self.ws_url, subprotocols=["graphql-transport-ws"], max_queue=None
+            self.ws_url, subprotocols=["graphql-transport-ws"], max_queue=None, open_timeout=120
         ) as socket:
             init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {self.token}"}}
             await socket.send(json.dumps(init))
@@ -110,7 +110,7 @@ class Clients:
         for index, device_id in enumerate(self.device_ids):
             tasks.append(asyncio.create_task(self._one(device_id, ready, stop)))
             if index % 50 == 49:
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.25)
         await asyncio.gather(*tasks)
 
 
