@@ -13,7 +13,6 @@ one PostgreSQL database created for the run:
 """
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from sqlmodel import Session
 from app import db, migrate
 from app.models import DeviceCreate
 from app.services import devices
-from bench.services import Mosquitto, fresh_database
+from bench.services import Mosquitto, fresh_database, iotdeck_environment
 
 # the live phase steps its offered rate down from the drain rate until ingest keeps up,
 # meaning it has committed everything within this long after the publishers stop
@@ -264,8 +263,7 @@ def _phases(options: Options, folder: Path, broker: Mosquitto, engine: Engine, u
             for i in range(options.devices)
         ]
         session.commit()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTDECK_")}
-    env.update(
+    env = iotdeck_environment(
         IOTDECK_DATABASE_URL=url,
         IOTDECK_MQTT_URL=broker.url,
         IOTDECK_LOG_LEVEL="WARNING",

@@ -11,7 +11,6 @@ publish-to-client latency p50/p99, messages the server dropped for slow subscrib
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from sqlmodel import Session
 from app import db, migrate
 from app.models import DeviceCreate, Role, UserCreate
 from app.services import devices, users
-from bench.services import Mosquitto, free_port, fresh_database
+from bench.services import Mosquitto, free_port, fresh_database, iotdeck_environment
 
 PASSWORD = "bench password 1"
 SUBSCRIPTION = (
@@ -167,9 +166,7 @@ def _measure(options: Options, folder: Path, broker: Mosquitto, url: str) -> dic
         session.commit()
     engine.dispose()
     port = free_port()
-    dropped = ("IOTDECK_", "PYTEST_", "NICEGUI_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
-    env.update(
+    env = iotdeck_environment(
         IOTDECK_DATABASE_URL=url,
         IOTDECK_MQTT_URL=broker.url,
         IOTDECK_JWT_SECRET="bench-" + "s" * 40,

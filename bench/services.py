@@ -16,6 +16,17 @@ PROJECT_CONFIG = Path(__file__).parent.parent / "deploy" / "mosquitto" / "mosqui
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
+def iotdeck_environment(**settings: str) -> dict[str, str]:
+    """This environment for an `iotdeck` subprocess: no inherited IOTDECK_*, plus `settings`.
+
+    PYTEST_* and NICEGUI_* go too: NiceGUI takes a process that has PYTEST_CURRENT_TEST for
+    one of its own screen tests and refuses to serve.
+    """
+    dropped = ("IOTDECK_", "PYTEST_", "NICEGUI_")
+    clean = {key: value for key, value in os.environ.items() if not key.startswith(dropped)}
+    return clean | settings
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as probe:

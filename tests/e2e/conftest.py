@@ -1,6 +1,5 @@
 """End-to-end fixtures: the real `iotdeck serve` as a subprocess, Debian Chromium via Playwright."""
 
-import os
 import re
 import socket
 import subprocess
@@ -14,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
+
+from bench.services import iotdeck_environment
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -63,13 +64,6 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(f"iotdeck serve not ready after {STARTUP_SECONDS}s:\n{log.read_text()}")
 
 
-def _environment(settings: dict[str, str]) -> dict[str, str]:
-    # NiceGUI treats a process with PYTEST_CURRENT_TEST as its own test run: drop it and ours
-    dropped = ("IOTDECK_", "NICEGUI_", "PYTEST_")
-    clean = {key: value for key, value in os.environ.items() if not key.startswith(dropped)}
-    return clean | settings
-
-
 @contextmanager
 def running_server(root: Path, args: list[str], env: dict[str, str]) -> Iterator[Server]:
     """`iotdeck serve ARGS` on a free port in `root`, ready; terminated afterwards."""
@@ -78,7 +72,7 @@ def running_server(root: Path, args: list[str], env: dict[str, str]) -> Iterator
     with log.open("wb") as output:
         process = subprocess.Popen(
             [IOTDECK, "serve", "--port", str(port), *args],
-            env=_environment(env),
+            env=iotdeck_environment(**env),
             cwd=root,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -108,7 +102,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "IOTDECK_BCRYPT_ROUNDS": "4",
     }
     seed = [IOTDECK, "seed"]
-    subprocess.run(seed, env=_environment(env), cwd=root, check=True, capture_output=True)
+    subprocess.run(seed, env=iotdeck_environment(**env), cwd=root, check=True, capture_output=True)
     with running_server(root, [], env) as running:
         yield running
 

@@ -1,11 +1,12 @@
 """The `iotdeck` command as an operator runs it."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from bench.services import iotdeck_environment
 
 IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
 
@@ -25,13 +26,11 @@ def _run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.Co
 @pytest.fixture
 def env(database_url: str, tmp_path: Path) -> dict[str, str]:
     """The environment of a shell with this test's database and no secret set."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("IOTDECK_")}
-    clean.update(
+    return iotdeck_environment(
         IOTDECK_DATABASE_URL=database_url,
         IOTDECK_DATA_DIR=str(tmp_path / "data"),
         IOTDECK_BCRYPT_ROUNDS="4",
     )
-    return clean
 
 
 def test_seed_is_idempotent_and_prints_the_generated_password_once(env: dict[str, str]) -> None:

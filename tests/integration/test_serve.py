@@ -1,6 +1,5 @@
 """`iotdeck serve --demo` as a user runs it: the embedded broker takes a device's data."""
 
-import os
 import re
 import socket
 import sqlite3
@@ -13,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.services import free_port
+from bench.services import free_port, iotdeck_environment
 from tests.waiting import wait_until
 
 IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
@@ -66,9 +65,7 @@ def test_demo_falls_back_to_a_free_broker_port_and_stores_what_a_device_publishe
     tmp_path: Path, busy_port: int
 ) -> None:
     web_port = free_port()
-    # no PYTEST_* either: NiceGUI would take the server for one of its own screen tests
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTDECK_", "PYTEST_"))}
-    env.update(
+    env = iotdeck_environment(
         IOTDECK_DATA_DIR=str(tmp_path / "data"),
         IOTDECK_MQTT_EMBEDDED_PORT=str(busy_port),
         IOTDECK_ADMIN_PASSWORD="demo password 1",

@@ -1,7 +1,6 @@
 """The device simulator against a real Mosquitto, the real ingest worker and real databases."""
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from app.services import telemetry
 from app.services.seed import seed_demo
 from app.signals import DEFAULT_TYPES
 from app.simulator import DeviceSpec, Simulator, backfill, demo_devices, ensure_devices
-from bench.services import Mosquitto, free_port, wait_for_port
+from bench.services import Mosquitto, free_port, iotdeck_environment, wait_for_port
 from tests.waiting import wait_until
 
 IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
@@ -37,9 +36,9 @@ METRICS = {
 @pytest.fixture
 def env(database_url: str, tmp_path: Path) -> dict[str, str]:
     """The environment of a shell with this test's database."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("IOTDECK_")}
-    clean.update(IOTDECK_DATABASE_URL=database_url, IOTDECK_DATA_DIR=str(tmp_path / "data"))
-    return clean
+    return iotdeck_environment(
+        IOTDECK_DATABASE_URL=database_url, IOTDECK_DATA_DIR=str(tmp_path / "data")
+    )
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ PostgreSQL: what happens through one process reaches the subscribers of every pr
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -23,7 +22,7 @@ from app import db
 from app.auth import create_token
 from app.models import DeviceCreate, Role, UserCreate
 from app.services import devices, users
-from bench.services import Mosquitto, free_port
+from bench.services import Mosquitto, free_port, iotdeck_environment
 from tests.waiting import wait_until
 
 IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
@@ -38,17 +37,14 @@ UPDATE = "mutation($id: ID!, $name: String!) { updateDevice(input: {id: $id, nam
 
 
 def _environment(database_url: str, mosquitto: Mosquitto, data: Path) -> dict[str, str]:
-    # NiceGUI takes a process with PYTEST_CURRENT_TEST for one of its own screen tests
-    dropped = ("IOTDECK_", "NICEGUI_", "PYTEST_")
-    clean = {key: value for key, value in os.environ.items() if not key.startswith(dropped)}
-    return clean | {
-        "IOTDECK_DATABASE_URL": database_url,
-        "IOTDECK_REDIS_URL": REDIS_URL,
-        "IOTDECK_JWT_SECRET": SECRET,
-        "IOTDECK_MQTT_URL": mosquitto.url,
-        "IOTDECK_DATA_DIR": str(data),
-        "IOTDECK_BCRYPT_ROUNDS": "4",
-    }
+    return iotdeck_environment(
+        IOTDECK_DATABASE_URL=database_url,
+        IOTDECK_REDIS_URL=REDIS_URL,
+        IOTDECK_JWT_SECRET=SECRET,
+        IOTDECK_MQTT_URL=mosquitto.url,
+        IOTDECK_DATA_DIR=str(data),
+        IOTDECK_BCRYPT_ROUNDS="4",
+    )
 
 
 @contextmanager

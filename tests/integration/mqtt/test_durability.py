@@ -1,6 +1,5 @@
 """Nothing accepted is lost: ingest killed mid-stream, PostgreSQL restarted mid-stream."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from sqlmodel import Session, func, select
 from app import db, migrate
 from app.models import DeviceCreate, TelemetryPoint
 from app.services import devices
-from bench.services import Mosquitto
+from bench.services import Mosquitto, iotdeck_environment
 from tests.postgres_server import PostgresServer
 from tests.waiting import wait_until
 
@@ -103,15 +102,13 @@ class Ingest:
 
 
 def _env(database_url: str, mosquitto: Mosquitto) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTDECK_")}
-    env.update(
+    return iotdeck_environment(
         IOTDECK_DATABASE_URL=database_url,
         IOTDECK_MQTT_URL=mosquitto.url,
         IOTDECK_INGEST_CLIENT_ID=f"ingest-{uuid.uuid4().hex[:8]}",
         IOTDECK_INGEST_BATCH_MS="50",
         IOTDECK_INGEST_BATCH_MESSAGES="200",
     )
-    return env
 
 
 def _device(engine: Engine) -> uuid.UUID:
