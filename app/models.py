@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, String
+from sqlalchemy import Enum as SAEnum
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -149,3 +150,95 @@ class TelemetryRollupPending(SQLModel, table=True):
     device_id: uuid.UUID = Field(primary_key=True)
     metric_name: str = Field(primary_key=True, max_length=100)
     bucket: datetime = Field(primary_key=True)
+
+
+class AlertSeverity(StrEnum):
+    """How urgent an alert is (the rule language's info / warning / critical)."""
+
+    INFO = "INFO"
+    WARNING = "WARNING"
+    CRITICAL = "CRITICAL"
+
+
+class AlertStatus(StrEnum):
+    """Where an alert is in its life: open, seen by an operator, or over."""
+
+    ACTIVE = "ACTIVE"
+    ACKNOWLEDGED = "ACKNOWLEDGED"
+    RESOLVED = "RESOLVED"
+
+
+_SEVERITY_TYPE = SAEnum(
+    AlertSeverity, name="alert_severity", values_callable=lambda e: [m.value for m in e]
+)
+_STATUS_TYPE = SAEnum(
+    AlertStatus, name="alert_status", values_callable=lambda e: [m.value for m in e]
+)
+
+
+class AlertRule(SQLModel, table=True):
+    """A rule in the rule language; the seed's structured columns are derived from it."""
+
+    __tablename__ = "alert_rules"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(max_length=255)
+    description: str | None = None
+    device_id: uuid.UUID | None = Field(default=None, foreign_key="devices.id", ondelete="CASCADE")
+    device_type: str | None = Field(default=None, max_length=100)
+    metric_name: str | None = Field(default=None, max_length=100)
+    condition: str | None = Field(default=None, max_length=20)
+    threshold: float | None = None
+    severity: AlertSeverity = Field(
+        default=AlertSeverity.WARNING, sa_column=Column(_SEVERITY_TYPE, nullable=False)
+    )
+    enabled: bool = True
+    cooldown_minutes: int = 5
+    expression: str
+    created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Alert(SQLModel, table=True):
+    """A rule that fired on a device, and what operators did about it."""
+
+    __tablename__ = "alerts"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    rule_id: uuid.UUID | None = Field(
+        default=None, foreign_key="alert_rules.id", ondelete="SET NULL"
+    )
+    device_id: uuid.UUID | None = Field(default=None, foreign_key="devices.id", ondelete="CASCADE")
+    severity: AlertSeverity = Field(sa_column=Column(_SEVERITY_TYPE, nullable=False))
+    status: AlertStatus = Field(
+        default=AlertStatus.ACTIVE, sa_column=Column(_STATUS_TYPE, nullable=False)
+    )
+    title: str = Field(max_length=255)
+    message: str | None = None
+    metric_name: str | None = Field(default=None, max_length=100)
+    metric_value: float | None = None
+    threshold: float | None = None
+    triggered_at: datetime = Field(default_factory=utcnow)
+    acknowledged_at: datetime | None = None
+    acknowledged_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    resolved_at: datetime | None = None
+    resolved_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
+    resolution: str | None = None
+
+
+class NotificationDelivery(SQLModel, table=True):
+    """One notification of an alert (an email or a webhook) and its attempts."""
+
+    __tablename__ = "notification_deliveries"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    alert_id: uuid.UUID = Field(foreign_key="alerts.id", ondelete="CASCADE")
+    channel: str = Field(max_length=20)
+    target: str = Field(max_length=2048)
+    status: str = Field(default="PENDING", max_length=20)
+    attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

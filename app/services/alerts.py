@@ -1,0 +1,138 @@
+"""Alerts: opened when a rule fires, acknowledged and resolved by operators or by the rule.
+
+At most one open (ACTIVE or ACKNOWLEDGED) alert exists per (rule, device): a partial
+unique index guarantees it even when several evaluations race, and `open_alert` turns
+the losing insert into "already open".
+"""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from app.errors import NotFoundError, ValidationError
+from app.models import Alert, AlertRule, AlertSeverity, AlertStatus, utcnow
+from app.services import validation
+
+OPEN = (AlertStatus.ACTIVE, AlertStatus.ACKNOWLEDGED)
+
+
+def open_alert(
+    *,
+    session: Session,
+    rule: AlertRule,
+    device_id: uuid.UUID,
+    at: datetime,
+    message: str | None = None,
+    metric_name: str | None = None,
+    metric_value: float | None = None,
+) -> Alert | None:
+    """Open an alert for `rule` on a device; None when one is already open for them."""
+    alert = Alert(
+        rule_id=rule.id,
+        device_id=device_id,
+        severity=rule.severity,
+        title=rule.name,
+        message=message,
+        metric_name=metric_name or rule.metric_name,
+        metric_value=metric_value,
+        threshold=rule.threshold,
+        triggered_at=at,
+    )
+    try:
+        with session.begin_nested():  # a savepoint: losing the race undoes only this insert
+            session.add(alert)
+    except IntegrityError:
+        return None
+    return alert
+
+
+def get_alert(*, session: Session, alert_id: uuid.UUID | str) -> Alert | None:
+    """The alert with this id, or None."""
+    return session.get(Alert, validation.parse_id(alert_id))
+
+
+def _existing(session: Session, alert_id: uuid.UUID | str) -> Alert:
+    alert = get_alert(session=session, alert_id=alert_id)
+    if alert is None:
+        raise NotFoundError("alert", alert_id)
+    return alert
+
+
+def acknowledge_alert(
+    *, session: Session, alert_id: uuid.UUID | str, user_id: uuid.UUID | None
+) -> Alert:
+    """An operator has seen it; only an ACTIVE alert can be acknowledged."""
+    alert = _existing(session, alert_id)
+    if alert.status != AlertStatus.ACTIVE:
+        raise ValidationError("id", f"alert is {alert.status}, only ACTIVE can be acknowledged")
+    alert.status = AlertStatus.ACKNOWLEDGED
+    alert.acknowledged_at, alert.acknowledged_by = utcnow(), user_id
+    session.add(alert)
+    session.flush()
+    return alert
+
+
+def resolve_alert(
+    *,
+    session: Session,
+    alert_id: uuid.UUID | str,
+    user_id: uuid.UUID | None,
+    message: str | None = None,
+) -> Alert:
+    """Close an open alert (by an operator, or by the rule's `clear when` with no user)."""
+    alert = _existing(session, alert_id)
+    if alert.status == AlertStatus.RESOLVED:
+        raise ValidationError("id", "alert is already RESOLVED")
+    if message is not None and len(message) > 2000:
+        raise ValidationError("message", "must be at most 2000 characters")
+    alert.status = AlertStatus.RESOLVED
+    alert.resolved_at, alert.resolved_by, alert.resolution = utcnow(), user_id, message
+    session.add(alert)
+    session.flush()
+    return alert
+
+
+def open_alert_for(*, session: Session, rule_id: uuid.UUID, device_id: uuid.UUID) -> Alert | None:
+    """The open alert of a rule on a device, if any."""
+    query = select(Alert).where(
+        Alert.rule_id == rule_id, Alert.device_id == device_id, col(Alert.status).in_(OPEN)
+    )
+    return session.exec(query).first()
+
+
+def active_alerts(
+    *,
+    session: Session,
+    device_id: uuid.UUID | str | None = None,
+    severity: AlertSeverity | str | None = None,
+) -> list[Alert]:
+    """Open alerts, newest first."""
+    query = select(Alert).where(col(Alert.status).in_(OPEN))
+    if device_id is not None:
+        query = query.where(Alert.device_id == validation.parse_id(device_id, "deviceId"))
+    if severity is not None:
+        query = query.where(
+            Alert.severity == validation.any_of(severity, "severity", AlertSeverity)
+        )
+    return list(session.exec(query.order_by(col(Alert.triggered_at).desc())))
+
+
+def alert_history(
+    *,
+    session: Session,
+    start: datetime,
+    end: datetime,
+    device_id: uuid.UUID | str | None = None,
+    limit: int = 100,
+    max_limit: int = 1000,
+) -> list[Alert]:
+    """Alerts triggered with start <= time < end, newest first."""
+    if start >= end:
+        raise ValidationError("from", "must be before 'to'")
+    limit, _ = validation.page(limit, 0, max_limit=max_limit)
+    query = select(Alert).where(Alert.triggered_at >= start, Alert.triggered_at < end)
+    if device_id is not None:
+        query = query.where(Alert.device_id == validation.parse_id(device_id, "deviceId"))
+    return list(session.exec(query.order_by(col(Alert.triggered_at).desc()).limit(limit)))

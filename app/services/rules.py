@@ -1,0 +1,241 @@
+"""Alert rules: stored as rule-language text, created from text or the seed's fields.
+
+One path for every edge: the rule editor, GraphQL `createAlertRule` and the seeds all
+call `create_rule`. The text is the truth; the seed's structured columns (scope,
+severity, cooldown, and metric/condition/threshold for a single comparison) are derived
+from it, and input fields that contradict the text are refused, naming the field.
+"""
+
+import math
+import uuid
+from dataclasses import dataclass, replace
+
+from sqlmodel import Session, col, select
+
+from app.errors import NotFoundError, ValidationError
+from app.models import AlertRule, AlertSeverity, utcnow
+from app.services import validation
+from rules import ast
+from rules.checks import check
+from rules.errors import RuleSyntaxError
+from rules.format import format_rule
+from rules.parser import parse_condition, parse_rule
+
+# the seed's structured conditions and the comparison each one means
+CONDITIONS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "eq": "=="}
+_OPERATORS = {operator: name for name, operator in CONDITIONS.items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleInput:
+    """A rule as an edge submits it: text, the seed's fields, or a bare condition plus fields."""
+
+    expression: str | None = None
+    name: str | None = None
+    description: str | None = None
+    device_id: uuid.UUID | str | None = None
+    device_type: str | None = None
+    metric_name: str | None = None
+    condition: str | None = None
+    threshold: float | None = None
+    severity: str | None = None
+    cooldown_minutes: int | None = None
+    enabled: bool | None = None
+
+
+def _syntax(text: str, parse: object) -> object:
+    try:
+        return parse(text)  # type: ignore[operator]
+    except RuleSyntaxError as error:
+        first = error.diagnostics[0]
+        raise ValidationError(
+            "expression", f"line {first.line}, column {first.column}: {first.message}"
+        ) from None
+
+
+def _scope(data: RuleInput) -> ast.Scope:
+    if data.device_id is not None and data.device_type is not None:
+        raise ValidationError("deviceType", "give deviceId or deviceType, not both")
+    if data.device_id is not None:
+        return ast.Scope("device", str(validation.parse_id(data.device_id, "deviceId")))
+    if data.device_type is not None:
+        return ast.Scope("type", validation.text(data.device_type, "deviceType", max_length=100))
+    return ast.Scope()
+
+
+def _structured_condition(data: RuleInput) -> ast.Condition:
+    if data.metric_name is None:
+        raise ValidationError("expression", "give an expression or metricName/condition/threshold")
+    if data.condition not in CONDITIONS:
+        raise ValidationError("condition", f"must be one of {', '.join(CONDITIONS)}")
+    if data.threshold is None or not math.isfinite(data.threshold):
+        raise ValidationError("threshold", "must be a finite number")
+    metric = validation.text(data.metric_name, "metricName", max_length=100)
+    if not validation.METRIC_NAME.fullmatch(metric):
+        raise ValidationError("metricName", f"must be {validation.METRIC_NAME_RULE}")
+    operator = CONDITIONS[data.condition]
+    return ast.Comparison(operator, ast.Metric(metric), ast.Number(float(data.threshold)))
+
+
+def _severity(value: str) -> ast.Severity:
+    severity = validation.any_of(value.upper(), "severity", AlertSeverity)
+    return severity.value.lower()
+
+
+def _cooldown(minutes: int) -> ast.Duration:
+    if minutes < 0:
+        raise ValidationError("cooldownMinutes", "must be 0 or more")
+    return ast.Duration(minutes * 60.0, f"{minutes}m")
+
+
+def _from_fields(data: RuleInput, condition: ast.Condition) -> ast.Rule:
+    name = validation.text(data.name or "", "name", max_length=255)
+    rule = ast.Rule(name=name, when=condition, scope=_scope(data))
+    if data.severity is not None:
+        rule = replace(rule, severity=_severity(data.severity))
+    if data.cooldown_minutes is not None:
+        rule = replace(rule, cooldown=_cooldown(data.cooldown_minutes))
+    return rule
+
+
+def _contradictions(data: RuleInput, rule: ast.Rule) -> None:
+    """Refuse input fields that say something else than the rule text."""
+    derived = derive(rule)
+    given = {
+        "name": data.name,
+        "deviceType": data.device_type,
+        "severity": data.severity.upper() if data.severity else None,
+        "cooldownMinutes": data.cooldown_minutes,
+        "metricName": data.metric_name,
+        "condition": data.condition,
+        "threshold": data.threshold,
+    }
+    if data.device_id is not None:
+        given["deviceId"] = str(validation.parse_id(data.device_id, "deviceId"))
+    for field, value in given.items():
+        if value is not None and value != derived[field]:
+            raise ValidationError(field, f"'{value}' contradicts the expression")
+
+
+def build_rule(data: RuleInput) -> tuple[ast.Rule, str]:
+    """The rule the input describes, and the text to store."""
+    text = (data.expression or "").strip()
+    if text.startswith("rule"):
+        rule = _syntax(text, parse_rule)
+        _contradictions(data, rule)
+    else:
+        condition = _syntax(text, parse_condition) if text else _structured_condition(data)
+        rule = _from_fields(data, condition)
+        text = format_rule(rule).strip()
+    errors = [d for d in check([rule], text=text) if d.severity == "ERROR"]
+    if errors:
+        raise ValidationError(
+            "expression", f"line {errors[0].line}, column {errors[0].column}: {errors[0].message}"
+        )
+    return rule, text
+
+
+def derive(rule: ast.Rule) -> dict[str, object]:
+    """The seed's structured fields of a rule, in GraphQL's names."""
+    single = rule.when if isinstance(rule.when, ast.Comparison) else None
+    simple = (
+        single is not None
+        and isinstance(single.left, ast.Metric)
+        and isinstance(single.right, ast.Number)
+        and single.op in _OPERATORS
+    )
+    return {
+        "name": rule.name,
+        "deviceId": rule.scope.value if rule.scope.kind == "device" else None,
+        "deviceType": rule.scope.value if rule.scope.kind == "type" else None,
+        "severity": rule.severity.upper(),
+        "cooldownMinutes": math.ceil(rule.cooldown.seconds / 60),
+        "metricName": single.left.name if simple else None,
+        "condition": _OPERATORS[single.op] if simple else None,
+        "threshold": single.right.value if simple else None,
+    }
+
+
+def _apply(stored: AlertRule, rule: ast.Rule, text: str, data: RuleInput) -> None:
+    fields = derive(rule)
+    stored.name = rule.name
+    stored.expression = text
+    stored.device_id = uuid.UUID(fields["deviceId"]) if fields["deviceId"] else None
+    stored.device_type = fields["deviceType"]
+    stored.severity = AlertSeverity(fields["severity"])
+    stored.cooldown_minutes = fields["cooldownMinutes"]
+    stored.metric_name = fields["metricName"]
+    stored.condition = fields["condition"]
+    stored.threshold = fields["threshold"]
+    if data.description is not None:
+        stored.description = data.description
+    if data.enabled is not None:
+        stored.enabled = data.enabled
+    stored.updated_at = utcnow()
+
+
+def create_rule(
+    *, session: Session, data: RuleInput, created_by: uuid.UUID | None = None
+) -> AlertRule:
+    """Check and store a new rule."""
+    rule, text = build_rule(data)
+    stored = AlertRule(name=rule.name, expression=text, created_by=created_by)
+    _apply(stored, rule, text, data)
+    session.add(stored)
+    session.flush()
+    return stored
+
+
+def get_rule(*, session: Session, rule_id: uuid.UUID | str) -> AlertRule | None:
+    """The rule with this id, or None."""
+    return session.get(AlertRule, validation.parse_id(rule_id))
+
+
+def _existing(session: Session, rule_id: uuid.UUID | str) -> AlertRule:
+    stored = get_rule(session=session, rule_id=rule_id)
+    if stored is None:
+        raise NotFoundError("alert rule", rule_id)
+    return stored
+
+
+def update_rule(*, session: Session, rule_id: uuid.UUID | str, data: RuleInput) -> AlertRule:
+    """Replace a rule's text (or fields); absent inputs keep what the rule says."""
+    stored = _existing(session, rule_id)
+    current = parse_rule(stored.expression)
+    if data.expression is None and data.metric_name is None:
+        # only metadata or clause fields changed: rebuild from the stored rule
+        rule = current
+        if data.name is not None:
+            rule = replace(rule, name=validation.text(data.name, "name", max_length=255))
+        if data.severity is not None:
+            rule = replace(rule, severity=_severity(data.severity))
+        if data.cooldown_minutes is not None:
+            rule = replace(rule, cooldown=_cooldown(data.cooldown_minutes))
+        text = format_rule(rule).strip() if rule != current else stored.expression
+    else:
+        merged = replace(data, name=data.name or current.name)
+        rule, text = build_rule(merged)
+    _apply(stored, rule, text, data)
+    session.add(stored)
+    session.flush()
+    return stored
+
+
+def delete_rule(*, session: Session, rule_id: uuid.UUID | str) -> uuid.UUID:
+    """Remove a rule (its alerts stay, without their rule)."""
+    stored = _existing(session, rule_id)
+    session.delete(stored)
+    session.flush()
+    return stored.id
+
+
+def list_rules(
+    *, session: Session, device_id: uuid.UUID | str | None = None, enabled_only: bool = False
+) -> list[AlertRule]:
+    """Rules by name; with `device_id`, those scoped to that device."""
+    query = select(AlertRule).order_by(col(AlertRule.name), col(AlertRule.id))
+    if device_id is not None:
+        query = query.where(AlertRule.device_id == validation.parse_id(device_id, "deviceId"))
+    if enabled_only:
+        query = query.where(AlertRule.enabled)
+    return list(session.exec(query))
