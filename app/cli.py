@@ -106,7 +106,10 @@ def seed() -> None:
     _open_database(settings)
     with db.session_scope() as session:
         report = seed_demo(session=session, admin_password=settings.admin_password)
-    print(f"users created: {len(report.users_created)}, devices: {len(report.devices_created)}")
+    print(
+        f"users created: {len(report.users_created)}, devices: {len(report.devices_created)},"
+        f" rules: {len(report.rules_created)}"
+    )
     if report.admin_password:
         print(f"admin login: {ADMIN_EMAIL} / {report.admin_password}  (shown only once)")
 

@@ -1,4 +1,4 @@
-"""Demo data from `seeds/demo.json`: users and devices, created only when missing."""
+"""Demo data from `seeds/demo.json`: users, devices and rules, created only when missing."""
 
 import json
 import secrets
@@ -10,7 +10,8 @@ from sqlmodel import Session
 
 import seeds
 from app.models import Device, DeviceCreate, Role, UserCreate
-from app.services import devices, users
+from app.services import devices, rules, users
+from app.services.rules import RuleInput
 
 DEMO_FILE = Path(seeds.__file__).parent / "demo.json"
 ADMIN_EMAIL = "admin@example.com"
@@ -22,6 +23,7 @@ class SeedReport:
 
     users_created: list[str] = field(default_factory=list)
     devices_created: list[str] = field(default_factory=list)
+    rules_created: list[str] = field(default_factory=list)
     admin_password: str | None = None
 
 
@@ -52,4 +54,10 @@ def seed_demo(*, session: Session, admin_password: str = "") -> SeedReport:
         )
         devices.create_device(session=session, data=create)
         report.devices_created.append(entry["name"])
+    existing = {rule.name for rule in rules.list_rules(session=session)}
+    for text in data["rules"]:
+        rule, _ = rules.build_rule(RuleInput(expression=text))
+        if rule.name not in existing:
+            rules.create_rule(session=session, data=RuleInput(expression=text))
+            report.rules_created.append(rule.name)
     return report

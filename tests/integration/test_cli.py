@@ -36,11 +36,11 @@ def env(database_url: str, tmp_path: Path) -> dict[str, str]:
 def test_seed_is_idempotent_and_prints_the_generated_password_once(env: dict[str, str]) -> None:
     first = _run(["seed"], env)
     assert first.returncode == 0, first.stderr
-    assert "users created: 3, devices: 10" in first.stdout
+    assert "users created: 3, devices: 10, rules: 5" in first.stdout
     assert "admin login: admin@example.com / " in first.stdout
     second = _run(["seed"], env)
     assert second.returncode == 0, second.stderr
-    assert "users created: 0, devices: 0" in second.stdout
+    assert "users created: 0, devices: 0, rules: 0" in second.stdout
     assert "admin login" not in second.stdout
 
 
