@@ -1,6 +1,7 @@
 """What `iotdeck serve` runs beside the web app: broker, ingest, jobs, demo devices."""
 
 import asyncio
+import contextlib
 import gc
 import logging
 
@@ -8,6 +9,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from app import bus, health, jobs
 from app.config import Settings
+from app.evaluation import run_evaluator
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.embedded import EmbeddedBroker
 from app.mqtt.ingest import IngestWorker
@@ -51,6 +53,7 @@ class Background:
         self._scheduler: AsyncIOScheduler | None = None
         self.simulator: Simulator | None = None
         self.hub: bus.Hub | None = None
+        self._evaluation: asyncio.Task | None = None
         self.bus: bus.Bus = bus.NullBus()
 
     async def start(self) -> None:
@@ -67,6 +70,7 @@ class Background:
             self.worker = build_worker(self.settings, self.address)
             self.worker.start()
             health.register_check("mqtt", lambda: self.worker is not None and self.worker.connected)
+        self._evaluation = asyncio.create_task(run_evaluator(self.hub), name="rule-evaluator")
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         jobs.add_jobs(self._scheduler, self.settings)
         self._scheduler.start()
@@ -85,6 +89,10 @@ class Background:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             await asyncio.sleep(0)
+        if self._evaluation is not None:
+            self._evaluation.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._evaluation
         if self.worker is not None:
             health.unregister_check("mqtt")
             await asyncio.to_thread(self.worker.stop)

@@ -30,6 +30,7 @@ DEVICE_STATUS = "iot:device:status"
 DEVICE_EVENTS = "iot:device:events"
 ALERTS = "iot:alerts"
 COMMANDS = "iot:commands"
+RULES = "iot:rules"  # a rule was created, changed or deleted: evaluators reload
 PATTERN = "iot:*"
 QUEUE_SIZE = 1000
 

@@ -8,6 +8,7 @@ from strawberry.extensions import QueryDepthLimiter
 from strawberry.types import ExecutionContext
 
 from app.config import Settings
+from app.graphql.alerts import AlertsMutation, AlertsQuery
 from app.graphql.devices import DevicesMutation, DevicesQuery
 from app.graphql.errors import GraphQLErrorCodes, log_unexpected
 from app.graphql.subscriptions import Subscription
@@ -16,12 +17,12 @@ from app.graphql.users import UsersMutation, UsersQuery
 
 
 @strawberry.type
-class Query(UsersQuery, DevicesQuery, TelemetryQuery):
-    """Every query; later issues add alerts and commands pieces here."""
+class Query(UsersQuery, DevicesQuery, TelemetryQuery, AlertsQuery):
+    """Every query; a later issue adds the commands piece here."""
 
 
 @strawberry.type
-class Mutation(UsersMutation, DevicesMutation):
+class Mutation(UsersMutation, DevicesMutation, AlertsMutation):
     """Every mutation."""
 
 

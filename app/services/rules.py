@@ -7,14 +7,16 @@ from it, and input fields that contradict the text are refused, naming the field
 """
 
 import math
+import re
 import uuid
 from dataclasses import dataclass, replace
 
 from sqlmodel import Session, col, select
 
+from app import bus
 from app.errors import NotFoundError, ValidationError
 from app.models import AlertRule, AlertSeverity, utcnow
-from app.services import validation
+from app.services import events, validation
 from rules import ast
 from rules.checks import check
 from rules.errors import RuleSyntaxError
@@ -24,6 +26,7 @@ from rules.parser import parse_condition, parse_rule
 # the seed's structured conditions and the comparison each one means
 CONDITIONS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "eq": "=="}
 _OPERATORS = {operator: name for name, operator in CONDITIONS.items()}
+_RULE_KEYWORD = re.compile(r"rule\b")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,19 +123,28 @@ def _contradictions(data: RuleInput, rule: ast.Rule) -> None:
 def build_rule(data: RuleInput) -> tuple[ast.Rule, str]:
     """The rule the input describes, and the text to store."""
     text = (data.expression or "").strip()
-    if text.startswith("rule"):
+    if _is_rule_text(text):
         rule = _syntax(text, parse_rule)
         _contradictions(data, rule)
     else:
         condition = _syntax(text, parse_condition) if text else _structured_condition(data)
         rule = _from_fields(data, condition)
         text = format_rule(rule).strip()
+    _check(rule, text)
+    return rule, text
+
+
+def _check(rule: ast.Rule, text: str) -> None:
     errors = [d for d in check([rule], text=text) if d.severity == "ERROR"]
     if errors:
         raise ValidationError(
             "expression", f"line {errors[0].line}, column {errors[0].column}: {errors[0].message}"
         )
-    return rule, text
+
+
+def _is_rule_text(text: str | None) -> bool:
+    # a whole rule starts with the keyword `rule`; `ruler > 3` is a bare condition
+    return bool(text) and _RULE_KEYWORD.match(text.strip()) is not None
 
 
 def derive(rule: ast.Rule) -> dict[str, object]:
@@ -183,7 +195,13 @@ def create_rule(
     _apply(stored, rule, text, data)
     session.add(stored)
     session.flush()
+    _announce(session, stored.id, "CREATED")
     return stored
+
+
+def _announce(session: Session, rule_id: uuid.UUID, kind: str) -> None:
+    # evaluators reload their rules when this arrives (after the commit)
+    events.emit(session, bus.RULES, {"type": kind, "rule_id": str(rule_id)})
 
 
 def get_rule(*, session: Session, rule_id: uuid.UUID | str) -> AlertRule | None:
@@ -199,12 +217,22 @@ def _existing(session: Session, rule_id: uuid.UUID | str) -> AlertRule:
 
 
 def update_rule(*, session: Session, rule_id: uuid.UUID | str, data: RuleInput) -> AlertRule:
-    """Replace a rule's text (or fields); absent inputs keep what the rule says."""
+    """Replace a rule's text, or change some of its parts; what is not given stays."""
     stored = _existing(session, rule_id)
-    current = parse_rule(stored.expression)
-    if data.expression is None and data.metric_name is None:
-        # only metadata or clause fields changed: rebuild from the stored rule
+    if _is_rule_text(data.expression):
+        rule, text = build_rule(data)  # a whole new text says everything itself
+    else:
+        current = parse_rule(stored.expression)
         rule = current
+        if data.expression is not None or data.metric_name is not None:
+            condition = (
+                _syntax(data.expression.strip(), parse_condition)
+                if data.expression
+                else _structured_condition(data)
+            )
+            rule = replace(rule, when=condition)
+        if data.device_id is not None or data.device_type is not None:
+            rule = replace(rule, scope=_scope(data))
         if data.name is not None:
             rule = replace(rule, name=validation.text(data.name, "name", max_length=255))
         if data.severity is not None:
@@ -212,12 +240,11 @@ def update_rule(*, session: Session, rule_id: uuid.UUID | str, data: RuleInput) 
         if data.cooldown_minutes is not None:
             rule = replace(rule, cooldown=_cooldown(data.cooldown_minutes))
         text = format_rule(rule).strip() if rule != current else stored.expression
-    else:
-        merged = replace(data, name=data.name or current.name)
-        rule, text = build_rule(merged)
+        _check(rule, text)
     _apply(stored, rule, text, data)
     session.add(stored)
     session.flush()
+    _announce(session, stored.id, "UPDATED")
     return stored
 
 
@@ -226,6 +253,7 @@ def delete_rule(*, session: Session, rule_id: uuid.UUID | str) -> uuid.UUID:
     stored = _existing(session, rule_id)
     session.delete(stored)
     session.flush()
+    _announce(session, stored.id, "DELETED")
     return stored.id
 
 

@@ -12,7 +12,9 @@ from tests.integration.graphql.client import GraphQLClient, code_of
 
 # SPEC section 6 and seed section 1.4, verbatim, plus the allowed additions (User.isActive,
 # updateUser and its input, devicesCount, Device.metrics and Device.latest,
-# TelemetryPoint.metricName for subscribers): a client
+# TelemetryPoint.metricName for subscribers; seed section 3.3 with AlertRule.expression
+# and validateRule from SPEC sections 6 and 7, AlertRule's metricName/condition/threshold
+# nullable because they are derived from the expression): a client
 # generated from this contract must keep working
 CONTRACT = """
 scalar JSON
@@ -39,13 +41,38 @@ type Query { me: User! devices(type: String, status: DeviceStatus, search: Strin
   deviceTelemetryAggregated(deviceId: ID!, metricName: String!, from: String!, to: String!,
     interval: String!): [TelemetryAggregation!]!
   deviceLatestMetric(deviceId: ID!, metricName: String!): TelemetryPoint
-  deviceMetrics(deviceId: ID!): [String!]! }
+  deviceMetrics(deviceId: ID!): [String!]!
+  activeAlerts(deviceId: ID, severity: AlertSeverity): [Alert!]!
+  alertHistory(deviceId: ID, from: String!, to: String!, limit: Int = 100): [Alert!]!
+  alertRules(deviceId: ID): [AlertRule!]!
+  validateRule(expression: String!): [RuleDiagnostic!]! }
 type Mutation { login(email: String!, password: String!): AuthPayload!
   createDevice(input: CreateDeviceInput!): Device!
   updateDevice(input: UpdateDeviceInput!): Device!
   deleteDevice(id: ID!): DeleteResult!
   createUser(email: String!, password: String!, role: Role!, name: String): User!
-  updateUser(input: UpdateUserInput!): User! }
+  updateUser(input: UpdateUserInput!): User!
+  createAlertRule(input: CreateAlertRuleInput!): AlertRule!
+  updateAlertRule(input: UpdateAlertRuleInput!): AlertRule!
+  deleteAlertRule(id: ID!): DeleteResult!
+  acknowledgeAlert(id: ID!): Alert!
+  resolveAlert(id: ID!, message: String): Alert! }
+enum AlertSeverity { INFO WARNING CRITICAL }
+enum AlertStatus { ACTIVE ACKNOWLEDGED RESOLVED }
+type Alert { id: ID! deviceId: ID! device: Device severity: AlertSeverity! status: AlertStatus!
+  title: String! message: String metricName: String metricValue: Float threshold: Float
+  triggeredAt: String! acknowledgedAt: String resolvedAt: String }
+type AlertRule { id: ID! name: String! description: String deviceId: ID deviceType: String
+  metricName: String condition: String threshold: Float severity: AlertSeverity!
+  enabled: Boolean! cooldownMinutes: Int! expression: String! }
+input CreateAlertRuleInput { name: String description: String deviceId: ID deviceType: String
+  metricName: String condition: String threshold: Float severity: AlertSeverity
+  enabled: Boolean cooldownMinutes: Int expression: String }
+input UpdateAlertRuleInput { id: ID! name: String description: String deviceId: ID
+  deviceType: String metricName: String condition: String threshold: Float
+  severity: AlertSeverity enabled: Boolean cooldownMinutes: Int expression: String }
+enum DiagnosticSeverity { ERROR WARNING }
+type RuleDiagnostic { line: Int! column: Int! message: String! severity: DiagnosticSeverity! }
 enum DeviceEventType { CREATED UPDATED DELETED STATUS_CHANGED }
 type DeviceEvent { type: DeviceEventType! device: Device! timestamp: String! }
 type Subscription { deviceUpdated(deviceId: ID): Device!

@@ -84,6 +84,29 @@ def test_update_and_delete(session: Session) -> None:
     assert rules.get_rule(session=session, rule_id=stored.id) is None
 
 
+def test_updates_keep_what_they_do_not_change(session: Session) -> None:
+    stored = rules.create_rule(session=session, data=RuleInput(expression=FULL))
+    renamed = rules.update_rule(
+        session=session, rule_id=stored.id, data=RuleInput(expression=FULL.replace("Overheat", "B"))
+    )
+    assert renamed.name == "B"
+    narrowed = rules.update_rule(
+        session=session, rule_id=stored.id, data=RuleInput(expression="temperature > 40")
+    )
+    assert (narrowed.severity, narrowed.cooldown_minutes, narrowed.device_type) == (
+        "CRITICAL",
+        10,
+        "thermostat",
+    )
+    assert (narrowed.metric_name, narrowed.condition, narrowed.threshold) == (
+        "temperature",
+        "gt",
+        40,
+    )
+    ruler = rules.create_rule(session=session, data=RuleInput(name="r", expression="ruler > 3"))
+    assert ruler.metric_name == "ruler"
+
+
 def test_one_open_alert_per_rule_and_device_and_the_lifecycle(session: Session) -> None:
     device = devices.create_device(session=session, data=DeviceCreate(name="d", type="t"))
     rule = rules.create_rule(session=session, data=RuleInput(name="r", expression="t > 1"))
