@@ -86,8 +86,8 @@ def _severity(value: str) -> ast.Severity:
 
 
 def _cooldown(minutes: int) -> ast.Duration:
-    if minutes < 0:
-        raise ValidationError("cooldownMinutes", "must be 0 or more")
+    if minutes < 1:  # the language refuses a zero cooldown too
+        raise ValidationError("cooldownMinutes", "must be 1 or more")
     return ast.Duration(minutes * 60.0, f"{minutes}m")
 
 

@@ -61,6 +61,7 @@ def test_a_bare_condition_takes_the_other_clauses_from_the_fields(session: Sessi
         ("name", RuleInput(expression=FULL, name="Other")),
         ("name", RuleInput(expression="t > 1")),
         ("severity", RuleInput(name="x", expression="t > 1", severity="loud")),
+        ("cooldownMinutes", RuleInput(name="x", expression="t > 1", cooldown_minutes=0)),
     ],
 )
 def test_bad_rules_name_the_field_and_store_nothing(
