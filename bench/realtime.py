@@ -30,7 +30,7 @@ from sqlmodel import Session
 from app import db, migrate
 from app.models import DeviceCreate, Role, UserCreate
 from app.services import devices, users
-from bench.services import Mosquitto, free_port, fresh_database, iotdeck_environment
+from bench.services import Mosquitto, free_port, fresh_database, iotdeck_environment, wait_ready
 
 PASSWORD = "bench password 1"
 SUBSCRIPTION = (
@@ -183,7 +183,7 @@ def _measure(options: Options, folder: Path, broker: Mosquitto, url: str) -> dic
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base)
+        wait_ready(base, server, folder / "serve.log")
         login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
         answer = httpx.post(
             f"{base}/graphql",
@@ -207,18 +207,6 @@ def _measure(options: Options, folder: Path, broker: Mosquitto, url: str) -> dic
         server.terminate()
         server.wait(30)
         log.close()
-
-
-def _wait_ready(base: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("iotdeck serve did not become ready")
 
 
 async def _drive(

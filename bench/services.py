@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import psycopg
 
 PROJECT_CONFIG = Path(__file__).parent.parent / "deploy" / "mosquitto" / "mosquitto.conf"
@@ -25,6 +26,23 @@ def iotdeck_environment(**settings: str) -> dict[str, str]:
     dropped = ("IOTDECK_", "PYTEST_", "NICEGUI_")
     clean = {key: value for key, value in os.environ.items() if not key.startswith(dropped)}
     return clean | settings
+
+
+def wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+    """Return once `iotdeck serve` at `url` answers /health/ready; fail with its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"iotdeck serve exited with {process.returncode}:\n{log.read_text()}"
+            )
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)  # polling a port: there is no event to wait on
+    raise RuntimeError(f"iotdeck serve not ready after {timeout:g} s:\n{log.read_text()}")
 
 
 def free_port() -> int:

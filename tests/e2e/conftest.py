@@ -1,20 +1,17 @@
 """End-to-end fixtures: the real `iotdeck serve` as a subprocess, Debian Chromium via Playwright."""
 
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from bench.services import iotdeck_environment
+from bench.services import free_port, iotdeck_environment, wait_ready
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -44,30 +41,10 @@ class Server:
     password: str = ADMIN_PASSWORD  # `iotdeck seed` gives every demo account this password
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"iotdeck serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)  # polling a port: there is no event to wait on
-    pytest.fail(f"iotdeck serve not ready after {STARTUP_SECONDS}s:\n{log.read_text()}")
-
-
 @contextmanager
 def running_server(root: Path, args: list[str], env: dict[str, str]) -> Iterator[Server]:
     """`iotdeck serve ARGS` on a free port in `root`, ready; terminated afterwards."""
-    port = _free_port()
+    port = free_port()
     log = root / "serve.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -79,7 +56,7 @@ def running_server(root: Path, args: list[str], env: dict[str, str]) -> Iterator
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process, log)
+        wait_ready(url, process, log, timeout=STARTUP_SECONDS)
         yield Server(url=url)
     finally:
         process.terminate()
