@@ -1,4 +1,4 @@
-"""Rule evaluation: committed points in, alerts out (issue 5, first cut).
+"""Rule evaluation: committed points in, alerts out.
 
 The evaluator listens to the bus's telemetry channels, so it sees exactly the points that
 were committed, whichever ingest process wrote them. Exactly one process evaluates: the
@@ -6,20 +6,27 @@ one holding a PostgreSQL advisory lock (SQLite means one process anyway); the lo
 with its connection when that process dies, and another takes over. Transitions become
 alerts through the alerts service in one transaction per batch, announced on `iot:alerts`
 after the commit.
+
+Nothing is forgotten across a restart or a change of leader: before it takes live points,
+the new evaluator replays the stored telemetry each rule can still see (its longest window
+plus its `for`), which rebuilds the windows and the `for` timers, then aligns each
+(rule, device) with the stored alerts (open ones stay open, cooldowns keep running). A
+violation that is still going on but has no alert (no evaluator ran when it began) opens
+one then.
 """
 
 import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, text
 from sqlmodel import Session, select
 
 from app import bus, db
 from app.models import AlertRule, Device
-from app.services import alerts, events, rules
+from app.services import alerts, rules, telemetry
 from rules.compiler import CompiledRule, compile_rule
 from rules.engine import Engine, Transition
 from rules.parser import parse_rule
@@ -28,6 +35,14 @@ logger = logging.getLogger(__name__)
 
 # one number shared by every iotdeck process: whoever holds this advisory lock evaluates
 ADVISORY_LOCK_KEY = 0x10DEC0DE
+# a replayed firing this close to a stored alert's time is that alert (ticks vs points)
+SAME_FIRING = timedelta(minutes=1)
+
+Clock = Callable[[], datetime]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _compiled(stored: Iterable[AlertRule]) -> list[CompiledRule]:
@@ -40,22 +55,81 @@ def _compiled(stored: Iterable[AlertRule]) -> list[CompiledRule]:
     return compiled
 
 
+def lookback(compiled: Iterable[CompiledRule]) -> timedelta:
+    """How much history rebuilds every rule's state: its longest window plus its `for`."""
+    seconds = [max(rule.metrics.values(), default=0.0) + rule.hold_us / 1e6 for rule in compiled]
+    return timedelta(seconds=max(seconds, default=0.0)) + SAME_FIRING
+
+
 class Evaluator:
     """One rule engine fed with committed points; writes the alerts it decides."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = _now) -> None:
         self.engine = Engine([])
+        self._clock = clock
         self._types: dict[str, str] = {}
         self._rules: dict[str, AlertRule] = {}
 
     def load(self) -> None:
-        """Read the enabled rules and the device types (at start, and when rules change)."""
+        """Read the enabled rules and the devices (at start, and when rules change)."""
         with Session(db.get_engine(), expire_on_commit=False) as session:
             stored = rules.list_rules(session=session, enabled_only=True)
-            self._types = {str(device.id): device.type for device in session.exec(select(Device))}
+            known = list(session.exec(select(Device)))
         self._rules = {str(rule.id): rule for rule in stored}
         self.engine.set_rules(_compiled(stored))
+        self._types = {str(device.id): device.type for device in known}
+        for device in known:
+            self.engine.watch(str(device.id), device.type, _silent_since(device))
         logger.info("rule engine: %d enabled rule(s)", len(self._rules))
+
+    def start(self) -> list[Transition]:
+        """Load, replay recent history, align with the stored alerts (before live points).
+
+        Returns the violations the replay found still going on without an alert, now opened.
+        """
+        self.load()
+        now = self._clock()
+        since = now - lookback(self.engine.rules.values())
+        replayed = self._replay(since, now + SAME_FIRING)
+        with Session(db.get_engine()) as session:
+            stored = alerts.last_triggered(session=session, since=since - SAME_FIRING)
+            still_open = {
+                (str(alert.rule_id), str(alert.device_id))
+                for alert in alerts.active_alerts(session=session)
+            }
+        last = {(str(rule), str(device)): at for (rule, device), at in stored.items()}
+        missed = [
+            t
+            for t in replayed
+            if t.kind == "FIRED"
+            and self.engine.is_active(t.rule_id, t.device_id)
+            and last.get((t.rule_id, t.device_id), since) < t.at - SAME_FIRING
+        ]
+        for rule_id, device_id in set(self.engine.states()) | set(last) | still_open:
+            self.engine.set_alert(
+                rule_id,
+                device_id,
+                active=(rule_id, device_id) in still_open,
+                last_fired=last.get((rule_id, device_id)),
+            )
+        if missed:
+            logger.warning("rule engine: %d violation(s) found without an alert", len(missed))
+        self.apply(missed)
+        return missed
+
+    def _replay(self, start: datetime, end: datetime) -> list[Transition]:
+        """Feed the stored points of the rules' metrics to the engine; nothing is applied."""
+        metrics = {metric for rule in self.engine.rules.values() for metric in rule.metrics}
+        found: list[Transition] = []
+        with Session(db.get_engine()) as session:
+            for point in telemetry.history(session=session, metrics=metrics, start=start, end=end):
+                device_id = str(point.device_id)
+                device_type = self._types.get(device_id)
+                if device_type is not None:
+                    found += self.engine.on_point(
+                        device_id, device_type, point.metric_name, point.time, point.value
+                    )
+        return found
 
     def _device_type(self, device_id: str) -> str | None:
         if device_id not in self._types:
@@ -65,6 +139,32 @@ class Evaluator:
                     return None
                 self._types[device_id] = device.type
         return self._types[device_id]
+
+    def on_message(self, channel: str, message: bus.Message) -> list[Transition]:
+        """Take one bus message: points, a rule change, an alert change or a device event."""
+        if channel == bus.RULES:
+            self.load()
+            return []
+        if channel == bus.ALERTS:
+            if message.get("type") == "RESOLVED" and message.get("rule_id"):
+                # resolved by an operator (or by the rule): the next true edge fires again
+                self.engine.resolve(message["rule_id"], message["device_id"])
+            return []
+        if channel == bus.DEVICE_EVENTS:
+            self._on_device_event(message)
+            return []
+        return self.on_telemetry(message)
+
+    def _on_device_event(self, message: bus.Message) -> None:
+        device = message["device"]
+        if message["type"] == "DELETED":
+            self._types.pop(device["id"], None)
+            self.engine.forget(device["id"])
+        elif message["type"] in ("CREATED", "UPDATED"):
+            self._types[device["id"]] = device["type"]
+            if message["type"] == "CREATED":
+                created = datetime.fromisoformat(device["created_at"])
+                self.engine.watch(device["id"], device["type"], created)
 
     def on_telemetry(self, message: bus.Message) -> list[Transition]:
         """Evaluate one bus telemetry message; apply what fired or cleared."""
@@ -81,9 +181,9 @@ class Evaluator:
         self.apply(found)
         return found
 
-    def tick(self, now: datetime) -> list[Transition]:
-        """Time-driven evaluation (`for`, `nodata`)."""
-        found = self.engine.tick(now)
+    def tick(self, now: datetime | None = None) -> list[Transition]:
+        """Time-driven evaluation (`for`, windows, `nodata`) of every known device."""
+        found = self.engine.tick(self._clock() if now is None else now)
         self.apply(found)
         return found
 
@@ -113,7 +213,7 @@ class Evaluator:
 
     @staticmethod
     def _fire(session: Session, stored: AlertRule, device_id: uuid.UUID, t: Transition) -> None:
-        alert = alerts.open_alert(
+        alerts.open_alert(
             session=session,
             rule=stored,
             device_id=device_id,
@@ -121,20 +221,11 @@ class Evaluator:
             metric_name=t.metric,
             metric_value=t.value,
         )
-        if alert is not None:
-            events.emit(
-                session,
-                bus.ALERTS,
-                {
-                    "type": "TRIGGERED",
-                    "alert_id": str(alert.id),
-                    "rule_id": str(stored.id),
-                    "device_id": str(device_id),
-                    "severity": str(alert.severity),
-                    "title": alert.title,
-                    "at": alert.triggered_at.isoformat(),
-                },
-            )
+
+
+def _silent_since(device: Device) -> datetime:
+    """From when a device counts as silent for `nodata`: its last message, else its creation."""
+    return device.last_seen_at or device.created_at
 
 
 def try_lead(connection: Connection) -> bool:
@@ -150,6 +241,7 @@ def try_lead(connection: Connection) -> bool:
 
 TICK_SECONDS = 10.0
 RETRY_LEAD_SECONDS = 5.0
+_WATCHED = (bus.RULES, bus.ALERTS, bus.DEVICE_EVENTS)
 
 
 async def run_evaluator(hub: bus.Hub) -> None:
@@ -163,15 +255,15 @@ async def run_evaluator(hub: bus.Hub) -> None:
         while not await asyncio.to_thread(try_lead, connection):
             await asyncio.sleep(RETRY_LEAD_SECONDS)
         logger.info("this process evaluates the rules")
+        # subscribed before the replay: points committed meanwhile wait in the queue
+        watched = hub.subscribe(lambda c: c.startswith("iot:telemetry:") or c in _WATCHED)
         evaluator = Evaluator()
-        await asyncio.to_thread(evaluator.load)
         turn = asyncio.Lock()
-        watched = hub.subscribe(lambda c: c.startswith("iot:telemetry:") or c == bus.RULES)
+        await _run(turn, evaluator.start)
         ticking = asyncio.create_task(_tick(evaluator, turn), name="rule-evaluator-tick")
         try:
             async for channel, message in watched:
-                work = evaluator.load if channel == bus.RULES else evaluator.on_telemetry
-                await _run(turn, work, *([] if channel == bus.RULES else [message]))
+                await _run(turn, evaluator.on_message, channel, message)
         finally:
             watched.close()
             ticking.cancel()
@@ -182,7 +274,7 @@ async def run_evaluator(hub: bus.Hub) -> None:
 async def _tick(evaluator: Evaluator, turn: asyncio.Lock) -> None:
     while True:
         await asyncio.sleep(TICK_SECONDS)
-        await _run(turn, lambda: evaluator.tick(datetime.now(UTC)))
+        await _run(turn, evaluator.tick)
 
 
 async def _run(turn: asyncio.Lock, work: Callable[..., object], *args: object) -> None:

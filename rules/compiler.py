@@ -8,7 +8,7 @@ Kleene logic, so `not` of an unknown stays unknown; the engine treats unknown as
 import hashlib
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rules.ast import (
     WINDOW_FUNCTIONS,
@@ -27,6 +27,7 @@ from rules.ast import (
     Value,
     Window,
 )
+from rules.format import format_rule
 from rules.windows import AGGREGATES, Series, seconds_to_us
 
 SeriesMap = Mapping[str, Series]
@@ -94,7 +95,7 @@ def compile_rule(rule_id: str, rule: Rule) -> CompiledRule:
     return CompiledRule(
         rule_id=rule_id,
         rule=rule,
-        fingerprint=hashlib.sha256(repr(rule).encode()).hexdigest()[:16],
+        fingerprint=_fingerprint(rule),
         metrics=metrics,
         condition=condition,
         value=_value(first_when, _Reads()) if first_when is not None else None,
@@ -109,6 +110,13 @@ def compile_rule(rule_id: str, rule: Rule) -> CompiledRule:
         or clear_reads.time_dependent,
         applies_to=_scope(rule),
     )
+
+
+def _fingerprint(rule: Rule) -> str:
+    """What decides firing (scope, when, for, cooldown, clear) in canonical text, hashed:
+    editing a comment, the message or the notifications keeps a running `for` timer."""
+    deciding = replace(rule, name="", message=None, notify=(), command=None, severity="warning")
+    return hashlib.sha256(format_rule(deciding).encode()).hexdigest()[:16]
 
 
 def _scope(rule: Rule) -> Callable[[str, str], bool]:
@@ -163,7 +171,11 @@ def _condition(node: Condition, reads: _Reads) -> ConditionFn:
 
             def nodata(series: SeriesMap, now: int) -> bool:
                 found = series.get(name)
-                return found is None or found.latest_time is None or found.latest_time <= now - span
+                if found is None:
+                    return True
+                # a watched series that never got a point is silent since it was watched
+                last = found.latest_time if found.latest_time is not None else found.since
+                return last is None or last <= now - span
 
             return nodata
         case And(left=left, right=right):

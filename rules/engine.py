@@ -144,6 +144,42 @@ class Engine:
         state = self._states.get((rule_id, device_id))
         return state is not None and state.active
 
+    def watch(self, device_id: str, device_type: str, silent_since: datetime) -> None:
+        """Know a device before its first point: `nodata` counts its silence from `silent_since`.
+
+        Gives every metric the rules read an (empty) series starting then, unless it has one.
+        A device the engine never heard of is otherwise only evaluated once a point arrives.
+        """
+        device = self._device(device_id, device_type)
+        since = to_us(silent_since)
+        for metric in self._retention:
+            if metric not in device.series:
+                series = self._series(device, metric)
+                series.since = since
+
+    def forget(self, device_id: str) -> None:
+        """Drop a device (deleted) with its windows and states."""
+        self._devices.pop(device_id, None)
+        self._states = {key: s for key, s in self._states.items() if key[1] != device_id}
+
+    def set_alert(
+        self, rule_id: str, device_id: str, *, active: bool, last_fired: datetime | None
+    ) -> None:
+        """Align a (rule, device) with the stored alerts (after priming from history)."""
+        state = self._states.get((rule_id, device_id))
+        if state is None:
+            if not active and last_fired is None:
+                return
+            state = self._states[(rule_id, device_id)] = _State()
+        state.active = active
+        state.last_fired = None if last_fired is None else to_us(last_fired)
+        if active:
+            state.fired = True  # the alert is open: its true run's edge is consumed
+
+    def states(self) -> list[tuple[str, str]]:
+        """The (rule, device) pairs with evaluation state."""
+        return list(self._states)
+
     def prime(
         self,
         device_id: str,

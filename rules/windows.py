@@ -50,13 +50,17 @@ class Series:
         "max_points",
         "prefix",
         "retention",
+        "since",
         "start",
         "times",
         "values",
     )
 
-    def __init__(self, retention_us: int = 0, max_points: int = DEFAULT_MAX_POINTS) -> None:
+    def __init__(
+        self, retention_us: int = 0, max_points: int = DEFAULT_MAX_POINTS, since: int | None = None
+    ) -> None:
         self.retention = retention_us
+        self.since = since  # when watching began: `nodata` counts silence from here
         self.max_points = max_points
         self.latest_time: int | None = None
         self.latest_value: float | None = None

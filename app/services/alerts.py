@@ -2,20 +2,75 @@
 
 At most one open (ACTIVE or ACKNOWLEDGED) alert exists per (rule, device): a partial
 unique index guarantees it even when several evaluations race, and `open_alert` turns
-the losing insert into "already open".
+the losing insert into "already open". Every change is announced on `iot:alerts` after
+its commit (TRIGGERED, ACKNOWLEDGED, RESOLVED), for pages, subscriptions, notifications
+and the rule evaluator.
 """
 
 import uuid
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from app import bus
 from app.errors import NotFoundError, ValidationError
 from app.models import Alert, AlertRule, AlertSeverity, AlertStatus, utcnow
-from app.services import validation
+from app.services import events, validation
 
 OPEN = (AlertStatus.ACTIVE, AlertStatus.ACKNOWLEDGED)
+
+
+def _moment(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _id(value: uuid.UUID | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def alert_payload(alert: Alert) -> dict[str, Any]:
+    """An alert as `iot:alerts` messages carry it (ISO 8601 UTC times)."""
+    return {
+        "id": str(alert.id),
+        "rule_id": _id(alert.rule_id),
+        "device_id": _id(alert.device_id),
+        "severity": str(alert.severity),
+        "status": str(alert.status),
+        "title": alert.title,
+        "message": alert.message,
+        "metric_name": alert.metric_name,
+        "metric_value": alert.metric_value,
+        "threshold": alert.threshold,
+        "triggered_at": _moment(alert.triggered_at),
+        "acknowledged_at": _moment(alert.acknowledged_at),
+        "acknowledged_by": _id(alert.acknowledged_by),
+        "resolved_at": _moment(alert.resolved_at),
+        "resolved_by": _id(alert.resolved_by),
+        "resolution": alert.resolution,
+    }
+
+
+def _announce(session: Session, kind: str, alert: Alert) -> None:
+    """Queue the change for `iot:alerts`; it goes out when the session commits."""
+    payload = alert_payload(alert)
+    events.emit(
+        session,
+        bus.ALERTS,
+        {
+            "type": kind,
+            "alert_id": payload["id"],
+            "rule_id": payload["rule_id"],
+            "device_id": payload["device_id"],
+            "severity": payload["severity"],
+            "status": payload["status"],
+            "title": alert.title,
+            "at": utcnow().isoformat(),
+            "alert": payload,
+        },
+    )
 
 
 def open_alert(
@@ -45,6 +100,7 @@ def open_alert(
             session.add(alert)
     except IntegrityError:
         return None
+    _announce(session, "TRIGGERED", alert)
     return alert
 
 
@@ -71,6 +127,7 @@ def acknowledge_alert(
     alert.acknowledged_at, alert.acknowledged_by = utcnow(), user_id
     session.add(alert)
     session.flush()
+    _announce(session, "ACKNOWLEDGED", alert)
     return alert
 
 
@@ -91,6 +148,7 @@ def resolve_alert(
     alert.resolved_at, alert.resolved_by, alert.resolution = utcnow(), user_id, message
     session.add(alert)
     session.flush()
+    _announce(session, "RESOLVED", alert)
     return alert
 
 
@@ -119,20 +177,60 @@ def active_alerts(
     return list(session.exec(query.order_by(col(Alert.triggered_at).desc())))
 
 
+def count_open_alerts(*, session: Session) -> int:
+    """How many alerts are ACTIVE or ACKNOWLEDGED (the header badge)."""
+    query = select(func.count()).select_from(Alert).where(col(Alert.status).in_(OPEN))
+    return int(session.exec(query).one())
+
+
+def last_fired(*, session: Session) -> dict[uuid.UUID, datetime]:
+    """When each rule last opened an alert, by rule id (rules that never fired are absent)."""
+    query = (
+        select(Alert.rule_id, func.max(Alert.triggered_at))
+        .where(col(Alert.rule_id).is_not(None))
+        .group_by(col(Alert.rule_id))
+    )
+    return {rule_id: at for rule_id, at in session.exec(query) if rule_id is not None}
+
+
+def last_triggered(
+    *, session: Session, since: datetime
+) -> dict[tuple[uuid.UUID, uuid.UUID], datetime]:
+    """The newest alert time per (rule, device) among alerts triggered at or after `since`."""
+    query = (
+        select(Alert.rule_id, Alert.device_id, func.max(Alert.triggered_at))
+        .where(Alert.triggered_at >= since)
+        .group_by(col(Alert.rule_id), col(Alert.device_id))
+    )
+    return {
+        (rule_id, device_id): at
+        for rule_id, device_id, at in session.exec(query)
+        if rule_id is not None and device_id is not None
+    }
+
+
 def alert_history(
     *,
     session: Session,
     start: datetime,
     end: datetime,
     device_id: uuid.UUID | str | None = None,
+    severity: AlertSeverity | str | None = None,
+    status: AlertStatus | str | None = None,
     limit: int = 100,
     max_limit: int = 1000,
 ) -> list[Alert]:
-    """Alerts triggered with start <= time < end, newest first."""
+    """Alerts triggered with start <= time < end, newest first, matching every filter."""
     if start >= end:
         raise ValidationError("from", "must be before 'to'")
     limit, _ = validation.page(limit, 0, max_limit=max_limit)
     query = select(Alert).where(Alert.triggered_at >= start, Alert.triggered_at < end)
     if device_id is not None:
         query = query.where(Alert.device_id == validation.parse_id(device_id, "deviceId"))
+    if severity is not None:
+        query = query.where(
+            Alert.severity == validation.any_of(severity, "severity", AlertSeverity)
+        )
+    if status is not None:
+        query = query.where(Alert.status == validation.any_of(status, "status", AlertStatus))
     return list(session.exec(query.order_by(col(Alert.triggered_at).desc()).limit(limit)))

@@ -2,7 +2,7 @@
 
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -266,6 +266,43 @@ def series(
         .limit(limit)
     )
     return [Sample(t, v, u) for t, v, u in session.exec(query)]
+
+
+def history(
+    *,
+    session: Session,
+    metrics: Collection[str],
+    start: datetime,
+    end: datetime,
+    device_ids: Collection[uuid.UUID] | None = None,
+) -> Iterator[Point]:
+    """Stored points of `metrics` with start <= time < end, oldest first, streamed.
+
+    For the rule engine: re-priming its windows after a restart, and replaying a draft
+    rule over history. Streamed in chunks, so a long range never sits in memory at once.
+    """
+    _check_range(start, end)
+    if not metrics or (device_ids is not None and not device_ids):
+        return
+    query = (
+        select(
+            TelemetryPoint.device_id,
+            TelemetryPoint.metric_name,
+            TelemetryPoint.time,
+            TelemetryPoint.value,
+        )
+        .where(
+            col(TelemetryPoint.metric_name).in_(list(metrics)),
+            TelemetryPoint.time >= start,
+            TelemetryPoint.time < end,
+        )
+        .order_by(col(TelemetryPoint.time))
+        .execution_options(yield_per=5000)
+    )
+    if device_ids is not None:
+        query = query.where(col(TelemetryPoint.device_id).in_(list(device_ids)))
+    for device_id, metric, at, value in session.exec(query):
+        yield Point(device_id, metric, at, value)
 
 
 def latest(*, session: Session, device_id: uuid.UUID | str, metric_name: str) -> Sample | None:

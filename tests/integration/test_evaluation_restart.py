@@ -1,0 +1,184 @@
+"""The evaluator forgets nothing: restarts mid-`for`, operator resolves, silent devices."""
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from app import bus
+from app.evaluation import Evaluator
+from app.models import Alert, AlertStatus, Device, DeviceCreate, utcnow
+from app.services import alerts, devices, rules, telemetry
+from app.services.rules import RuleInput
+from app.services.telemetry import Point
+
+HOLD = """
+rule "Hot for 5 minutes"
+  when temperature > 30 for 5m
+"""
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _setup(engine: Engine, expression: str, **device: str) -> tuple[Device, str]:
+    with Session(engine, expire_on_commit=False) as session:
+        made = devices.create_device(
+            session=session, data=DeviceCreate(name="d", type=device.get("type", "thermostat"))
+        )
+        rule = rules.create_rule(session=session, data=RuleInput(expression=expression))
+        session.commit()
+    return made, str(rule.id)
+
+
+def _store(engine: Engine, device: Device, metric: str, at: datetime, value: float) -> dict:
+    """Commit one point; return the bus message the evaluator would receive for it."""
+    with Session(engine) as session:
+        telemetry.write_points(
+            session=session, points=[Point(device.id, metric, at, value)], seen_at=at
+        )
+        session.commit()
+    return {
+        "device_id": str(device.id),
+        "points": [{"metric": metric, "time": at.isoformat(), "value": value}],
+    }
+
+
+def _alerts(engine: Engine) -> list[Alert]:
+    with Session(engine) as session:
+        far = timedelta(days=1)
+        return alerts.alert_history(session=session, start=utcnow() - far, end=utcnow() + far)
+
+
+def _minutes(start: datetime) -> Callable[[float], datetime]:
+    return lambda minutes: start + timedelta(minutes=minutes)
+
+
+def test_a_restart_four_minutes_into_for_5m_fires_at_minute_5_once(engine: Engine) -> None:
+    device, _ = _setup(engine, HOLD)
+    at = _minutes(utcnow().replace(microsecond=0) - timedelta(minutes=30))
+    clock = FakeClock(at(0))
+    first = Evaluator(clock)
+    first.start()
+    for minute in range(5):  # hot from minute 0 to minute 4, one point a minute
+        clock.now = at(minute)
+        assert first.on_telemetry(_store(engine, device, "temperature", at(minute), 35)) == []
+        assert first.tick() == []
+    del first  # stopped 4 minutes into `for 5m`
+
+    second = Evaluator(clock)
+    assert second.start() == []  # nothing is due yet
+    clock.now = at(4.5)
+    assert second.tick() == []
+    clock.now = at(5)
+    fired = second.tick()
+    assert [(t.kind, t.at) for t in fired] == [("FIRED", at(5))]
+    clock.now = at(6)
+    assert second.on_telemetry(_store(engine, device, "temperature", at(6), 36)) == []
+    assert second.tick() == []
+    assert [(a.status, a.triggered_at) for a in _alerts(engine)] == [(AlertStatus.ACTIVE, at(5))]
+
+
+def test_a_restart_keeps_an_open_alert_open_and_fires_nothing_twice(engine: Engine) -> None:
+    device, _ = _setup(engine, HOLD)
+    at = _minutes(utcnow().replace(microsecond=0) - timedelta(minutes=30))
+    clock = FakeClock(at(0))
+    first = Evaluator(clock)
+    first.start()
+    for minute in range(7):
+        clock.now = at(minute)
+        first.on_telemetry(_store(engine, device, "temperature", at(minute), 35))
+    assert len(_alerts(engine)) == 1
+
+    second = Evaluator(clock)
+    assert second.start() == []
+    for minute in range(7, 20):
+        clock.now = at(minute)
+        assert second.on_telemetry(_store(engine, device, "temperature", at(minute), 35)) == []
+        assert second.tick() == []
+    assert len(_alerts(engine)) == 1
+
+
+def test_a_violation_that_began_while_no_evaluator_ran_opens_its_alert_at_start(
+    engine: Engine,
+) -> None:
+    device, _ = _setup(engine, HOLD)
+    at = _minutes(utcnow().replace(microsecond=0) - timedelta(minutes=30))
+    for minute in range(8):  # ingest kept writing; no evaluator was running
+        _store(engine, device, "temperature", at(minute), 35)
+    evaluator = Evaluator(FakeClock(at(8)))
+    assert [t.kind for t in evaluator.start()] == ["FIRED"]
+    assert [a.status for a in _alerts(engine)] == [AlertStatus.ACTIVE]
+    assert Evaluator(FakeClock(at(9))).start() == []  # and a second start does not repeat it
+
+
+def test_an_operator_resolve_re_arms_the_rule(engine: Engine) -> None:
+    device, rule_id = _setup(engine, 'rule "Hot"\n  when temperature > 30\n  cooldown 1s\n')
+    at = _minutes(utcnow().replace(microsecond=0) - timedelta(minutes=30))
+    clock = FakeClock(at(0))
+    evaluator = Evaluator(clock)
+    evaluator.start()
+    assert [
+        t.kind for t in evaluator.on_telemetry(_store(engine, device, "temperature", at(0), 35))
+    ] == ["FIRED"]
+    (alert,) = _alerts(engine)
+    with Session(engine) as session:
+        resolved = alerts.resolve_alert(session=session, alert_id=alert.id, user_id=None)
+        session.commit()
+        message = {"type": "RESOLVED", "rule_id": rule_id, "device_id": str(device.id)}
+        assert resolved.status == AlertStatus.RESOLVED
+    evaluator.on_message(bus.ALERTS, message)
+    # still hot, but the edge was consumed: a new alert needs a new crossing
+    assert evaluator.on_telemetry(_store(engine, device, "temperature", at(1), 36)) == []
+    evaluator.on_telemetry(_store(engine, device, "temperature", at(2), 20))
+    fired = evaluator.on_telemetry(_store(engine, device, "temperature", at(3), 37))
+    assert [t.kind for t in fired] == ["FIRED"]
+    assert sorted(a.status for a in _alerts(engine)) == [AlertStatus.ACTIVE, AlertStatus.RESOLVED]
+
+
+def test_nodata_fires_for_a_device_that_went_silent_before_the_start(engine: Engine) -> None:
+    device, _ = _setup(engine, 'rule "Silent"\n  when nodata(temperature, 10m)\n')
+    quiet, _ = _setup(engine, 'rule "unused"\n  when humidity > 1000\n')
+    now = utcnow().replace(microsecond=0)
+    _store(engine, device, "temperature", now - timedelta(hours=2), 20)
+    _store(engine, quiet, "temperature", now - timedelta(minutes=1), 20)
+    evaluator = Evaluator(FakeClock(now))
+    evaluator.start()
+    fired = evaluator.tick()
+    assert [(t.kind, t.device_id) for t in fired] == [("FIRED", str(device.id))]
+    with Session(engine) as session:
+        assert [a.device_id for a in alerts.active_alerts(session=session)] == [device.id]
+
+
+def test_nodata_counts_a_never_seen_device_from_its_creation(engine: Engine) -> None:
+    device, _ = _setup(engine, 'rule "Silent"\n  when nodata(temperature, 10m)\n')
+    created = device.created_at
+    clock = FakeClock(created + timedelta(minutes=1))
+    evaluator = Evaluator(clock)
+    evaluator.start()
+    assert evaluator.tick() == []  # one minute after creation: not silent for 10m yet
+    clock.now = created + timedelta(minutes=11)
+    assert [t.device_id for t in evaluator.tick()] == [str(device.id)]
+
+
+def test_a_deleted_device_is_no_longer_evaluated(engine: Engine) -> None:
+    device, _ = _setup(engine, 'rule "Silent"\n  when nodata(temperature, 10m)\n')
+    clock = FakeClock(device.created_at + timedelta(minutes=1))
+    evaluator = Evaluator(clock)
+    evaluator.start()
+    with Session(engine) as session:
+        devices.delete_device(session=session, device_id=device.id)
+        session.commit()
+    evaluator.on_message(
+        bus.DEVICE_EVENTS, {"type": "DELETED", "device": {"id": str(device.id), "type": "x"}}
+    )
+    clock.now = device.created_at + timedelta(hours=1)
+    assert evaluator.tick() == []
