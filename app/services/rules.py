@@ -123,7 +123,7 @@ def _contradictions(data: RuleInput, rule: ast.Rule) -> None:
 def build_rule(data: RuleInput) -> tuple[ast.Rule, str]:
     """The rule the input describes, and the text to store."""
     text = (data.expression or "").strip()
-    if _is_rule_text(text):
+    if is_rule_text(text):
         rule = _syntax(text, parse_rule)
         _contradictions(data, rule)
     else:
@@ -142,7 +142,7 @@ def _check(rule: ast.Rule, text: str) -> None:
         )
 
 
-def _is_rule_text(text: str | None) -> bool:
+def is_rule_text(text: str | None) -> bool:
     # a whole rule starts with the keyword `rule`; `ruler > 3` is a bare condition
     return bool(text) and _RULE_KEYWORD.match(text.strip()) is not None
 
@@ -219,7 +219,7 @@ def _existing(session: Session, rule_id: uuid.UUID | str) -> AlertRule:
 def update_rule(*, session: Session, rule_id: uuid.UUID | str, data: RuleInput) -> AlertRule:
     """Replace a rule's text, or change some of its parts; what is not given stays."""
     stored = _existing(session, rule_id)
-    if _is_rule_text(data.expression):
+    if is_rule_text(data.expression):
         rule, text = build_rule(data)  # a whole new text says everything itself
     else:
         current = parse_rule(stored.expression)
