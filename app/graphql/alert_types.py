@@ -1,14 +1,17 @@
 """GraphQL types of alerts and alert rules (seed section 3.3, SPEC sections 6 and 7)."""
 
 from collections.abc import Sequence
+from datetime import datetime
 from enum import Enum
+from typing import Any
 
 import strawberry
 
 from app import models
 from app.graphql.context import Info, in_session
 from app.graphql.types import Device, iso_utc, iso_utc_or_none
-from app.services import devices
+from app.services import alerts, devices
+from app.services.rule_testing import DeviceReplay
 from rules.errors import Diagnostic
 
 # the models' enums are the GraphQL enums: one name per concept, no copy to keep in step
@@ -41,23 +44,37 @@ class Alert:
     triggered_at: str
     acknowledged_at: str | None
     resolved_at: str | None
+    rule_id: strawberry.ID | None = strawberry.field(
+        description="The rule that fired; null once it was deleted."
+    )
+    resolution: str | None = strawberry.field(
+        description='The note given when it was resolved ("cleared by the rule" when the '
+        "rule's `clear when` resolved it)."
+    )
 
     @classmethod
     def from_model(cls, alert: models.Alert) -> "Alert":
         """The GraphQL view of a stored alert."""
+        return cls.from_payload(alerts.alert_payload(alert))
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "Alert":
+        """The GraphQL view of an alert as `iot:alerts` carries it."""
         return cls(
-            id=strawberry.ID(str(alert.id)),
-            device_id=strawberry.ID(str(alert.device_id)),
-            severity=models.AlertSeverity(alert.severity),
-            status=models.AlertStatus(alert.status),
-            title=alert.title,
-            message=alert.message,
-            metric_name=alert.metric_name,
-            metric_value=alert.metric_value,
-            threshold=alert.threshold,
-            triggered_at=iso_utc(alert.triggered_at),
-            acknowledged_at=iso_utc_or_none(alert.acknowledged_at),
-            resolved_at=iso_utc_or_none(alert.resolved_at),
+            id=strawberry.ID(payload["id"]),
+            device_id=strawberry.ID(payload["device_id"]),
+            severity=models.AlertSeverity(payload["severity"]),
+            status=models.AlertStatus(payload["status"]),
+            title=payload["title"],
+            message=payload["message"],
+            metric_name=payload["metric_name"],
+            metric_value=payload["metric_value"],
+            threshold=payload["threshold"],
+            triggered_at=iso_utc(datetime.fromisoformat(payload["triggered_at"])),
+            acknowledged_at=_iso(payload["acknowledged_at"]),
+            resolved_at=_iso(payload["resolved_at"]),
+            rule_id=None if payload["rule_id"] is None else strawberry.ID(payload["rule_id"]),
+            resolution=payload["resolution"],
         )
 
     @strawberry.field(description="The device the alert is about; null once it was deleted.")
@@ -104,6 +121,56 @@ class AlertRule:
             enabled=rule.enabled,
             cooldown_minutes=rule.cooldown_minutes,
             expression=rule.expression,
+        )
+
+
+def _iso(value: str | None) -> str | None:
+    return iso_utc_or_none(None if value is None else datetime.fromisoformat(value))
+
+
+@strawberry.type(description="One alert a rule would have opened in a `testRule` replay.")
+class RuleFiring:
+    """When it fired and cleared; times are ISO 8601 UTC."""
+
+    fired_at: str
+    cleared_at: str | None = strawberry.field(
+        description="When `clear when` (or, for a rule without it, the condition turning "
+        "false) would have closed it; null when still open at the end of the range."
+    )
+    value: float | None
+
+
+@strawberry.type(description="What a draft rule would have done on one device (`testRule`).")
+class RuleTestResult:
+    """The replay of one device."""
+
+    device_id: strawberry.ID
+    device_name: str
+    metric_name: str | None = strawberry.field(
+        description="The metric the condition reads first: the one to chart."
+    )
+    firings: list[RuleFiring]
+
+    @strawberry.field(description="How many alerts it would have opened.")
+    def fired_count(self) -> int:
+        """len(firings)."""
+        return len(self.firings)
+
+    @classmethod
+    def from_replay(cls, replay: DeviceReplay) -> "RuleTestResult":
+        """The GraphQL view of one device's replay."""
+        return cls(
+            device_id=strawberry.ID(str(replay.device_id)),
+            device_name=replay.device_name,
+            metric_name=replay.metric,
+            firings=[
+                RuleFiring(
+                    fired_at=iso_utc(firing.fired_at),
+                    cleared_at=iso_utc_or_none(firing.cleared_at),
+                    value=firing.value,
+                )
+                for firing in replay.firings
+            ],
         )
 
 

@@ -12,16 +12,18 @@ from app.graphql.alert_types import (
     AlertSeverity,
     CreateAlertRuleInput,
     RuleDiagnostic,
+    RuleTestResult,
     UpdateAlertRuleInput,
 )
 from app.graphql.context import Info, in_session
 from app.graphql.permissions import IsAuthenticated, IsOperator, requires
 from app.graphql.types import DeleteResult, given
-from app.services import alerts, rules
+from app.services import alerts, rule_testing, rules
 from app.services.rules import RuleInput
 from rules.checks import validate
 
 DEFAULT_HISTORY_LIMIT = 100
+MAX_TEST_DEVICES = 1000
 # `from` is a Python keyword: the argument keeps its GraphQL name, the parameter cannot
 From = Annotated[str, strawberry.argument(name="from")]
 # clause fields `updateAlertRule` can only change together with a new condition
@@ -146,6 +148,37 @@ class AlertsQuery:
         retention = info.context.settings.retention_days
         found = validate(expression, retention_days=retention, known_metrics=None)
         return [RuleDiagnostic.from_diagnostic(diagnostic) for diagnostic in found]
+
+    @strawberry.field(
+        description="Replay a draft rule (one rule, or a bare condition) over the stored "
+        "telemetry of from <= time < to (at most 31 days): when it would have fired and "
+        "cleared, per device in its scope (or of `deviceIds`). Nothing is stored.",
+        extensions=requires(IsAuthenticated()),
+    )
+    async def test_rule(
+        self,
+        expression: str,
+        from_: From,
+        to: str,
+        device_ids: list[strawberry.ID] | None = strawberry.UNSET,
+    ) -> list[RuleTestResult]:
+        """One result per device, by device name."""
+        start, end = arguments.moment(from_, "from"), arguments.moment(to, "to")
+        chosen = list(device_ids) if given(device_ids) and device_ids is not None else None
+        if chosen is not None and len(chosen) > MAX_TEST_DEVICES:
+            raise ValidationError("deviceIds", f"at most {MAX_TEST_DEVICES} ids")
+        return await in_session(
+            lambda session: [
+                RuleTestResult.from_replay(result)
+                for result in rule_testing.replay(
+                    session=session,
+                    expression=expression,
+                    start=start,
+                    end=end,
+                    device_ids=chosen,
+                )
+            ]
+        )
 
 
 @strawberry.type

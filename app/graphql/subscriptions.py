@@ -17,6 +17,7 @@ from sqlmodel import Session
 from app import bus
 from app.errors import NotFoundError, ValidationError
 from app.graphql import arguments
+from app.graphql.alert_types import Alert, AlertSeverity
 from app.graphql.context import Info, in_session
 from app.graphql.permissions import IsAuthenticated, requires
 from app.graphql.types import Device, DeviceEvent, TelemetryPoint, given
@@ -121,6 +122,36 @@ class Subscription:
                 await recheck()
                 for point in message["points"]:
                     yield TelemetryPoint.from_payload(point)
+
+    @strawberry.subscription(
+        description="Each alert as a rule opens it; `deviceId` and `severity` narrow it down.",
+        extensions=requires(IsAuthenticated()),
+    )
+    async def alert_triggered(
+        self,
+        info: Info,
+        device_id: strawberry.ID | None = strawberry.UNSET,
+        severity: AlertSeverity | None = strawberry.UNSET,
+    ) -> AsyncGenerator[Alert, None]:
+        """New alerts; NOT_FOUND when `deviceId` names no device."""
+        wanted = (
+            None if device_id is None or not given(device_id) else arguments.device_id(device_id)
+        )
+        level = None if severity is None or not given(severity) else str(severity.value)
+        recheck = _UserCheck(info)
+        with _hub_subscription(bus.ALERTS) as changes:
+            if wanted is not None:
+                await _require_devices([wanted])
+            async for _channel, message in changes:
+                alert = message["alert"]
+                if message["type"] != "TRIGGERED":
+                    continue
+                if wanted is not None and alert["device_id"] != str(wanted):
+                    continue
+                if level is not None and alert["severity"] != level:
+                    continue
+                await recheck()
+                yield Alert.from_payload(alert)
 
     @strawberry.subscription(
         description="Device events (CREATED, UPDATED, DELETED, STATUS_CHANGED) of the given "

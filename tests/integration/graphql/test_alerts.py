@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from app import db
+from app.graphql.types import iso_utc
 from app.models import DeviceCreate, Role
-from app.services import alerts, devices, rules
+from app.services import alerts, devices, rules, telemetry
 from tests.integration.graphql.client import GraphQLClient, code_of
 from tests.integration.graphql.conftest import Account
 
@@ -348,3 +349,44 @@ async def test_role_matrix_for_every_mutation(
     ]:
         await api.data(query, variables, token=viewer)
         assert code_of(await api.error(query, variables)) == "UNAUTHENTICATED"
+
+
+TEST_RULE = (
+    "query($expression: String!, $from: String!, $to: String!, $ids: [ID!]) "
+    "{ testRule(expression: $expression, from: $from, to: $to, deviceIds: $ids) "
+    "{ deviceId deviceName metricName firedCount firings { firedAt clearedAt value } } }"
+)
+
+
+async def test_test_rule_replays_history_per_device(api: GraphQLClient, viewer: str) -> None:
+    hot, calm = _device("a-hot"), _device("b-calm")
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    with db.session_scope() as session:
+        points = [
+            telemetry.Point(uuid.UUID(device), "temperature", start + timedelta(minutes=m), v)
+            for device, values in ((hot, {5: 20, 6: 35, 7: 20}), (calm, {5: 20}))
+            for m, v in values.items()
+        ]
+        telemetry.write_points(session=session, points=points, seen_at=start)
+    window = {"from": start.isoformat(), "to": (start + timedelta(hours=1)).isoformat()}
+    text = 'rule "Hot" when temperature > 30 clear when temperature < 25'
+    results = (await api.data(TEST_RULE, {"expression": text, **window}, token=viewer))["testRule"]
+    assert [(r["deviceName"], r["metricName"], r["firedCount"]) for r in results] == [
+        ("a-hot", "temperature", 1),
+        ("b-calm", "temperature", 0),
+    ]
+    (firing,) = results[0]["firings"]
+    fired, cleared = (start + timedelta(minutes=m) for m in (6, 7))
+    assert firing == {"firedAt": iso_utc(fired), "clearedAt": iso_utc(cleared), "value": 35.0}
+    only = {"expression": text, "ids": [calm], **window}
+    assert [r["deviceId"] for r in (await api.data(TEST_RULE, only, token=viewer))["testRule"]] == [
+        calm
+    ]
+    for variables, field in [  # each bad argument is refused, naming it
+        ({"expression": 'rule "x" when temperature = 3', **window}, "expression"),
+        ({"expression": text, "ids": ["nope"], **window}, "deviceIds"),
+        ({"expression": text, "from": "yesterday", "to": window["to"]}, "from"),
+        ({"expression": text, "from": window["to"], "to": window["from"]}, "from"),
+    ]:
+        (error,) = (await api.post(TEST_RULE, variables, token=viewer))["errors"]
+        assert (code_of(error), error["extensions"]["field"]) == ("BAD_USER_INPUT", field)

@@ -13,7 +13,8 @@ from tests.integration.graphql.client import GraphQLClient, code_of
 # SPEC section 6 and seed section 1.4, verbatim, plus the allowed additions (User.isActive,
 # updateUser and its input, devicesCount, Device.metrics and Device.latest,
 # TelemetryPoint.metricName for subscribers; seed section 3.3 with AlertRule.expression
-# and validateRule from SPEC sections 6 and 7, AlertRule's metricName/condition/threshold
+# and validateRule, testRule and alertTriggered (with optional filters) from the alerts
+# issue, Alert.ruleId and Alert.resolution, AlertRule's metricName/condition/threshold
 # nullable because they are derived from the expression): a client
 # generated from this contract must keep working
 CONTRACT = """
@@ -45,7 +46,8 @@ type Query { me: User! devices(type: String, status: DeviceStatus, search: Strin
   activeAlerts(deviceId: ID, severity: AlertSeverity): [Alert!]!
   alertHistory(deviceId: ID, from: String!, to: String!, limit: Int = 100): [Alert!]!
   alertRules(deviceId: ID): [AlertRule!]!
-  validateRule(expression: String!): [RuleDiagnostic!]! }
+  validateRule(expression: String!): [RuleDiagnostic!]!
+  testRule(expression: String!, from: String!, to: String!, deviceIds: [ID!]): [RuleTestResult!]! }
 type Mutation { login(email: String!, password: String!): AuthPayload!
   createDevice(input: CreateDeviceInput!): Device!
   updateDevice(input: UpdateDeviceInput!): Device!
@@ -61,7 +63,7 @@ enum AlertSeverity { INFO WARNING CRITICAL }
 enum AlertStatus { ACTIVE ACKNOWLEDGED RESOLVED }
 type Alert { id: ID! deviceId: ID! device: Device severity: AlertSeverity! status: AlertStatus!
   title: String! message: String metricName: String metricValue: Float threshold: Float
-  triggeredAt: String! acknowledgedAt: String resolvedAt: String }
+  triggeredAt: String! acknowledgedAt: String resolvedAt: String ruleId: ID resolution: String }
 type AlertRule { id: ID! name: String! description: String deviceId: ID deviceType: String
   metricName: String condition: String threshold: Float severity: AlertSeverity!
   enabled: Boolean! cooldownMinutes: Int! expression: String! }
@@ -73,11 +75,15 @@ input UpdateAlertRuleInput { id: ID! name: String description: String deviceId: 
   severity: AlertSeverity enabled: Boolean cooldownMinutes: Int expression: String }
 enum DiagnosticSeverity { ERROR WARNING }
 type RuleDiagnostic { line: Int! column: Int! message: String! severity: DiagnosticSeverity! }
+type RuleFiring { firedAt: String! clearedAt: String value: Float }
+type RuleTestResult { deviceId: ID! deviceName: String! metricName: String
+  firings: [RuleFiring!]! firedCount: Int! }
 enum DeviceEventType { CREATED UPDATED DELETED STATUS_CHANGED }
 type DeviceEvent { type: DeviceEventType! device: Device! timestamp: String! }
 type Subscription { deviceUpdated(deviceId: ID): Device!
   telemetryReceived(deviceId: ID!): TelemetryPoint!
-  deviceEvents(deviceIds: [ID!]): DeviceEvent! }
+  deviceEvents(deviceIds: [ID!]): DeviceEvent!
+  alertTriggered(deviceId: ID, severity: AlertSeverity): Alert! }
 """
 
 
