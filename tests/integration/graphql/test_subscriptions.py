@@ -26,9 +26,9 @@ from app.config import Settings
 from app.graphql import subscriptions
 from app.graphql.router import create_router
 from app.graphql.types import Device
-from app.models import DeviceCreate, DeviceUpdate, Role, UserUpdate
+from app.models import DeviceCreate, DeviceUpdate, Role, UserUpdate, utcnow
 from app.mqtt.ingest import IngestWorker
-from app.services import devices, users
+from app.services import alerts, devices, rules, users
 from bench.services import free_port
 from tests.integration.conftest import Publish
 from tests.integration.graphql.conftest import Account
@@ -358,3 +358,55 @@ async def test_a_disabled_account_loses_its_subscription_at_the_next_check(
         error = await socket.error()
     assert error["extensions"] == {"code": "UNAUTHENTICATED"}, error
     await _until(lambda: live.hub.subscribers == 0)
+
+
+ALERT_TRIGGERED = (
+    "subscription($id: ID, $severity: AlertSeverity) { alertTriggered(deviceId: $id, "
+    "severity: $severity) { id ruleId deviceId severity status title metricValue triggeredAt } }"
+)
+
+
+def _open_alert(device_id: str, severity: str) -> str:
+    """Open an alert through the service, as the evaluator does; its id."""
+    with db.session_scope() as session:
+        rule = rules.create_rule(
+            session=session,
+            data=rules.RuleInput(expression=f'rule "{severity}" when t > 1 severity {severity}'),
+        )
+        alert = alerts.open_alert(
+            session=session, rule=rule, device_id=uuid.UUID(device_id), at=utcnow(), metric_value=2
+        )
+        assert alert is not None
+        return str(alert.id)
+
+
+@pytest.mark.parametrize("live", ["local", "redis"], indirect=True)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_alert_triggered_pushes_new_alerts_matching_its_filters(
+    live: Live, viewer: str, protocol: str
+) -> None:
+    device_id, other_id = _device("boiler"), _device("other")
+    async with connect(live, protocol, viewer) as socket:
+        await socket.subscribe("all", ALERT_TRIGGERED, {})
+        await socket.subscribe("mine", ALERT_TRIGGERED, {"id": device_id, "severity": "CRITICAL"})
+        await _until(lambda: live.hub.subscribers == 2)
+        _open_alert(other_id, "critical")  # another device: only "all" sees it
+        _open_alert(device_id, "info")  # another severity: only "all" sees it
+        expected = _open_alert(device_id, "critical")
+        received: dict[str, list[dict[str, Any]]] = {"all": [], "mine": []}
+        while len(received["all"]) < 3 or not received["mine"]:
+            message = await socket.receive()
+            assert not message["payload"].get("errors"), message
+            received[message["id"]].append(message["payload"]["data"]["alertTriggered"])
+    assert [a["deviceId"] for a in received["all"]] == [other_id, device_id, device_id]
+    (mine,) = received["mine"]
+    assert (mine["id"], mine["severity"], mine["status"]) == (expected, "CRITICAL", "ACTIVE")
+    assert mine["metricValue"] == 2.0 and mine["triggeredAt"].endswith("Z")
+    assert mine["title"] == "critical" and mine["ruleId"]
+
+
+async def test_alert_triggered_for_an_unknown_device_is_not_found(live: Live, viewer: str) -> None:
+    async with connect(live, "graphql-transport-ws", viewer) as socket:
+        await socket.subscribe("1", ALERT_TRIGGERED, {"id": str(uuid.uuid4())})
+        error = await socket.error()
+    assert error["extensions"]["code"] == "NOT_FOUND"
