@@ -1,6 +1,8 @@
 """The evaluator forgets nothing: restarts mid-`for`, operator resolves, silent devices."""
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
@@ -182,3 +184,30 @@ def test_a_deleted_device_is_no_longer_evaluated(engine: Engine) -> None:
     )
     clock.now = device.created_at + timedelta(hours=1)
     assert evaluator.tick() == []
+
+
+def test_a_burst_at_one_instant_opens_exactly_one_alert(engine: Engine) -> None:
+    device, _ = _setup(engine, 'rule "Hot"\n  when temperature > 30\n')
+    now = utcnow().replace(microsecond=0)
+    clock = FakeClock(now)
+    # eight evaluators (as if eight processes believed they led) get the same burst at once
+    evaluators = [Evaluator(clock) for _ in range(8)]
+    for evaluator in evaluators:
+        evaluator.start()
+    burst = {
+        "device_id": str(device.id),
+        "points": [
+            {"metric": "temperature", "time": now.isoformat(), "value": 31.0 + i} for i in range(50)
+        ],
+    }
+    barrier = threading.Barrier(len(evaluators))
+
+    def evaluate(evaluator: Evaluator) -> int:
+        barrier.wait()
+        return len(evaluator.on_telemetry(burst))
+
+    with ThreadPoolExecutor(len(evaluators)) as pool:
+        fired = list(pool.map(evaluate, evaluators))
+    assert fired == [1] * len(evaluators)  # every engine saw the edge once...
+    with Session(engine) as session:  # ...but the database holds one open alert
+        assert len(alerts.active_alerts(session=session, device_id=device.id)) == 1
