@@ -14,6 +14,7 @@ from app.mqtt.connection import BrokerAddress
 from app.mqtt.embedded import EmbeddedBroker
 from app.mqtt.ingest import IngestWorker
 from app.mqtt.runner import build_worker
+from app.notifications import run_dispatcher
 from app.simulator import Simulator, backfill, demo_devices
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Background:
         self.simulator: Simulator | None = None
         self.hub: bus.Hub | None = None
         self._evaluation: asyncio.Task | None = None
+        self._notifications: asyncio.Task | None = None
         self.bus: bus.Bus = bus.NullBus()
 
     async def start(self) -> None:
@@ -71,6 +73,9 @@ class Background:
             self.worker.start()
             health.register_check("mqtt", lambda: self.worker is not None and self.worker.connected)
         self._evaluation = asyncio.create_task(run_evaluator(self.hub), name="rule-evaluator")
+        self._notifications = asyncio.create_task(
+            run_dispatcher(self.settings, self.hub), name="notification-dispatcher"
+        )
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         jobs.add_jobs(self._scheduler, self.settings)
         self._scheduler.start()
@@ -89,10 +94,11 @@ class Background:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             await asyncio.sleep(0)
-        if self._evaluation is not None:
-            self._evaluation.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._evaluation
+        for task in (self._notifications, self._evaluation):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.worker is not None:
             health.unregister_check("mqtt")
             await asyncio.to_thread(self.worker.stop)

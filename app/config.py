@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     ingest_batch_ms: int = Field(default=200, ge=1)
     offline_after: int = Field(default=300, ge=1)
     retention_days: int = Field(default=90, ge=1)
+    # alert notifications, sent by `serve`'s dispatcher (docs/notifications.md):
+    # the SMTP server for `notify email`: smtp:// (plain), smtp+starttls:// (STARTTLS) or
+    # smtps:// (implicit TLS), with [user:pass@]host[:port]; unset: e-mails fail, say why
+    smtp_url: str = ""
+    smtp_from: str = "iotdeck@localhost"
+    # HMAC-SHA256 key signing webhook bodies; unset: derived from the JWT secret
+    webhook_secret: str = ""
+    # longest one attempt (an SMTP exchange or a webhook call) may take, in seconds
+    notification_timeout: float = Field(default=10, gt=0)
+    # wait before the first retry of a failed notification, in seconds; doubles each time
+    notification_retry_seconds: float = Field(default=30, gt=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -26,7 +26,7 @@ from sqlmodel import Session, select
 
 from app import bus, db
 from app.models import AlertRule, Device
-from app.services import alerts, rules, telemetry
+from app.services import alerts, notifications, rules, telemetry
 from rules.compiler import CompiledRule, compile_rule
 from rules.engine import Engine, Transition
 from rules.parser import parse_rule
@@ -213,14 +213,31 @@ class Evaluator:
 
     @staticmethod
     def _fire(session: Session, stored: AlertRule, device_id: uuid.UUID, t: Transition) -> None:
-        alerts.open_alert(
+        """Open the alert with its message; its notifications go in the same transaction."""
+        device = session.get(Device, device_id)
+        if device is None:
+            return  # deleted meanwhile
+        message = notifications.render_message(
+            t.rule.message,
+            rule_name=stored.name,
+            device_name=device.name,
+            device_id=device_id,
+            value=t.value,
+            metric=t.metric,
+            severity=stored.severity,
+            at=t.at,
+        )
+        alert = alerts.open_alert(
             session=session,
             rule=stored,
             device_id=device_id,
             at=t.at,
+            message=message,
             metric_name=t.metric,
             metric_value=t.value,
         )
+        if alert is not None:
+            notifications.schedule(session, alert=alert, notify=t.rule.notify)
 
 
 def _silent_since(device: Device) -> datetime:

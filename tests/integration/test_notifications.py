@@ -1,0 +1,623 @@
+"""Alert notifications reach a real SMTP server and real HTTP receivers, retried with backoff.
+
+Nothing is mocked: aiosmtpd serves SMTP (plain, STARTTLS with a login, implicit TLS), a
+threaded `http.server` plays the webhook receivers, and the dispatcher runs on this
+test's database, on SQLite and on PostgreSQL.
+"""
+
+import asyncio
+import datetime as dt
+import email
+import email.policy
+import hashlib
+import hmac
+import ipaddress
+import logging
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from sqlalchemy import Engine
+from sqlmodel import Session, func, select
+
+from app import bus
+from app.config import Settings
+from app.models import DeviceCreate, NotificationDelivery, utcnow
+from app.notifications import Dispatcher, EmailSender, Sender, WebhookSender, webhook_key
+from app.services import alerts, devices, events, notifications, rules
+from app.services.notifications import Backoff
+from app.services.rules import RuleInput
+from bench.services import free_port
+from rules.ast import Notify
+from rules.parser import parse_rule
+from tests.waiting import wait_until
+
+KEY = b"a webhook signing key shared with the receivers"
+FAST = Backoff(base=0.2, cap=2.0, max_attempts=5)
+SENDER = "iotdeck@example.com"
+
+
+# --- a fired alert ------------------------------------------------------------------------
+
+
+def fire(engine: Engine, targets: list[tuple[str, str]]) -> uuid.UUID:
+    """Open an alert of a critical "Overheat" rule on thermostat-3, notifying `targets`.
+
+    The deliveries come from the rule text, through the parser and `schedule`, in the
+    alert's own transaction: what the evaluator does when a rule fires.
+    """
+    notify = ", ".join(f'{channel} "{target}"' for channel, target in targets)
+    text = (
+        'rule "Overheat" on type "thermostat" when temperature > 30 severity critical'
+        f' message "{{device.name}}: {{value}}°C" notify {notify}'
+    )
+    with Session(engine, expire_on_commit=False) as session:
+        device = devices.create_device(
+            session=session, data=DeviceCreate(name="thermostat-3", type="thermostat")
+        )
+        stored = rules.create_rule(session=session, data=RuleInput(expression=text))
+        rule = parse_rule(stored.expression)
+        at = utcnow()
+        message = notifications.render_message(
+            rule.message,
+            rule_name=stored.name,
+            device_name=device.name,
+            device_id=device.id,
+            value=31.5,
+            metric="temperature",
+            severity=stored.severity,
+            at=at,
+        )
+        alert = alerts.open_alert(
+            session=session,
+            rule=stored,
+            device_id=device.id,
+            at=at,
+            message=message,
+            metric_name="temperature",
+            metric_value=31.5,
+        )
+        assert alert is not None
+        notifications.schedule(session, alert=alert, notify=rule.notify)
+        events.emit(session, bus.ALERTS, {"type": "TRIGGERED", "alert_id": str(alert.id)})
+        session.commit()
+        return alert.id
+
+
+def deliveries(engine: Engine, alert_id: uuid.UUID) -> dict[str, NotificationDelivery]:
+    """The alert's deliveries by target."""
+    with Session(engine) as session:
+        return {d.target: d for d in notifications.deliveries_for_alert(session, alert_id)}
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 15.0) -> Any:
+    """wait_until, off the event loop (the dispatcher under test runs on it)."""
+    return await asyncio.to_thread(wait_until, condition, timeout)
+
+
+def settled(engine: Engine, alert_id: uuid.UUID) -> Callable[[], bool]:
+    """True once no delivery of the alert is PENDING."""
+    return lambda: all(d.status != "PENDING" for d in deliveries(engine, alert_id).values())
+
+
+@asynccontextmanager
+async def running(
+    senders: dict[str, Sender], *, hub: bus.Hub | None = None, **options: Any
+) -> AsyncIterator[Dispatcher]:
+    """A dispatcher running on this loop until the block ends."""
+    options = {"timeout": 5.0, "backoff": FAST, "poll_seconds": 0.05} | options
+    dispatcher = Dispatcher(senders, **options)
+    task = asyncio.create_task(dispatcher.run(hub))
+    try:
+        yield dispatcher
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+# --- SMTP -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Mailbox:
+    """What an aiosmtpd server received, and with which login."""
+
+    messages: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
+    logins: list[tuple[str, str]] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list
+    ) -> str:
+        del server, session, options
+        if address in self.refuse:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        del server, session
+        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        return "250 Message accepted"
+
+    def authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        del server, session, envelope, mechanism
+        assert isinstance(auth_data, LoginPassword)
+        login, password = auth_data.login.decode(), auth_data.password.decode()
+        self.logins.append((login, password))
+        return AuthResult(success=(login, password) == ("alerts", "p@ss:word"))
+
+
+def tls_contexts(folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1: the server's context, and a client's trusting it."""
+    pytest.importorskip("cryptography")  # installed with authlib
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "iotdeck test SMTP")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    (folder / "cert.pem").write_bytes(pem)
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    client = ssl.create_default_context(cadata=pem.decode())
+    return server, client
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Callable[..., tuple[Mailbox, int]]]:
+    """Start aiosmtpd servers (keyword arguments go to its Controller); stopped after."""
+    controllers: list[Controller] = []
+
+    def start(mailbox: Mailbox | None = None, **options: Any) -> tuple[Mailbox, int]:
+        mailbox = mailbox or Mailbox()
+        port = free_port()
+        controller = Controller(mailbox, hostname="127.0.0.1", port=port, **options)
+        controller.start()
+        controllers.append(controller)
+        return mailbox, port
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+def email_sender(url: str, **options: Any) -> EmailSender:
+    return EmailSender(url, SENDER, timeout=5.0, **options)
+
+
+async def test_an_email_reaches_the_smtp_server_with_subject_and_body(
+    engine: Engine, smtp_server: Callable[..., tuple[Mailbox, int]]
+) -> None:
+    mailbox, port = smtp_server()
+    alert_id = fire(engine, [("email", "ops@example.com")])
+    async with running({"email": email_sender(f"smtp://127.0.0.1:{port}")}):
+        await eventually(settled(engine, alert_id))
+    delivery = deliveries(engine, alert_id)["ops@example.com"]
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("SENT", 1, None)
+    [(mail_from, recipients, message)] = mailbox.messages
+    assert (mail_from, recipients) == (SENDER, ["ops@example.com"])
+    assert message["Subject"] == "[CRITICAL] Overheat on thermostat-3"
+    assert (message["From"], message["To"]) == (SENDER, "ops@example.com")
+    assert message["X-Iotdeck-Alert"] == str(alert_id)
+    assert message.get_content_type() == "text/plain"  # user text is never HTML
+    body = message.get_content().replace("\r\n", "\n")  # SMTP lines end in CRLF
+    assert body.startswith("thermostat-3: 31.5°C\n")  # the rule's rendered message
+    assert "Device:    thermostat-3 (" in body
+    assert "Value:     temperature = 31.5" in body
+    assert "Severity:  CRITICAL" in body
+    assert "Triggered: 20" in body and "Z\n" in body
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+@pytest.mark.parametrize("scheme", ["smtp+starttls", "smtps"])
+async def test_tls_and_a_login_from_the_url(
+    engine: Engine,
+    smtp_server: Callable[..., tuple[Mailbox, int]],
+    tmp_path: Path,
+    scheme: str,
+) -> None:
+    server_tls, client_tls = tls_contexts(tmp_path)
+    mailbox = Mailbox()
+    if scheme == "smtp+starttls":  # a server that refuses anything before STARTTLS
+        tls = {"tls_context": server_tls, "require_starttls": True}
+    else:  # TLS from the first byte
+        # aiosmtpd sees only STARTTLS as TLS: it would refuse AUTH over implicit TLS
+        tls = {"ssl_context": server_tls, "auth_require_tls": False}
+    _, port = smtp_server(mailbox, authenticator=mailbox.authenticate, auth_required=True, **tls)
+    alert_id = fire(engine, [("email", "ops@example.com")])
+    url = f"{scheme}://alerts:p%40ss%3Aword@127.0.0.1:{port}"  # URL-encoded password
+    async with running({"email": email_sender(url, tls_context=client_tls)}):
+        await eventually(settled(engine, alert_id))
+    delivery = deliveries(engine, alert_id)["ops@example.com"]
+    assert (delivery.status, delivery.last_error) == ("SENT", None)
+    assert mailbox.logins == [("alerts", "p@ss:word")]
+    assert [m["Subject"] for _, _, m in mailbox.messages] == ["[CRITICAL] Overheat on thermostat-3"]
+
+
+async def test_without_an_smtp_url_an_email_fails_at_once_saying_why(engine: Engine) -> None:
+    alert_id = fire(engine, [("email", "ops@example.com")])
+    async with running({"email": email_sender("")}):
+        await eventually(settled(engine, alert_id))
+    delivery = deliveries(engine, alert_id)["ops@example.com"]
+    assert (delivery.status, delivery.attempts) == ("FAILED", 1)
+    assert delivery.last_error == "IOTDECK_SMTP_URL is not set"
+    assert delivery.next_attempt_at is None  # never tried again
+
+
+async def test_a_refused_recipient_is_not_retried(
+    engine: Engine, smtp_server: Callable[..., tuple[Mailbox, int]]
+) -> None:
+    _, port = smtp_server(Mailbox(refuse={"nobody@example.com"}))
+    alert_id = fire(engine, [("email", "nobody@example.com")])
+    async with running({"email": email_sender(f"smtp://127.0.0.1:{port}")}):
+        await eventually(settled(engine, alert_id))
+    delivery = deliveries(engine, alert_id)["nobody@example.com"]
+    assert (delivery.status, delivery.attempts) == ("FAILED", 1)
+    assert "550" in (delivery.last_error or "")
+
+
+def test_smtp_urls_are_read_with_their_defaults() -> None:
+    plain = email_sender("smtp://mail.example.com").server
+    starttls = email_sender("smtp+starttls://u:p%2Fw@mail.example.com").server
+    implicit = email_sender("smtps://mail.example.com:2465").server
+    assert plain is not None and (plain.port, plain.use_tls, plain.start_tls) == (25, False, False)
+    assert starttls is not None and (starttls.port, starttls.start_tls) == (587, True)
+    assert (starttls.username, starttls.password) == ("u", "p/w")
+    assert implicit is not None and (implicit.port, implicit.use_tls) == (2465, True)
+    assert email_sender("http://mail.example.com").problem == (
+        "IOTDECK_SMTP_URL: unknown scheme 'http' (use smtp://, smtp+starttls:// or smtps://)"
+    )
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    """One request a receiver got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.monotonic()
+
+
+class Receivers:
+    """Webhook receivers on one local HTTP server, by path.
+
+    `/hang` never answers (until the test ends); other paths answer the statuses queued in
+    `script[path]`, then 200.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.script: dict[str, list[int]] = {}
+        self.release = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                owner.received.append(Received(self.path, headers, body, time.monotonic()))
+                if self.path == "/hang":
+                    owner.release.wait(30)
+                    return
+                queued = owner.script.get(self.path)
+                self.send_response(queued.pop(0) if queued else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                del args  # quiet
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def at(self, path: str) -> list[Received]:
+        return [r for r in self.received if r.path == path]
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receivers() -> Iterator[Receivers]:
+    """Local webhook receivers, stopped after the test."""
+    started = Receivers()
+    yield started
+    started.stop()
+
+
+def webhooks(timeout: float = 5.0) -> dict[str, Sender]:
+    return {"webhook": WebhookSender(KEY, timeout=timeout)}
+
+
+async def test_a_webhook_carries_the_alert_signed_with_the_shared_key(
+    engine: Engine, receivers: Receivers
+) -> None:
+    alert_id = fire(engine, [("webhook", receivers.url("/ok"))])
+    async with running(webhooks()):
+        await eventually(settled(engine, alert_id))
+    delivery = deliveries(engine, alert_id)[receivers.url("/ok")]
+    assert (delivery.status, delivery.attempts) == ("SENT", 1)
+    [request] = receivers.at("/ok")
+    # what a receiver does, written independently of the code under test
+    timestamp = request.headers["x-iotdeck-timestamp"]
+    expected = hmac.new(KEY, timestamp.encode() + b"." + request.body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(request.headers["x-iotdeck-signature"], f"sha256={expected}")
+    assert abs(int(timestamp) - time.time()) < 60
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["x-iotdeck-delivery"] == str(delivery.id)
+    payload = orjson.loads(request.body)
+    assert set(payload) == {
+        "id", "ruleId", "ruleName", "deviceId", "deviceName", "severity", "status",
+        "title", "message", "metricName", "metricValue", "triggeredAt",
+    }  # fmt: skip
+    assert payload["id"] == str(alert_id)
+    assert (payload["ruleName"], payload["deviceName"]) == ("Overheat", "thermostat-3")
+    assert (payload["severity"], payload["status"]) == ("CRITICAL", "ACTIVE")
+    assert payload["message"] == "thermostat-3: 31.5°C"
+    assert (payload["metricName"], payload["metricValue"]) == ("temperature", 31.5)
+    assert payload["triggeredAt"].endswith("Z")
+
+
+async def test_a_failing_receiver_is_retried_with_backoff_until_it_answers(
+    engine: Engine, receivers: Receivers, caplog: pytest.LogCaptureFixture
+) -> None:
+    receivers.script["/flaky"] = [500, 500]
+    alert_id = fire(engine, [("webhook", receivers.url("/flaky"))])
+    with caplog.at_level(logging.WARNING, logger="app.notifications"):
+        async with running(webhooks()):
+            await eventually(settled(engine, alert_id))
+    delivery = deliveries(engine, alert_id)[receivers.url("/flaky")]
+    assert (delivery.status, delivery.attempts) == ("SENT", 3)
+    assert delivery.last_error == "HTTP 500 Internal Server Error"  # kept as history
+    first, second, third = (r.at for r in receivers.at("/flaky"))
+    assert second - first >= FAST.base * 0.9  # 0.2 s, then 0.4 s: doubling
+    assert third - second >= 2 * FAST.base * 0.9
+    failures = [r.getMessage() for r in caplog.records if "failed (attempt" in r.getMessage()]
+    assert len(failures) == 2
+    assert all("HTTP 500" in line and "next attempt at" in line for line in failures)
+    assert all("/flaky" not in line for line in failures)  # URLs may hold tokens: host only
+
+
+async def test_a_receiver_out_of_attempts_ends_failed(engine: Engine, receivers: Receivers) -> None:
+    receivers.script["/down"] = [503] * 10
+    alert_id = fire(engine, [("webhook", receivers.url("/down"))])
+    backoff = Backoff(base=0.05, cap=0.1, max_attempts=3)
+    async with running(webhooks(), backoff=backoff):
+        await eventually(settled(engine, alert_id))
+    delivery = deliveries(engine, alert_id)[receivers.url("/down")]
+    assert (delivery.status, delivery.attempts) == ("FAILED", 3)
+    assert delivery.last_error == "HTTP 503 Service Unavailable"
+    assert len(receivers.at("/down")) == 3
+
+
+async def test_a_receiver_that_never_answers_does_not_delay_a_healthy_one(
+    engine: Engine, receivers: Receivers
+) -> None:
+    timeout = 3.0
+    alert_id = fire(
+        engine, [("webhook", receivers.url("/hang")), ("webhook", receivers.url("/ok"))]
+    )
+    started = time.monotonic()
+    async with running(webhooks(timeout), timeout=timeout):
+        await eventually(
+            lambda: deliveries(engine, alert_id)[receivers.url("/ok")].status == "SENT"
+        )
+        healthy_after = time.monotonic() - started
+        stuck = deliveries(engine, alert_id)[receivers.url("/hang")]
+        # the healthy one was done while the other was still waiting for its answer
+        assert healthy_after < timeout
+        assert (stuck.status, stuck.attempts, stuck.last_error) == ("PENDING", 1, None)
+        assert receivers.at("/hang")
+        await eventually(lambda: deliveries(engine, alert_id)[receivers.url("/hang")].last_error)
+    stuck = deliveries(engine, alert_id)[receivers.url("/hang")]
+    assert stuck.last_error == f"timed out after {timeout:g} s"
+    assert stuck.status == "PENDING" and stuck.next_attempt_at is not None  # retried later
+
+
+async def test_more_deliveries_than_slots_all_go_out(engine: Engine, receivers: Receivers) -> None:
+    targets = [("webhook", receivers.url(f"/r{n}")) for n in range(7)]
+    alert_id = fire(engine, targets)
+    # two at a time, and a poll too slow to help: each finished send frees a slot
+    async with running(webhooks(), max_in_flight=2, poll_seconds=60):
+        await eventually(settled(engine, alert_id), timeout=10)
+    assert {d.status for d in deliveries(engine, alert_id).values()} == {"SENT"}
+    assert sorted(r.path for r in receivers.received) == [f"/r{n}" for n in range(7)]
+
+
+async def test_a_triggered_alert_wakes_the_dispatcher_at_once(
+    engine: Engine, receivers: Receivers
+) -> None:
+    hub = bus.Hub(asyncio.get_running_loop())
+    local = bus.LocalBus()
+    await local.start(hub)
+    bus.set_bus(local, hub)
+    try:
+        # polling once a minute: only the `iot:alerts` message can make this quick
+        async with running(webhooks(), hub=hub, poll_seconds=60) as dispatcher:
+            await eventually(lambda: dispatcher.rounds >= 1)  # idle, nothing was due
+            started = time.monotonic()
+            alert_id = await asyncio.to_thread(fire, engine, [("webhook", receivers.url("/ok"))])
+            await eventually(settled(engine, alert_id), timeout=10)
+            assert time.monotonic() - started < 10
+    finally:
+        bus.set_bus(bus.NullBus())
+        await local.stop()
+    assert deliveries(engine, alert_id)[receivers.url("/ok")].status == "SENT"
+
+
+def test_an_unset_webhook_secret_is_derived_from_the_jwt_secret() -> None:
+    jwt_secret = "j" * 40
+    derived = webhook_key(Settings(jwt_secret=jwt_secret, webhook_secret=""))
+    label = b"iotdeck webhook signing key"
+    assert derived == hmac.new(jwt_secret.encode(), label, hashlib.sha256).hexdigest().encode()
+    assert webhook_key(Settings(jwt_secret=jwt_secret, webhook_secret="shared")) == b"shared"
+
+
+# --- the service: scheduling, claiming, recording -----------------------------------------
+
+
+def test_schedule_writes_one_due_delivery_per_distinct_target(engine: Engine) -> None:
+    alert_id = fire(
+        engine,
+        [
+            ("email", "ops@example.com"),
+            ("webhook", "https://hooks.example.com/x"),
+            ("email", "ops@example.com"),  # the same target twice is told once
+        ],
+    )
+    found = deliveries(engine, alert_id)
+    assert sorted((d.channel, d.target) for d in found.values()) == [
+        ("email", "ops@example.com"),
+        ("webhook", "https://hooks.example.com/x"),
+    ]
+    assert all((d.status, d.attempts) == ("PENDING", 0) for d in found.values())
+    assert all(d.next_attempt_at is not None for d in found.values())
+
+
+def test_a_delivery_exists_only_if_its_alert_was_committed(session: Session) -> None:
+    device = devices.create_device(session=session, data=DeviceCreate(name="d", type="t"))
+    stored = rules.create_rule(session=session, data=RuleInput(expression='rule "r" when t > 1'))
+    session.commit()
+    alert = alerts.open_alert(session=session, rule=stored, device_id=device.id, at=utcnow())
+    assert alert is not None
+    notifications.schedule(session, alert=alert, notify=[Notify("email", "a@example.com")])
+    session.rollback()
+    count = session.exec(select(func.count()).select_from(NotificationDelivery)).one()
+    assert count == 0
+
+
+def test_a_target_too_long_for_the_table_is_failed_not_fatal(session: Session) -> None:
+    device = devices.create_device(session=session, data=DeviceCreate(name="d", type="t"))
+    stored = rules.create_rule(session=session, data=RuleInput(expression='rule "r" when t > 1'))
+    alert = alerts.open_alert(session=session, rule=stored, device_id=device.id, at=utcnow())
+    assert alert is not None
+    url = "https://hooks.example.com/" + "x" * 3000
+    [delivery] = notifications.schedule(session, alert=alert, notify=[Notify("webhook", url)])
+    session.commit()
+    assert (delivery.status, len(delivery.target)) == ("FAILED", 2048)
+    assert delivery.last_error == "target is longer than 2048 characters"
+
+
+def test_claims_count_attempts_lease_the_row_and_back_off(engine: Engine) -> None:
+    alert_id = fire(engine, [("webhook", "https://hooks.example.com/x")])
+    backoff = Backoff(base=30, cap=100, max_attempts=3)
+    lease = dt.timedelta(seconds=40)
+    now = utcnow() + dt.timedelta(seconds=1)
+    with Session(engine, expire_on_commit=False) as session:
+        [claim] = notifications.claim_due(session, now=now, lease=lease)
+        session.commit()
+        assert (claim.attempt, claim.target, claim.notice.alert_id) == (1, claim.target, alert_id)
+        assert notifications.claim_due(session, now=now + lease / 2) == []  # leased
+        failed = notifications.record_failure(
+            session, delivery_id=claim.delivery_id, error="HTTP 502", backoff=backoff, now=now
+        )
+        session.commit()
+        assert failed.next_attempt_at == now + dt.timedelta(seconds=30)
+        assert notifications.claim_due(session, now=now + dt.timedelta(seconds=29)) == []
+        later = now + dt.timedelta(seconds=30)
+        [again] = notifications.claim_due(session, now=later, lease=lease)
+        failed = notifications.record_failure(
+            session, delivery_id=again.delivery_id, error="HTTP 502", backoff=backoff, now=later
+        )
+        assert failed.next_attempt_at == later + dt.timedelta(seconds=60)  # doubled
+        last = later + dt.timedelta(seconds=60)
+        [third] = notifications.claim_due(session, now=last, lease=lease)
+        done = notifications.record_failure(
+            session, delivery_id=third.delivery_id, error="HTTP 502", backoff=backoff, now=last
+        )
+        session.commit()
+        assert (done.status, done.attempts, done.next_attempt_at) == ("FAILED", 3, None)
+        assert notifications.claim_due(session, now=last + dt.timedelta(days=1)) == []
+
+
+def test_two_dispatchers_never_claim_the_same_delivery(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serves one process: there is no second dispatcher to race")
+    alert_id = fire(
+        engine, [("webhook", "https://a.example.com/"), ("webhook", "https://b.example.com/")]
+    )
+    now = utcnow() + dt.timedelta(seconds=1)
+    with Session(engine) as first, Session(engine) as second:
+        taken = notifications.claim_due(first, now=now, limit=1)  # its row stays locked
+        others = notifications.claim_due(second, now=now)  # skips the locked row
+        assert len(taken) == len(others) == 1
+        assert taken[0].delivery_id != others[0].delivery_id
+        assert notifications.claim_due(second, now=now) == []  # its own claim holds the other
+        first.commit()
+        second.commit()
+    assert {d.attempts for d in deliveries(engine, alert_id).values()} == {1}
+
+
+def test_deliveries_of_an_alert_come_newest_first(session: Session) -> None:
+    device = devices.create_device(session=session, data=DeviceCreate(name="d", type="t"))
+    stored = rules.create_rule(session=session, data=RuleInput(expression='rule "r" when t > 1'))
+    alert = alerts.open_alert(session=session, rule=stored, device_id=device.id, at=utcnow())
+    assert alert is not None
+    start = utcnow()
+    for minutes, target in enumerate(["old@example.com", "new@example.com"]):
+        notifications.schedule(
+            session,
+            alert=alert,
+            notify=[Notify("email", target)],
+            now=start + dt.timedelta(minutes=minutes),
+        )
+    session.commit()
+    found = notifications.deliveries_for_alert(session, alert.id)
+    assert [d.target for d in found] == ["new@example.com", "old@example.com"]
