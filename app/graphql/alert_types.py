@@ -10,7 +10,7 @@ import strawberry
 from app import models
 from app.graphql.context import Info, in_session
 from app.graphql.types import Device, iso_utc, iso_utc_or_none
-from app.services import alerts, devices
+from app.services import alerts, devices, notifications
 from app.services.rule_testing import DeviceReplay
 from rules.errors import Diagnostic
 
@@ -26,6 +26,47 @@ async def devices_by_id(device_ids: Sequence[str]) -> list[models.Device | None]
             devices.get_device(session=session, device_id=device_id) for device_id in device_ids
         ]
     )
+
+
+async def deliveries_by_alert(alert_ids: Sequence[str]) -> list[list[models.NotificationDelivery]]:
+    """The notification deliveries of each alert, newest first, in one session."""
+    return await in_session(
+        lambda session: [
+            notifications.deliveries_for_alert(session, alert_id) for alert_id in alert_ids
+        ]
+    )
+
+
+@strawberry.type(
+    description="One notification of an alert (an e-mail or a webhook call) and its attempts."
+)
+class NotificationDelivery:
+    """A delivery as GraphQL shows it; times are ISO 8601 UTC."""
+
+    id: strawberry.ID
+    channel: str = strawberry.field(description="`email` or `webhook`.")
+    target: str
+    status: str = strawberry.field(description="PENDING (to be tried), SENT or FAILED.")
+    attempts: int
+    last_error: str | None
+    next_attempt_at: str | None
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def from_model(cls, delivery: models.NotificationDelivery) -> "NotificationDelivery":
+        """The GraphQL view of a stored delivery."""
+        return cls(
+            id=strawberry.ID(str(delivery.id)),
+            channel=delivery.channel,
+            target=delivery.target,
+            status=delivery.status,
+            attempts=delivery.attempts,
+            last_error=delivery.last_error,
+            next_attempt_at=iso_utc_or_none(delivery.next_attempt_at),
+            created_at=iso_utc(delivery.created_at),
+            updated_at=iso_utc(delivery.updated_at),
+        )
 
 
 @strawberry.type(description="A rule that fired on a device; times are ISO 8601 UTC.")
@@ -82,6 +123,12 @@ class Alert:
         """The alert's device (batched across the alerts of one request)."""
         found = await info.context.loader(devices_by_id).load(str(self.device_id))
         return None if found is None else Device.from_model(found)
+
+    @strawberry.field(description="Its e-mails and webhook calls, newest first, with attempts.")
+    async def notifications(self, info: Info) -> list[NotificationDelivery]:
+        """The alert's deliveries (batched across the alerts of one request)."""
+        found = await info.context.loader(deliveries_by_alert).load(str(self.id))
+        return [NotificationDelivery.from_model(delivery) for delivery in found]
 
 
 @strawberry.type(

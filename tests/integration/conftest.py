@@ -1,16 +1,19 @@
-"""Fixtures for tests that run the ingest worker against a private Mosquitto."""
+"""Fixtures for integration tests: ingest on a private Mosquitto, SMTP and webhook peers."""
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import Engine
 
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
-from bench.services import Mosquitto
+from bench.services import Mosquitto, free_port
+from tests.receivers import Mailbox, Receivers
 
 Publish = Callable[[str, bytes | dict], None]
 
@@ -47,3 +50,29 @@ def publish(publisher: mqtt.Client) -> Publish:
         publisher.publish(topic, raw, qos=1).wait_for_publish(5)
 
     return send
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Callable[..., tuple[Mailbox, int]]]:
+    """Start aiosmtpd servers (keyword arguments go to its Controller); stopped after."""
+    controllers: list[Controller] = []
+
+    def start(mailbox: Mailbox | None = None, **options: Any) -> tuple[Mailbox, int]:
+        mailbox = mailbox or Mailbox()
+        port = free_port()
+        controller = Controller(mailbox, hostname="127.0.0.1", port=port, **options)
+        controller.start()
+        controllers.append(controller)
+        return mailbox, port
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+@pytest.fixture
+def receivers() -> Iterator[Receivers]:
+    """Local webhook receivers, stopped after the test."""
+    started = Receivers()
+    yield started
+    started.stop()

@@ -14,8 +14,8 @@ from tests.integration.graphql.client import GraphQLClient, code_of
 # updateUser and its input, devicesCount, Device.metrics and Device.latest,
 # TelemetryPoint.metricName for subscribers; seed section 3.3 with AlertRule.expression
 # and validateRule, testRule and alertTriggered (with optional filters) from the alerts
-# issue, Alert.ruleId and Alert.resolution, AlertRule's metricName/condition/threshold
-# nullable because they are derived from the expression): a client
+# issue, Alert.ruleId, Alert.resolution and Alert.notifications, AlertRule's
+# metricName/condition/threshold nullable because they are derived from the expression): a client
 # generated from this contract must keep working
 CONTRACT = """
 scalar JSON
@@ -63,7 +63,10 @@ enum AlertSeverity { INFO WARNING CRITICAL }
 enum AlertStatus { ACTIVE ACKNOWLEDGED RESOLVED }
 type Alert { id: ID! deviceId: ID! device: Device severity: AlertSeverity! status: AlertStatus!
   title: String! message: String metricName: String metricValue: Float threshold: Float
-  triggeredAt: String! acknowledgedAt: String resolvedAt: String ruleId: ID resolution: String }
+  triggeredAt: String! acknowledgedAt: String resolvedAt: String ruleId: ID resolution: String
+  notifications: [NotificationDelivery!]! }
+type NotificationDelivery { id: ID! channel: String! target: String! status: String!
+  attempts: Int! lastError: String nextAttemptAt: String createdAt: String! updatedAt: String! }
 type AlertRule { id: ID! name: String! description: String deviceId: ID deviceType: String
   metricName: String condition: String threshold: Float severity: AlertSeverity!
   enabled: Boolean! cooldownMinutes: Int! expression: String! }
