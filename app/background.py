@@ -4,10 +4,12 @@ import asyncio
 import contextlib
 import gc
 import logging
+import uuid
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from app import bus, health, jobs
+from app.command_dispatch import run_command_dispatcher
 from app.config import Settings
 from app.evaluation import run_evaluator
 from app.mqtt.connection import BrokerAddress
@@ -56,6 +58,7 @@ class Background:
         self.hub: bus.Hub | None = None
         self._evaluation: asyncio.Task | None = None
         self._notifications: asyncio.Task | None = None
+        self._commands: asyncio.Task | None = None
         self.bus: bus.Bus = bus.NullBus()
 
     async def start(self) -> None:
@@ -76,6 +79,12 @@ class Background:
         self._notifications = asyncio.create_task(
             run_dispatcher(self.settings, self.hub), name="notification-dispatcher"
         )
+        self._commands = asyncio.create_task(
+            run_command_dispatcher(
+                self.address, self.hub, client_id=f"iotdeck-commands-{uuid.uuid4().hex[:8]}"
+            ),
+            name="command-dispatcher",
+        )
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         jobs.add_jobs(self._scheduler, self.settings)
         self._scheduler.start()
@@ -94,7 +103,7 @@ class Background:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             await asyncio.sleep(0)
-        for task in (self._notifications, self._evaluation):
+        for task in (self._commands, self._notifications, self._evaluation):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

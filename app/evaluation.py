@@ -21,20 +21,19 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, text
 from sqlmodel import Session, select
 
-from app import bus, db
-from app.models import AlertRule, Device
-from app.services import alerts, notifications, rules, telemetry
+from app import bus, db, leadership
+from app.errors import ValidationError
+from app.models import Alert, AlertRule, Device
+from app.services import alerts, commands, notifications, rules, telemetry
+from rules.ast import CommandAction
 from rules.compiler import CompiledRule, compile_rule
 from rules.engine import Engine, Transition
 from rules.parser import parse_rule
 
 logger = logging.getLogger(__name__)
 
-# one number shared by every iotdeck process: whoever holds this advisory lock evaluates
-ADVISORY_LOCK_KEY = 0x10DEC0DE
 # a replayed firing this close to a stored alert's time is that alert (ticks vs points)
 SAME_FIRING = timedelta(minutes=1)
 
@@ -236,8 +235,26 @@ class Evaluator:
             metric_name=t.metric,
             metric_value=t.value,
         )
-        if alert is not None:
-            notifications.schedule(session, alert=alert, notify=t.rule.notify)
+        if alert is None:
+            return
+        notifications.schedule(session, alert=alert, notify=t.rule.notify)
+        if t.rule.command is not None:
+            _command(session, stored, alert, device_id, t.rule.command)
+
+
+def _command(
+    session: Session,
+    stored: AlertRule,
+    alert: Alert,
+    device_id: uuid.UUID,
+    action: CommandAction,
+) -> None:
+    """Send the rule's `command` clause to the device, recorded as sent by the rule."""
+    data = commands.CommandInput(device_id=device_id, action=action.action, params=action.params)
+    try:
+        commands.send_command(session=session, data=data, rule_id=stored.id, alert_id=alert.id)
+    except ValidationError as refused:  # the alert stands; the command is logged as refused
+        logger.error("rule %s could not send command %s: %s", stored.name, action.action, refused)
 
 
 def _silent_since(device: Device) -> datetime:
@@ -245,19 +262,7 @@ def _silent_since(device: Device) -> datetime:
     return device.last_seen_at or device.created_at
 
 
-def try_lead(connection: Connection) -> bool:
-    """Take the evaluator's advisory lock on `connection` (always True on SQLite)."""
-    if connection.dialect.name != "postgresql":
-        return True
-    return bool(
-        connection.execute(
-            text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
-        ).scalar()
-    )
-
-
 TICK_SECONDS = 10.0
-RETRY_LEAD_SECONDS = 5.0
 _WATCHED = (bus.RULES, bus.ALERTS, bus.DEVICE_EVENTS)
 
 
@@ -267,11 +272,7 @@ async def run_evaluator(hub: bus.Hub) -> None:
     The engine is not thread-safe: points, rule reloads and the clock-driven tick take
     turns through one lock, each running off the event loop.
     """
-    connection = await asyncio.to_thread(_autocommit_connection)
-    try:
-        while not await asyncio.to_thread(try_lead, connection):
-            await asyncio.sleep(RETRY_LEAD_SECONDS)
-        logger.info("this process evaluates the rules")
+    async with leadership.leading(leadership.EVALUATOR, "rule evaluator"):
         # subscribed before the replay: points committed meanwhile wait in the queue
         watched = hub.subscribe(lambda c: c.startswith("iot:telemetry:") or c in _WATCHED)
         evaluator = Evaluator()
@@ -284,8 +285,6 @@ async def run_evaluator(hub: bus.Hub) -> None:
         finally:
             watched.close()
             ticking.cancel()
-    finally:
-        await asyncio.to_thread(connection.close)  # releases the lock: another process leads
 
 
 async def _tick(evaluator: Evaluator, turn: asyncio.Lock) -> None:
@@ -300,8 +299,3 @@ async def _run(turn: asyncio.Lock, work: Callable[..., object], *args: object) -
             await asyncio.to_thread(work, *args)
         except Exception:  # one bad message or a database blip must not stop evaluation
             logger.exception("rule evaluation failed; carrying on")
-
-
-def _autocommit_connection() -> Connection:
-    # autocommit: holding the lock must not hold a transaction open (and vacuum back)
-    return db.get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")

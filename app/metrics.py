@@ -19,6 +19,12 @@ BATCH_SECONDS = Histogram(
     "Time to write and commit one ingest batch",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+COMMAND_ANSWERS_REJECTED = Counter(
+    "command_acks_rejected_total",
+    "Device answers on devices/{id}/commands/ack refused, by reason",
+    ["reason"],
+)
+COMMANDS_PUBLISHED = Counter("commands_published_total", "Commands handed to the broker")
 STORAGE_RETRIES = Counter(
     "ingest_storage_retries_total", "Batch writes retried because the database failed"
 )

@@ -92,6 +92,11 @@ class Device(SQLModel, table=True):
     last_seen_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # the configuration last pushed (retained on devices/{id}/config); published when
+    # config_published_at has caught up with config_updated_at
+    config: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONDocument))
+    config_updated_at: datetime | None = None
+    config_published_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,3 +247,51 @@ class NotificationDelivery(SQLModel, table=True):
     next_attempt_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class CommandStatus(StrEnum):
+    """Where a command is (seed 4.2, plus CANCELLED): each step is what really happened.
+
+    PENDING: stored, not yet handed to the broker (the device is offline, or it is about to
+    go). SENT: the broker acknowledged the publish. ACKNOWLEDGED, EXECUTED, FAILED: what
+    the device answered. EXPIRED: no final answer before `expires_at`. CANCELLED: an
+    operator withdrew it before the device acknowledged it.
+    """
+
+    PENDING = "PENDING"
+    SENT = "SENT"
+    ACKNOWLEDGED = "ACKNOWLEDGED"
+    EXECUTED = "EXECUTED"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+
+
+class DeviceCommand(SQLModel, table=True):
+    """A command for a device (the seed's `device_commands`)."""
+
+    __tablename__ = "device_commands"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    device_id: uuid.UUID = Field(foreign_key="devices.id", ondelete="CASCADE")
+    action: str = Field(max_length=100)
+    params: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONDocument, nullable=False)
+    )
+    status: CommandStatus = Field(
+        default=CommandStatus.PENDING, sa_column=Column(String(20), nullable=False)
+    )
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    created_by: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    rule_id: uuid.UUID | None = Field(
+        default=None, foreign_key="alert_rules.id", ondelete="SET NULL"
+    )
+    alert_id: uuid.UUID | None = Field(default=None, foreign_key="alerts.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    executed_at: datetime | None = None
+    expires_at: datetime
+    error: str | None = None
+    result: Any | None = Field(default=None, sa_column=Column(JSONDocument))

@@ -9,21 +9,27 @@ from strawberry.types import ExecutionContext
 
 from app.config import Settings
 from app.graphql.alerts import AlertsMutation, AlertsQuery
+from app.graphql.commands import CommandsMutation, CommandsQuery, CommandsSubscription
 from app.graphql.devices import DevicesMutation, DevicesQuery
 from app.graphql.errors import GraphQLErrorCodes, log_unexpected
-from app.graphql.subscriptions import Subscription
+from app.graphql.subscriptions import Subscription as DeviceSubscription
 from app.graphql.telemetry import TelemetryQuery
 from app.graphql.users import UsersMutation, UsersQuery
 
 
 @strawberry.type
-class Query(UsersQuery, DevicesQuery, TelemetryQuery, AlertsQuery):
-    """Every query; a later issue adds the commands piece here."""
+class Query(UsersQuery, DevicesQuery, TelemetryQuery, AlertsQuery, CommandsQuery):
+    """Every query."""
 
 
 @strawberry.type
-class Mutation(UsersMutation, DevicesMutation, AlertsMutation):
+class Mutation(UsersMutation, DevicesMutation, AlertsMutation, CommandsMutation):
     """Every mutation."""
+
+
+@strawberry.type
+class Subscription(DeviceSubscription, CommandsSubscription):
+    """Every subscription."""
 
 
 class Schema(strawberry.Schema):

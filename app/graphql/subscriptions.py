@@ -33,7 +33,7 @@ DEVICE_UPDATES = frozenset({"UPDATED", "STATUS_CHANGED"})
 
 
 @contextlib.contextmanager
-def _hub_subscription(channel: str) -> Iterator[bus.Subscription]:
+def hub_subscription(channel: str) -> Iterator[bus.Subscription]:
     """One bounded hub subscription to `channel`, closed however the GraphQL one ends."""
     # an exact channel: the hub finds it with one lookup, however many subscribers there are
     subscription = bus.get_hub().subscribe(channels=[channel], size=QUEUE_SIZE)
@@ -43,7 +43,7 @@ def _hub_subscription(channel: str) -> Iterator[bus.Subscription]:
         subscription.close()
 
 
-class _UserCheck:
+class UserCheck:
     """Re-authenticates the subscriber at most every RECHECK_SECONDS."""
 
     def __init__(self, info: Info) -> None:
@@ -95,8 +95,8 @@ class Subscription:
             None if device_id is None or not given(device_id) else arguments.device_id(device_id)
         )
         kinds = DEVICE_UPDATES if wanted else DEVICE_UPDATES | {"CREATED"}
-        recheck = _UserCheck(info)
-        with _hub_subscription(bus.DEVICE_EVENTS) as events:
+        recheck = UserCheck(info)
+        with hub_subscription(bus.DEVICE_EVENTS) as events:
             if wanted is not None:
                 await _require_devices([wanted])
             async for _channel, message in events:
@@ -115,8 +115,8 @@ class Subscription:
     ) -> AsyncGenerator[TelemetryPoint, None]:
         """The device's points; NOT_FOUND when no device has this id."""
         device = arguments.device_id(device_id)
-        recheck = _UserCheck(info)
-        with _hub_subscription(bus.telemetry_channel(device)) as messages:
+        recheck = UserCheck(info)
+        with hub_subscription(bus.telemetry_channel(device)) as messages:
             await _require_devices([device])
             async for _channel, message in messages:
                 await recheck()
@@ -138,8 +138,8 @@ class Subscription:
             None if device_id is None or not given(device_id) else arguments.device_id(device_id)
         )
         level = None if severity is None or not given(severity) else str(severity.value)
-        recheck = _UserCheck(info)
-        with _hub_subscription(bus.ALERTS) as changes:
+        recheck = UserCheck(info)
+        with hub_subscription(bus.ALERTS) as changes:
             if wanted is not None:
                 await _require_devices([wanted])
             async for _channel, message in changes:
@@ -164,8 +164,8 @@ class Subscription:
         """What happens to devices; NOT_FOUND when an id names no device."""
         wanted = _device_ids(device_ids or [], "deviceIds") if given(device_ids) else []
         names = {str(device_id) for device_id in wanted}
-        recheck = _UserCheck(info)
-        with _hub_subscription(bus.DEVICE_EVENTS) as events:
+        recheck = UserCheck(info)
+        with hub_subscription(bus.DEVICE_EVENTS) as events:
             await _require_devices(wanted)
             async for _channel, message in events:
                 if not names or message["device"]["id"] in names:

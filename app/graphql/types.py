@@ -136,6 +136,10 @@ class Device:
     last_seen_at: str | None
     created_at: str
     updated_at: str
+    config: JSON | None = strawberry.field(
+        description="The configuration last pushed with `updateDeviceConfig` (retained on "
+        "devices/{id}/config); null when none was."
+    )
 
     @classmethod
     def from_model(cls, device: models.Device) -> "Device":
@@ -149,6 +153,7 @@ class Device:
             last_seen_at=iso_utc_or_none(device.last_seen_at),
             created_at=iso_utc(device.created_at),
             updated_at=iso_utc(device.updated_at),
+            config=device.config,
         )
 
     @classmethod
@@ -164,6 +169,7 @@ class Device:
             last_seen_at=None if last_seen_at is None else iso_utc_text(last_seen_at),
             created_at=iso_utc_text(device["created_at"]),
             updated_at=iso_utc_text(device["updated_at"]),
+            config=device.get("config"),
         )
 
     @strawberry.field(description="The metrics this device has reported, sorted by name.")

@@ -29,16 +29,25 @@ from app.models import Device, DeviceStatus
 from app.mqtt import connection
 from app.mqtt.bulk_client import BulkClient
 from app.mqtt.connection import BrokerAddress
-from app.mqtt.payloads import Rejected, device_id_from_topic, parse_status, parse_telemetry
-from app.services import devices, telemetry
+from app.mqtt.payloads import (
+    Rejected,
+    device_id_from_topic,
+    parse_answer,
+    parse_status,
+    parse_telemetry,
+)
+from app.services import commands, devices, telemetry
+from app.services.commands import Answer
 from app.services.telemetry import Point
 
 logger = logging.getLogger(__name__)
 
-TOPICS = ("devices/+/telemetry", "devices/+/status")
+TOPICS = ("devices/+/telemetry", "devices/+/status", "devices/+/commands/ack")
 _UNKNOWN_DEVICE_TTL = 10.0  # seconds before an unknown id is looked up again
 # labelled children resolved once: labels() costs microseconds per call on the hot path
-_RECEIVED = {kind: metrics.MESSAGES_RECEIVED.labels(kind) for kind in ("telemetry", "status")}
+_RECEIVED = {
+    kind: metrics.MESSAGES_RECEIVED.labels(kind) for kind in ("telemetry", "status", "ack")
+}
 
 
 @dataclass(frozen=True)
@@ -278,6 +287,7 @@ class IngestWorker:
         result = BatchResult(rejected=parsed.rejected)
         points: list[Point] = []
         statuses: list[tuple[int, uuid.UUID, DeviceStatus]] = []
+        answers: list[tuple[Received, uuid.UUID, Answer]] = []
         last_telemetry: dict[uuid.UUID, int] = {}
         with Session(db.get_engine(), expire_on_commit=False) as session:
             known = self._known.filter_known(session, {c[1] for c in parsed.candidates})
@@ -288,6 +298,8 @@ class IngestWorker:
                 elif kind == "telemetry":
                     points.extend(content)
                     last_telemetry[device_id] = index
+                elif kind == "ack":
+                    answers.append((message, device_id, content))
                 else:
                     statuses.append((index, device_id, content))
             arrival = parsed.messages[-1].arrival
@@ -301,6 +313,18 @@ class IngestWorker:
                     session=session, device_id=device_id, status=status, at=arrival
                 ):
                     result.status_changes[device_id] = status
+            for message, device_id, answer in answers:
+                refused = commands.record_answer(
+                    session=session, device_id=device_id, answer=answer, at=message.arrival
+                )
+                if refused is not None:
+                    metrics.COMMAND_ANSWERS_REJECTED.labels(refused).inc()
+                    logger.warning(
+                        "refused the answer on %s to command %s: %s",
+                        message.topic,
+                        answer.command_id,
+                        refused,
+                    )
             session.commit()
         if written.dropped_devices:
             self._known.forget(set(written.dropped_devices))
@@ -319,6 +343,8 @@ class IngestWorker:
                 device_id = device_id_from_topic(message.topic)
                 if kind == "telemetry":
                     content: object = parse_telemetry(device_id, message.payload, message.arrival)
+                elif kind == "ack":
+                    content = parse_answer(message.payload)
                 else:
                     content = parse_status(message.payload)
             except Rejected as rejected:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from app.models import DeviceStatus
+from app.services.commands import Answer
 from app.services.telemetry import Point
 from app.services.validation import METRIC_NAME, METRIC_NAME_RULE
 
@@ -170,3 +171,30 @@ def parse_status(payload: bytes) -> DeviceStatus:
     if isinstance(word, str) and word.strip('"').upper() in {"ONLINE", "OFFLINE"}:
         return DeviceStatus(word.strip('"').upper())
     raise Rejected("invalid_status", "status must be 'online' or 'offline'")
+
+
+ANSWERS = ("acknowledged", "executed", "failed")
+MAX_ANSWER_ERROR = 2000
+MAX_ANSWER_RESULT_BYTES = 16 * 1024
+
+
+def parse_answer(payload: bytes) -> Answer:
+    """A device's answer to a command: `{"command_id", "status", "error"?, "result"?}`."""
+    document = _load(payload)
+    if not isinstance(document, dict):
+        raise Rejected("invalid_ack", "the answer must be a JSON object")
+    try:
+        command_id = uuid.UUID(str(document.get("command_id")))
+    except ValueError:
+        raise Rejected("invalid_ack", "command_id must be the command's id (a UUID)") from None
+    status = document.get("status")
+    if not isinstance(status, str) or status.lower() not in ANSWERS:
+        raise Rejected("invalid_ack", f"status must be one of {', '.join(ANSWERS)}")
+    error = document.get("error")
+    if error is not None and not isinstance(error, str):
+        raise Rejected("invalid_ack", "error must be a string")
+    result = document.get("result")
+    if result is not None and len(orjson.dumps(result)) > MAX_ANSWER_RESULT_BYTES:
+        raise Rejected("invalid_ack", f"result must be at most {MAX_ANSWER_RESULT_BYTES} bytes")
+    shortened = None if error is None else error[:MAX_ANSWER_ERROR]
+    return Answer(command_id, status.lower(), shortened, result)

@@ -32,6 +32,7 @@ def device_payload(device: Device) -> dict[str, Any]:
         "last_seen_at": device.last_seen_at.isoformat() if device.last_seen_at else None,
         "created_at": device.created_at.isoformat(),
         "updated_at": device.updated_at.isoformat(),
+        "config": device.config,
     }
 
 

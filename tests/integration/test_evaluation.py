@@ -9,7 +9,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from app import bus
-from app.evaluation import Evaluator, try_lead
+from app.evaluation import Evaluator
+from app.leadership import COMMAND_DISPATCHER, EVALUATOR, try_lead
 from app.models import AlertStatus, DeviceCreate, utcnow
 from app.services import alerts, devices, rules, telemetry
 from app.services.rules import RuleInput
@@ -83,6 +84,8 @@ async def test_a_violating_point_opens_an_alert_and_a_clearing_point_resolves_it
 
 def test_only_one_process_leads_on_postgres(engine: Engine) -> None:
     with engine.connect() as first, engine.connect() as second:
-        assert try_lead(first)
+        assert try_lead(first, EVALUATOR)
         expected = engine.dialect.name != "postgresql"  # SQLite: one process, always leads
-        assert try_lead(second) is expected
+        assert try_lead(second, EVALUATOR) is expected
+        # each singleton job has its own lock: the dispatcher can lead elsewhere
+        assert try_lead(second, COMMAND_DISPATCHER)

@@ -15,7 +15,10 @@ from tests.integration.graphql.client import GraphQLClient, code_of
 # TelemetryPoint.metricName for subscribers; seed section 3.3 with AlertRule.expression
 # and validateRule, testRule and alertTriggered (with optional filters) from the alerts
 # issue, Alert.ruleId, Alert.resolution and Alert.notifications, AlertRule's
-# metricName/condition/threshold nullable because they are derived from the expression): a client
+# metricName/condition/threshold nullable because they are derived from the expression; seed
+# section 4.2 with the commands issue's deviceCommands, command, cancelCommand,
+# updateDeviceConfig, Device.config, CommandStatus.CANCELLED and the Command fields after
+# `error`): a client
 # generated from this contract must keep working
 CONTRACT = """
 scalar JSON
@@ -26,7 +29,7 @@ type User { id: ID! email: String! name: String role: Role! createdAt: String!
 type AuthPayload { token: String! user: User! }
 type Device { id: ID! name: String! type: String! status: DeviceStatus!
   metadata: JSON lastSeenAt: String createdAt: String! updatedAt: String!
-  metrics: [String!]! latest(metricName: String!): TelemetryPoint }
+  metrics: [String!]! latest(metricName: String!): TelemetryPoint config: JSON }
 type TelemetryPoint { time: String! value: Float! unit: String metricName: String }
 type TelemetrySeries { metricName: String! points: [TelemetryPoint!]! }
 type TelemetryAggregation { bucket: String! avg: Float! min: Float! max: Float! count: Int! }
@@ -47,7 +50,9 @@ type Query { me: User! devices(type: String, status: DeviceStatus, search: Strin
   alertHistory(deviceId: ID, from: String!, to: String!, limit: Int = 100): [Alert!]!
   alertRules(deviceId: ID): [AlertRule!]!
   validateRule(expression: String!): [RuleDiagnostic!]!
-  testRule(expression: String!, from: String!, to: String!, deviceIds: [ID!]): [RuleTestResult!]! }
+  testRule(expression: String!, from: String!, to: String!, deviceIds: [ID!]): [RuleTestResult!]!
+  deviceCommands(deviceId: ID!, status: CommandStatus, limit: Int = 50): [Command!]!
+  command(id: ID!): Command }
 type Mutation { login(email: String!, password: String!): AuthPayload!
   createDevice(input: CreateDeviceInput!): Device!
   updateDevice(input: UpdateDeviceInput!): Device!
@@ -58,7 +63,10 @@ type Mutation { login(email: String!, password: String!): AuthPayload!
   updateAlertRule(input: UpdateAlertRuleInput!): AlertRule!
   deleteAlertRule(id: ID!): DeleteResult!
   acknowledgeAlert(id: ID!): Alert!
-  resolveAlert(id: ID!, message: String): Alert! }
+  resolveAlert(id: ID!, message: String): Alert!
+  sendCommand(input: SendCommandInput!): Command!
+  cancelCommand(id: ID!): Command!
+  updateDeviceConfig(deviceId: ID!, config: JSON!): Device! }
 enum AlertSeverity { INFO WARNING CRITICAL }
 enum AlertStatus { ACTIVE ACKNOWLEDGED RESOLVED }
 type Alert { id: ID! deviceId: ID! device: Device severity: AlertSeverity! status: AlertStatus!
@@ -83,10 +91,18 @@ type RuleTestResult { deviceId: ID! deviceName: String! metricName: String
   firings: [RuleFiring!]! firedCount: Int! }
 enum DeviceEventType { CREATED UPDATED DELETED STATUS_CHANGED }
 type DeviceEvent { type: DeviceEventType! device: Device! timestamp: String! }
+enum CommandStatus { PENDING SENT ACKNOWLEDGED EXECUTED FAILED EXPIRED CANCELLED }
+type Command { id: ID! deviceId: ID! action: String! params: JSON status: CommandStatus!
+  sentAt: String! acknowledgedAt: String executedAt: String error: String
+  createdAt: String! updatedAt: String! expiresAt: String! result: JSON idempotencyKey: String
+  createdBy: ID ruleId: ID alertId: ID }
+input SendCommandInput { deviceId: ID! action: String! params: JSON timeoutSeconds: Int = 300
+  idempotencyKey: String }
 type Subscription { deviceUpdated(deviceId: ID): Device!
   telemetryReceived(deviceId: ID!): TelemetryPoint!
   deviceEvents(deviceIds: [ID!]): DeviceEvent!
-  alertTriggered(deviceId: ID, severity: AlertSeverity): Alert! }
+  alertTriggered(deviceId: ID, severity: AlertSeverity): Alert!
+  commandStatusChanged(commandId: ID!): Command! }
 """
 
 

@@ -1,0 +1,194 @@
+"""The command dispatcher: commands and configurations out to devices, expiry on time.
+
+One process runs it (a PostgreSQL advisory lock, `app.leadership`). It holds its own MQTT
+connection and, in rounds:
+
+1. marks EXPIRED every command still waiting for its device at `expires_at`;
+2. publishes, retained at QoS 1, each device configuration stored since its last
+   publication (`devices/{id}/config`);
+3. publishes at QoS 1 each PENDING command of an ONLINE device (`devices/{id}/commands`),
+   and marks it SENT once the broker acknowledged the publish.
+
+A round runs when a command is created or cancelled, a configuration changes or a device
+comes ONLINE (bus messages), when the next expiry falls due, and at least every few
+seconds. Everything it does is decided from the database, so nothing is stuck after a
+restart: pending commands still go out, expiry still happens. The device's answers come
+back through ingest (`devices/{id}/commands/ack`).
+"""
+
+import asyncio
+import logging
+import threading
+import uuid
+from datetime import datetime, timedelta
+
+import orjson
+from paho.mqtt.client import Client, ConnectFlags, MQTTMessageInfo
+from paho.mqtt.reasoncodes import ReasonCode
+
+from app import bus, db, leadership, metrics
+from app.models import DeviceStatus, utcnow
+from app.mqtt import connection
+from app.mqtt.connection import BrokerAddress
+from app.services import commands
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 5.0
+PUBLISH_TIMEOUT = 10.0  # how long the broker may take to acknowledge one publish
+
+
+def command_topic(device_id: uuid.UUID | str) -> str:
+    """Where a device receives its commands."""
+    return f"devices/{device_id}/commands"
+
+
+def config_topic(device_id: uuid.UUID | str) -> str:
+    """Where a device finds its configuration (retained)."""
+    return f"devices/{device_id}/config"
+
+
+class CommandDispatcher:
+    """Publishes due commands and configurations on its own MQTT connection."""
+
+    def __init__(
+        self, address: BrokerAddress, *, client_id: str, poll_seconds: float = POLL_SECONDS
+    ) -> None:
+        self.address = address
+        self.poll_seconds = poll_seconds
+        self._client: Client = connection.make_client(address, client_id, persistent=False)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._connected = threading.Event()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # paho's network thread ----------------------------------------------------------
+
+    def _on_connect(
+        self,
+        _client: Client,
+        _userdata: object,
+        _flags: ConnectFlags,
+        reason: ReasonCode,
+        _properties: object,
+    ) -> None:
+        if reason.is_failure:
+            logger.error("broker %s refused the command dispatcher: %s", self.address.url, reason)
+            return
+        self._connected.set()
+        if self._loop is not None:  # connected: what waited for the broker can go now
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _on_disconnect(self, *_args: object) -> None:
+        self._connected.clear()
+
+    # the event loop ---------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Run a round now."""
+        self._wake.set()
+
+    async def run(self, hub: bus.Hub | None) -> None:
+        """Dispatch until cancelled; `hub` wakes it on command, config and status news."""
+        self._loop = asyncio.get_running_loop()
+        connection.connect(self._client, self.address, persistent=False)
+        self._client.loop_start()
+        news = hub.subscribe(channels=[bus.COMMANDS, bus.DEVICE_STATUS]) if hub else None
+        listener = asyncio.create_task(self._listen(news)) if news is not None else None
+        try:
+            while True:
+                self._wake.clear()
+                pause = await asyncio.to_thread(self._round)
+                try:
+                    await asyncio.wait_for(self._wake.wait(), pause)
+                except TimeoutError:
+                    pass
+        finally:
+            if listener is not None:
+                listener.cancel()
+            if news is not None:
+                news.close()
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    async def _listen(self, news: bus.Subscription) -> None:
+        async for channel, message in news:
+            if channel == bus.COMMANDS or message.get("status") == DeviceStatus.ONLINE:
+                self.wake()
+
+    # a round, in a worker thread ---------------------------------------------------------
+
+    def _round(self) -> float:
+        """Expire, publish what is due; the seconds until the next round is needed."""
+        try:
+            now = utcnow()
+            with db.session_scope() as session:
+                expired = commands.expire_due(session=session, now=now)
+            if expired:
+                logger.info("%d command(s) expired", len(expired))
+            if self._connected.is_set():
+                self._publish_configs()
+                self._publish_commands(now)
+            with db.session_scope() as session:
+                upcoming = commands.next_expiry(session=session)
+        except Exception:  # a database or broker blip must not end the dispatcher
+            logger.exception("command dispatch round failed; retrying")
+            return self.poll_seconds
+        return _until(upcoming, self.poll_seconds)
+
+    def _publish(self, topic: str, document: object, *, retain: bool = False) -> MQTTMessageInfo:
+        return self._client.publish(topic, orjson.dumps(document), qos=1, retain=retain)
+
+    def _confirmed(self, info: MQTTMessageInfo) -> bool:
+        try:
+            info.wait_for_publish(PUBLISH_TIMEOUT)
+        except (RuntimeError, ValueError):
+            return False  # not queued (disconnected meanwhile): the next round retries
+        return info.is_published()
+
+    def _publish_configs(self) -> None:
+        with db.session_scope() as session:
+            due = [
+                (device.id, device.config_updated_at, device.config)
+                for device in commands.configs_to_publish(session=session)
+            ]
+        for device_id, version, document in due:
+            info = self._publish(config_topic(device_id), document, retain=True)
+            if self._confirmed(info) and version is not None:
+                with db.session_scope() as session:
+                    commands.mark_config_published(
+                        session=session, device_id=device_id, version=version
+                    )
+
+    def _publish_commands(self, now: datetime) -> None:
+        with db.session_scope() as session:
+            due = [
+                (command.id, command.device_id, commands.device_message(command))
+                for command in commands.due_for_sending(session=session, now=now)
+            ]
+        sent = [
+            (command_id, self._publish(command_topic(device_id), message))
+            for command_id, device_id, message in due
+        ]
+        for command_id, info in sent:
+            if self._confirmed(info):
+                metrics.COMMANDS_PUBLISHED.inc()
+                with db.session_scope() as session:
+                    commands.mark_sent(session=session, command_id=command_id, at=utcnow())
+
+
+def _until(moment: datetime | None, longest: float) -> float:
+    """Seconds from now until `moment`, between 0.05 and `longest`."""
+    if moment is None:
+        return longest
+    left = (moment - utcnow()) / timedelta(seconds=1)
+    return min(longest, max(0.05, left))
+
+
+async def run_command_dispatcher(
+    address: BrokerAddress, hub: bus.Hub | None, *, client_id: str
+) -> None:
+    """What `iotdeck serve` runs: the dispatcher, in whichever process holds its lock."""
+    async with leadership.leading(leadership.COMMAND_DISPATCHER, "command dispatcher"):
+        await CommandDispatcher(address, client_id=client_id).run(hub)

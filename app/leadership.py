@@ -1,0 +1,48 @@
+"""One process at a time: PostgreSQL advisory locks elect who runs a singleton job.
+
+The rule evaluator and the command dispatcher must each run in exactly one process of a
+deployment. Whoever holds the job's advisory lock runs it; the lock lives on a dedicated
+autocommit connection, so it goes when that process dies (or loses the database) and
+another takes over. On SQLite there is only one process: it always leads.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import Connection, text
+
+from app import db
+
+logger = logging.getLogger(__name__)
+
+# one number per singleton job, shared by every iotdeck process
+EVALUATOR = 0x10DEC0DE
+COMMAND_DISPATCHER = 0x10DEC0DF
+RETRY_SECONDS = 5.0
+
+
+def try_lead(connection: Connection, key: int) -> bool:
+    """Take the advisory lock `key` on `connection` (always True on SQLite)."""
+    if connection.dialect.name != "postgresql":
+        return True
+    return bool(
+        connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
+    )
+
+
+@asynccontextmanager
+async def leading(key: int, job: str) -> AsyncIterator[None]:
+    """Wait until this process holds the lock `key`; hold it for the block."""
+    # autocommit: holding the lock must not hold a transaction open (and vacuum back)
+    connection = await asyncio.to_thread(
+        lambda: db.get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
+    )
+    try:
+        while not await asyncio.to_thread(try_lead, connection, key):
+            await asyncio.sleep(RETRY_SECONDS)
+        logger.info("this process runs the %s", job)
+        yield
+    finally:
+        await asyncio.to_thread(connection.close)  # releases the lock: another process leads
