@@ -1,13 +1,24 @@
-"""Small inline chips: a device type, a user role."""
+"""Small inline chips: a device type, a user role, an alert's severity and status."""
 
 from nicegui import ui
 
-from app.models import Role
+from app.models import AlertSeverity, AlertStatus, Role
 
 _ROLE_TONE = {
     Role.ADMIN: "bg-indigo-50 text-indigo-800 ring-indigo-600/30",
     Role.OPERATOR: "bg-sky-50 text-sky-800 ring-sky-600/30",
     Role.VIEWER: "bg-slate-100 text-slate-700 ring-slate-500/30",
+}
+# (word, pill classes, icon) per severity: colour and icon both say it, for colour-blind eyes
+_SEVERITY_LOOK = {
+    AlertSeverity.CRITICAL: ("Critical", "bg-red-50 text-red-800 ring-red-600/30", "error"),
+    AlertSeverity.WARNING: ("Warning", "bg-amber-50 text-amber-800 ring-amber-600/30", "warning"),
+    AlertSeverity.INFO: ("Info", "bg-sky-50 text-sky-800 ring-sky-600/30", "info"),
+}
+_STATUS_LOOK = {
+    AlertStatus.ACTIVE: ("Active", "bg-red-600 text-white ring-red-600"),
+    AlertStatus.ACKNOWLEDGED: ("Acknowledged", "bg-amber-50 text-amber-800 ring-amber-600/30"),
+    AlertStatus.RESOLVED: ("Resolved", "bg-slate-100 text-slate-600 ring-slate-500/30"),
 }
 
 
@@ -23,4 +34,29 @@ def role_chip(role: Role | str) -> ui.label:
     tone = _ROLE_TONE.get(str(role), _ROLE_TONE[Role.VIEWER])
     return ui.label(str(role)).classes(
         f"rounded px-1.5 py-0.5 text-[10px] font-semibold tracking-wide ring-1 ring-inset {tone}"
+    )
+
+
+def severity_chip(severity: AlertSeverity | str) -> ui.element:
+    """An alert severity as a coloured pill with its icon ("Critical", "Warning", "Info")."""
+    word, tone, icon = _SEVERITY_LOOK.get(str(severity), _SEVERITY_LOOK[AlertSeverity.WARNING])
+    with ui.element("span").classes(
+        "inline-flex items-center gap-1 rounded-full pl-1.5 pr-2.5 py-0.5 text-xs font-medium "
+        f"ring-1 ring-inset whitespace-nowrap {tone}"
+    ) as chip:
+        ui.icon(icon, size="0.9rem")
+        ui.label(word)
+    return chip.mark(f"severity-chip severity-{str(severity).lower()}")
+
+
+def alert_status_chip(status: AlertStatus | str) -> ui.label:
+    """An alert status as a small pill; an ACTIVE alert is the loudest."""
+    word, tone = _STATUS_LOOK.get(str(status), _STATUS_LOOK[AlertStatus.RESOLVED])
+    return (
+        ui.label(word)
+        .classes(
+            "inline-block rounded px-1.5 py-0.5 text-[11px] font-semibold tracking-wide "
+            f"ring-1 ring-inset whitespace-nowrap {tone}"
+        )
+        .mark(f"alert-status status-{str(status).lower()}")
     )

@@ -5,8 +5,11 @@ from contextlib import contextmanager
 
 from nicegui import app, ui
 
+from app import db
 from app.auth import has_role
 from app.models import Role, User
+from app.services import alerts
+from components.alert_badge import AlertBadge
 from components.chips import role_chip
 from components.live import LiveFeed
 from components.theme import apply_theme
@@ -25,7 +28,12 @@ def _nav_link(label: str, path: str, icon: str, *, active: bool) -> None:
         ui.label(label)
 
 
-def _header(user: User, live: LiveFeed | None) -> None:
+def _open_alerts() -> int:
+    with db.session_scope() as session:
+        return alerts.count_open_alerts(session=session)
+
+
+def _header(user: User, live: LiveFeed) -> None:
     path = ui.context.client.request.url.path
     with ui.header().classes("bg-white text-slate-900 border-b border-slate-200 p-0"):
         with ui.row().classes(f"{PAGE_WIDTH} items-center h-14 gap-6 no-wrap"):
@@ -34,13 +42,15 @@ def _header(user: User, live: LiveFeed | None) -> None:
                 ui.label("iotdeck").classes("text-lg font-bold tracking-tight text-slate-900")
             with ui.row().classes("items-center gap-1 no-wrap"):
                 _nav_link("Devices", "/devices", "memory", active=path.startswith("/devices"))
+                _nav_link("Alerts", "/alerts", "notifications_active", active=path == "/alerts")
+                _nav_link("Rules", "/rules", "rule", active=path.startswith("/rules"))
                 if has_role(user, Role.ADMIN):
                     _nav_link("Users", "/users", "group", active=path.startswith("/users"))
             ui.space()
-            # the live connection indicator; the alert badge joins it in a later feature
+            # the live connection indicator and the open-alert badge, both pushed
             with ui.row().classes("items-center gap-3 no-wrap").mark("header-status"):
-                if live is not None:
-                    live.indicator()
+                live.indicator()
+                AlertBadge(_open_alerts(), load=_open_alerts, live=live)
             with ui.row().classes("items-center gap-3 no-wrap pl-4 border-l border-slate-200"):
                 with ui.column().classes("gap-0 items-end leading-tight"):
                     ui.label(user.name or user.email).classes("text-sm font-medium")
@@ -55,6 +65,8 @@ def _header(user: User, live: LiveFeed | None) -> None:
 @contextmanager
 def frame(title: str, *, user: User, live: LiveFeed | None = None) -> Iterator[ui.column]:
     """Theme, header (with `live`'s indicator) and a centred content column for a page."""
+    # a page without pushes of its own still gets a feed: the header's badge is live
+    live = live or LiveFeed()
     apply_theme()
     ui.page_title(f"{title} · iotdeck")
     _header(user, live)

@@ -4,6 +4,9 @@ A page builds one `LiveFeed` while it is being created. The feed subscribes to t
 process's hub once, consumes the subscription in a background task inside the page's UI
 context, and closes both when NiceGUI deletes the page's client (tab closed, or gone
 longer than the reconnect timeout), so nothing has to remember to unsubscribe.
+
+Every feed also hears `iot:alerts`, for the header's open-alert badge: widgets outside the
+page body `listen` to it, and the page's own handler gets it only when the page asked.
 """
 
 import asyncio
@@ -19,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 PAGE_QUEUE = 500  # a page that falls this far behind loses the oldest; the safety net catches up
 SAFETY_SECONDS = 30.0  # the slow refresh beside the push path: catches what a page missed
+
+HEADER_CHANNELS = frozenset({bus.ALERTS})  # what the header shows on every page
 
 Handler = Callable[[str, bus.Message], None]
 
@@ -78,7 +83,7 @@ class LiveFeed:
 
     def __init__(
         self,
-        handler: Handler,
+        handler: Handler | None = None,
         *,
         channels: Iterable[str] = (),
         accepts: Callable[[str], bool] | None = None,
@@ -86,6 +91,9 @@ class LiveFeed:
         """Subscribe to `channels` (or what `accepts` allows); `handler` takes each message."""
         self.client = ui.context.client
         self._handler = handler
+        wanted = frozenset(channels)
+        self._wants: Callable[[str], bool] = accepts or wanted.__contains__
+        self._listeners: dict[str, list[Handler]] = {}
         self._indicators: list[LiveIndicator] = []
         self._task: asyncio.Task | None = None
         self.subscription: bus.Subscription | None = None
@@ -94,7 +102,12 @@ class LiveFeed:
         except RuntimeError:
             logger.warning("live: no bus hub in this process; pages will not update by push")
             return
-        self.subscription = hub.subscribe(accepts, channels=channels, size=PAGE_QUEUE)
+        if accepts is None:
+            subscription = hub.subscribe(channels=wanted | HEADER_CHANNELS, size=PAGE_QUEUE)
+        else:
+            header = HEADER_CHANNELS.__contains__
+            subscription = hub.subscribe(lambda c: header(c) or accepts(c), size=PAGE_QUEUE)
+        self.subscription = subscription
         self._task = background_tasks.create(self._consume(), name="live page feed")
         self.client.on_delete(self.close)
 
@@ -115,6 +128,12 @@ class LiveFeed:
             ui.timer(SAFETY_SECONDS, self.refresh_state, immediate=False)
         return indicator
 
+    def listen(self, channel: str, handler: Handler) -> None:
+        """Also hand messages of a header channel (`iot:alerts`) to `handler`."""
+        if channel not in HEADER_CHANNELS:
+            raise ValueError(f"{channel} is not a header channel; pass it to the page's feed")
+        self._listeners.setdefault(channel, []).append(handler)
+
     def _hook_socket(self) -> None:
         self.client.run_javascript(_SOCKET_HOOK)
 
@@ -127,11 +146,15 @@ class LiveFeed:
     async def _consume(self) -> None:
         assert self.subscription is not None
         async for channel, message in self.subscription:
+            handlers = list(self._listeners.get(channel, ()))
+            if self._handler is not None and self._wants(channel):
+                handlers.append(self._handler)
             with self.client:
-                try:
-                    self._handler(channel, message)
-                except Exception:  # one bad message must not end the page's feed
-                    logger.exception("live: handling a message on %s failed", channel)
+                for handler in handlers:
+                    try:
+                        handler(channel, message)
+                    except Exception:  # one bad message must not end the page's feed
+                        logger.exception("live: handling a message on %s failed", channel)
 
     def close(self) -> None:
         """Unsubscribe and stop consuming; safe to call twice."""

@@ -25,6 +25,7 @@ from components.relative_time import set_time, time_label
 from components.section import section
 from components.status_badge import StatusBadge, status_badge
 from components.telemetry_chart import CUSTOM, RangePicker, TelemetryChart, series_colour
+from pages.alerts import DeviceAlerts
 from pages.auth import acting_user, current_user, flash
 
 DEFAULT_RANGE = "1 h"
@@ -260,17 +261,23 @@ class DeviceDetail:
         """Remember which device and who is looking."""
         self.device_id = device_id
         self.is_admin = has_role(user, Role.ADMIN)
+        self.can_act = has_role(user, Role.OPERATOR)
+        self.alerts: DeviceAlerts | None = None
         self.telemetry: DeviceTelemetry | None = None  # kept across rebuilds: keeps the range
         self.badges: list[StatusBadge] = []
         self.last_seen: ui.label | None = None
 
     @property
-    def channels(self) -> tuple[str, str]:
-        """The bus channels this page shows: the device's telemetry and status changes."""
-        return bus.telemetry_channel(self.device_id), bus.DEVICE_STATUS
+    def channels(self) -> tuple[str, str, str]:
+        """The bus channels this page shows: the device's telemetry, status and alerts."""
+        return bus.telemetry_channel(self.device_id), bus.DEVICE_STATUS, bus.ALERTS
 
     def receive(self, channel: str, message: bus.Message) -> None:
-        """Apply one pushed message: a status change, or new points."""
+        """Apply one pushed message: a status change, an alert change, or new points."""
+        if channel == bus.ALERTS:
+            if self.alerts is not None:
+                self.alerts.receive(message)
+            return
         if channel == bus.DEVICE_STATUS:
             if message.get("device_id") == self.device_id:
                 for badge in self.badges:
@@ -312,6 +319,8 @@ class DeviceDetail:
             "w-full grid grid-cols-1 lg:grid-cols-[minmax(0,1fr)_27rem] gap-5 items-start"
         ):
             with ui.column().classes("gap-5 min-w-0").mark("device-main"):
+                self.alerts = DeviceAlerts(device.id, can_act=self.can_act)
+                self.alerts.create()
                 self.telemetry = self.telemetry or DeviceTelemetry(device.id)
                 self.telemetry.create()
                 with section("Metadata", icon="data_object"):

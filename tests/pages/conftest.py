@@ -103,3 +103,12 @@ async def viewer(user: User, add_account: Callable[..., Account]) -> Account:
     account = add_account(Role.VIEWER, name="Vera Viewer")
     await sign_in(user, account)
     return account
+
+
+@pytest.fixture
+async def operator(user: User, add_account: Callable[..., Account]) -> Account:
+    """An OPERATOR, signed in (with an admin existing)."""
+    add_account(Role.ADMIN)
+    account = add_account(Role.OPERATOR, name="Otto Operator")
+    await sign_in(user, account)
+    return account
