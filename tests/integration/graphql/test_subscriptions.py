@@ -28,7 +28,7 @@ from app.graphql.router import create_router
 from app.graphql.types import Device
 from app.models import DeviceCreate, DeviceUpdate, Role, UserUpdate, utcnow
 from app.mqtt.ingest import IngestWorker
-from app.services import alerts, devices, rules, users
+from app.services import alerts, commands, devices, rules, users
 from bench.services import free_port
 from tests.integration.conftest import Publish
 from tests.integration.graphql.conftest import Account
@@ -410,3 +410,59 @@ async def test_alert_triggered_for_an_unknown_device_is_not_found(live: Live, vi
         await socket.subscribe("1", ALERT_TRIGGERED, {"id": str(uuid.uuid4())})
         error = await socket.error()
     assert error["extensions"]["code"] == "NOT_FOUND"
+
+
+COMMAND_CHANGES = (
+    "subscription($id: ID!) { commandStatusChanged(commandId: $id) "
+    "{ id status sentAt acknowledgedAt executedAt error result } }"
+)
+
+
+@pytest.mark.parametrize("live", ["local", "redis"], indirect=True)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_command_status_changed_gives_the_state_then_each_step(
+    live: Live, viewer: str, protocol: str
+) -> None:
+    device_id = uuid.UUID(_device())
+    with db.session_scope() as session:
+        data = commands.CommandInput(device_id=device_id, action="reboot")
+        command_id = commands.send_command(session=session, data=data).id
+    async with connect(live, protocol, viewer) as socket:
+        await socket.subscribe("1", COMMAND_CHANGES, {"id": str(command_id)})
+        first = (await socket.data())["commandStatusChanged"]
+        assert (first["id"], first["status"]) == (str(command_id), "PENDING")
+        steps = [
+            lambda session: commands.mark_sent(session=session, command_id=command_id, at=utcnow()),
+            lambda session: commands.record_answer(
+                session=session,
+                device_id=device_id,
+                answer=commands.Answer(command_id, "acknowledged"),
+                at=utcnow(),
+            ),
+            lambda session: commands.record_answer(
+                session=session,
+                device_id=device_id,
+                answer=commands.Answer(command_id, "executed", result={"uptime": 0}),
+                at=utcnow(),
+            ),
+        ]
+        seen = []
+        for step in steps:
+            with db.session_scope() as session:
+                step(session)
+            seen.append((await socket.data())["commandStatusChanged"])
+        assert [s["status"] for s in seen] == ["SENT", "ACKNOWLEDGED", "EXECUTED"]
+        assert seen[-1]["result"] == {"uptime": 0} and seen[-1]["executedAt"].endswith("Z")
+        # a final status ends the subscription
+        assert (await socket.receive())["type"] == "complete"
+
+
+async def test_command_status_changed_refuses_unknown_and_malformed_ids(
+    live: Live, viewer: str
+) -> None:
+    async with connect(live, "graphql-transport-ws", viewer) as socket:
+        await socket.subscribe("1", COMMAND_CHANGES, {"id": str(uuid.uuid4())})
+        assert (await socket.error())["extensions"]["code"] == "NOT_FOUND"
+        await socket.subscribe("2", COMMAND_CHANGES, {"id": "nope"})
+        error = await socket.error()
+    assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "commandId"}
