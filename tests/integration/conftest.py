@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
 from bench.services import Mosquitto, free_port
+from tests.firmware import Firmware
 from tests.receivers import Mailbox, Receivers
 
 Publish = Callable[[str, bytes | dict], None]
@@ -76,3 +77,17 @@ def receivers() -> Iterator[Receivers]:
     started = Receivers()
     yield started
     started.stop()
+
+
+@pytest.fixture
+def firmware(mosquitto: Mosquitto) -> Iterator[Callable[[uuid.UUID], Firmware]]:
+    """Device-side clients for this test's broker, closed afterwards."""
+    made: list[Firmware] = []
+
+    def connect(device_id: uuid.UUID) -> Firmware:
+        made.append(Firmware(mosquitto, device_id))
+        return made[-1]
+
+    yield connect
+    for device in made:
+        device.close()

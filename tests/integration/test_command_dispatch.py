@@ -5,13 +5,10 @@ real ingest worker and the real dispatcher on this test's database and in-proces
 """
 
 import asyncio
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
-import orjson
-import paho.mqtt.client as mqtt
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine
@@ -25,43 +22,10 @@ from app.mqtt.ingest import IngestWorker
 from app.services import commands, devices
 from app.services.commands import CommandInput
 from bench.services import Mosquitto
+from tests.firmware import Firmware
 from tests.integration.conftest import Publish
 
 TIMEOUT = 15.0
-
-
-class Firmware:
-    """A device's MQTT side: what it received on its commands and config topics."""
-
-    def __init__(self, mosquitto: Mosquitto, device_id: uuid.UUID) -> None:
-        self.device_id = device_id
-        self.commands: list[dict] = []
-        self.configs: list[dict] = []
-        self.subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
-        self.client.connect("127.0.0.1", mosquitto.port)
-        self.client.loop_start()
-        topics = [f"devices/{device_id}/commands", f"devices/{device_id}/config"]
-        self.client.subscribe([(topic, 1) for topic in topics])
-        assert self.subscribed.wait(5), "the broker did not confirm the subscriptions"
-
-    def _on_message(self, _client: object, _userdata: object, message: mqtt.MQTTMessage) -> None:
-        document = orjson.loads(message.payload)
-        kind = self.configs if message.topic.endswith("/config") else self.commands
-        kind.append(document)
-
-    def answer(self, command_id: uuid.UUID | str, status: str, **fields: object) -> None:
-        """Publish an answer on devices/{id}/commands/ack and wait for the broker."""
-        body = orjson.dumps({"command_id": str(command_id), "status": status, **fields})
-        topic = f"devices/{self.device_id}/commands/ack"
-        self.client.publish(topic, body, qos=1).wait_for_publish(5)
-
-    def close(self) -> None:
-        """Disconnect."""
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture
@@ -123,20 +87,6 @@ def _status(command_id: uuid.UUID) -> CommandStatus:
 def _device_status(device_id: uuid.UUID) -> DeviceStatus:
     with Session(db.get_engine()) as session:
         return devices.get_device(session=session, device_id=device_id).status
-
-
-@pytest.fixture
-def firmware(mosquitto: Mosquitto) -> Iterator[Callable[[uuid.UUID], Firmware]]:
-    """Device-side clients for this test's broker, closed afterwards."""
-    made: list[Firmware] = []
-
-    def connect(device_id: uuid.UUID) -> Firmware:
-        made.append(Firmware(mosquitto, device_id))
-        return made[-1]
-
-    yield connect
-    for device in made:
-        device.close()
 
 
 async def test_a_command_to_an_online_device_is_sent_then_answered(
