@@ -17,6 +17,7 @@ back through ingest (`devices/{id}/commands/ack`).
 """
 
 import asyncio
+import contextlib
 import logging
 import threading
 import uuid
@@ -100,10 +101,11 @@ class CommandDispatcher:
             while True:
                 self._wake.clear()
                 pause = await asyncio.to_thread(self._round)
-                try:
-                    await asyncio.wait_for(self._wake.wait(), pause)
-                except TimeoutError:
-                    pass
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+                # arrives as the event is set, and the loop would never stop
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await self._wake.wait()
         finally:
             if listener is not None:
                 listener.cancel()

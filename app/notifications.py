@@ -326,8 +326,11 @@ class Dispatcher:
                 # when all slots are busy, the first send to finish wakes the loop
                 self._wake.clear()
                 await self.dispatch_due()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+                # arrives as the event is set, and the loop would never stop
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                    async with asyncio.timeout(self.poll_seconds):
+                        await self._wake.wait()
         finally:
             if listener is not None:
                 listener.cancel()

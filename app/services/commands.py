@@ -6,6 +6,11 @@ the device's answers on `devices/{id}/commands/ack` (read by ingest) make it
 ACKNOWLEDGED, EXECUTED or FAILED; without a final answer by `expires_at` it is EXPIRED.
 An operator may cancel it until the device acknowledges it. Each change is announced on
 `iot:commands` after its commit.
+
+Three writers race on a command (the dispatcher, ingest, an operator), so every status
+change is a compare-and-set: `UPDATE ... WHERE status = <the status it was decided from>`.
+A change that lost the race is decided again from the fresh row; none is ever overwritten
+(a device's EXECUTED can not turn back into SENT, then EXPIRED).
 """
 
 import re
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_
+from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -40,12 +45,14 @@ FINAL = (
     CommandStatus.EXPIRED,
     CommandStatus.CANCELLED,
 )
-# what a device's answer may follow: it may skip ACKNOWLEDGED, or answer before our SENT
+# what each answer makes of a command still OPEN (it may skip ACKNOWLEDGED, or come before
+# the dispatcher recorded SENT)
 _ANSWERS = {
-    "acknowledged": (CommandStatus.ACKNOWLEDGED, (CommandStatus.PENDING, CommandStatus.SENT)),
-    "executed": (CommandStatus.EXECUTED, OPEN),
-    "failed": (CommandStatus.FAILED, OPEN),
+    "acknowledged": CommandStatus.ACKNOWLEDGED,
+    "executed": CommandStatus.EXECUTED,
+    "failed": CommandStatus.FAILED,
 }
+_RACE_RETRIES = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,22 +218,34 @@ def cancel_command(*, session: Session, command_id: uuid.UUID | str) -> DeviceCo
     command = get_command(session=session, command_id=command_id)
     if command is None:
         raise NotFoundError("command", command_id)
-    if command.status not in CANCELLABLE:
-        raise ValidationError(
-            "id", f"command is {command.status}; only PENDING or SENT can be cancelled"
-        )
-    _change(session, command, CommandStatus.CANCELLED, error="cancelled by an operator")
-    return command
+    for _ in range(_RACE_RETRIES):
+        if command.status not in CANCELLABLE:
+            raise ValidationError(
+                "id", f"command is {command.status}; only PENDING or SENT can be cancelled"
+            )
+        if _change(session, command, CommandStatus.CANCELLED, error="cancelled by an operator"):
+            return command
+    raise RuntimeError(f"command {command.id} kept changing while being cancelled")
 
 
-def _change(session: Session, command: DeviceCommand, status: CommandStatus, **fields: Any) -> None:
-    command.status = status
-    command.updated_at = utcnow()
-    for name, value in fields.items():
-        setattr(command, name, value)
-    session.add(command)
-    session.flush()
+def _change(session: Session, command: DeviceCommand, status: CommandStatus, **fields: Any) -> bool:
+    """Move `command` from the status it has in memory to `status`, unless it moved meanwhile.
+
+    True when applied (and announced); False when another writer changed it first, in
+    which case `command` is refreshed from the database.
+    """
+    values = {"status": status, "updated_at": utcnow(), **fields}
+    applied = session.execute(
+        update(DeviceCommand)
+        .where(col(DeviceCommand.id) == command.id, col(DeviceCommand.status) == command.status)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(command)
+    if applied.rowcount != 1:
+        return False
     _announce(session, "STATUS_CHANGED", command)
+    return True
 
 
 def due_for_sending(
@@ -253,8 +272,7 @@ def mark_sent(*, session: Session, command_id: uuid.UUID, at: datetime) -> bool:
     command = session.get(DeviceCommand, command_id)
     if command is None or command.status != CommandStatus.PENDING:
         return False
-    _change(session, command, CommandStatus.SENT, sent_at=at)
-    return True
+    return _change(session, command, CommandStatus.SENT, sent_at=at)
 
 
 def record_answer(
@@ -263,32 +281,38 @@ def record_answer(
     """Apply a device's answer; None when applied, else why it was rejected.
 
     Reasons: `unknown_command`, `wrong_device` (the command is another device's),
-    `finished` (already EXECUTED, FAILED, EXPIRED or CANCELLED), `out_of_order`. The
-    same answer twice (a redelivery) is applied once and not counted as rejected.
+    `finished` (already EXECUTED, FAILED, EXPIRED or CANCELLED). The same answer twice (a
+    redelivery) is applied once and not counted as rejected.
     """
     command = session.get(DeviceCommand, answer.command_id)
     if command is None:
         return "unknown_command"
     if command.device_id != device_id:
         return "wrong_device"
-    status, allowed = _ANSWERS[answer.status]
-    if command.status == status:
-        return None  # a redelivered answer: already applied
-    if command.status in FINAL:
-        return "finished"
-    if command.status not in allowed:
-        return "out_of_order"  # e.g. "acknowledged" after "executed"
+    status = _ANSWERS[answer.status]
+    for _ in range(_RACE_RETRIES):
+        if command.status == status:
+            return None  # a redelivered answer: already applied
+        if command.status in FINAL:
+            return "finished"
+        if _change(session, command, status, **_answer_fields(command, status, answer, at)):
+            return None
+    raise RuntimeError(f"command {command.id} kept changing while its answer was recorded")
+
+
+def _answer_fields(
+    command: DeviceCommand, status: CommandStatus, answer: Answer, at: datetime
+) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    if command.sent_at is None:
-        fields["sent_at"] = at  # the device has it, so it was sent
+    if command.sent_at is None or command.sent_at > at:
+        fields["sent_at"] = at  # the device has it, so it was sent, by `at` at the latest
     if status == CommandStatus.ACKNOWLEDGED or command.acknowledged_at is None:
         fields["acknowledged_at"] = at
     if status in (CommandStatus.EXECUTED, CommandStatus.FAILED):
         fields["executed_at"] = at
         fields["result"] = answer.result
         fields["error"] = answer.error
-    _change(session, command, status, **fields)
-    return None
+    return fields
 
 
 def expire_due(*, session: Session, now: datetime) -> list[DeviceCommand]:
@@ -296,14 +320,16 @@ def expire_due(*, session: Session, now: datetime) -> list[DeviceCommand]:
     query = select(DeviceCommand).where(
         col(DeviceCommand.status).in_(OPEN), DeviceCommand.expires_at <= now
     )
-    expired = list(session.exec(query.with_for_update(skip_locked=True)))
-    for command in expired:
+    expired = []
+    for command in list(session.exec(query)):
         reason = (
             "never sent: the device stayed offline"
             if command.status == CommandStatus.PENDING
             else f"no final answer from the device (last status {command.status})"
         )
-        _change(session, command, CommandStatus.EXPIRED, error=reason)
+        # lost to an answer or a cancel that came first: that one stands
+        if _change(session, command, CommandStatus.EXPIRED, error=reason):
+            expired.append(command)
     return expired
 
 

@@ -4,10 +4,11 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from app.errors import NotFoundError, ValidationError
-from app.models import CommandStatus, DeviceCreate, DeviceStatus, utcnow
+from app.models import CommandStatus, DeviceCommand, DeviceCreate, DeviceStatus, utcnow
 from app.services import commands, devices
 from app.services.commands import Answer, CommandInput
 
@@ -223,3 +224,30 @@ def test_a_config_is_stored_then_marked_published(session: Session) -> None:
             commands.update_config(session=session, device_id=device_id, config=bad)
         assert caught.value.field == "config"
     assert device.config == {"interval": 9}
+
+
+def test_a_change_decided_on_a_stale_read_never_overwrites_a_newer_one(
+    session: Session, engine: Engine
+) -> None:
+    device_id = _device(session)
+    command = _send(session, device_id, timeout_seconds=1)
+    session.commit()
+    # the dispatcher and the expiry job read the command while it was PENDING...
+    with Session(engine) as dispatcher, Session(engine) as expiry:
+        stale = dispatcher.get(DeviceCommand, command.id)
+        assert stale is not None and stale.status == CommandStatus.PENDING
+        expiry.get(DeviceCommand, command.id)
+        # ...then ingest commits the device's answer
+        with Session(engine) as ingest:
+            answer = Answer(command.id, "executed", result={"ok": True})
+            commands.record_answer(session=ingest, device_id=device_id, answer=answer, at=utcnow())
+            ingest.commit()
+        assert commands.mark_sent(session=dispatcher, command_id=command.id, at=utcnow()) is False
+        dispatcher.commit()
+        later = utcnow() + timedelta(seconds=2)
+        assert commands.expire_due(session=expiry, now=later) == []
+        expiry.commit()
+    with Session(engine) as fresh:
+        stored = fresh.get(DeviceCommand, command.id)
+        assert stored is not None
+        assert (stored.status, stored.result) == (CommandStatus.EXECUTED, {"ok": True})
