@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 import orjson
 
 HOUR = 3600.0
+SETPOINT_APPROACH = 300.0  # seconds: a regulated room closes 63 % of the gap to its setpoint
+OUTDOOR_CO2 = 420.0  # ppm: fresh air, what an empty office tends to
 SPIKE_CHANCE = 0.01  # per message: an occasional outlier gives alert rules something to catch
 
 
@@ -87,9 +89,19 @@ class ThermostatSignals(Signals):
         self._base = rng.uniform(19.0, 23.0)
         self._swing = rng.uniform(1.5, 3.5)
         self._humidity = rng.uniform(40.0, 55.0)
+        self._setpoint: float | None = None
+
+    def set_setpoint(self, celsius: float) -> float | None:
+        """Regulate toward `celsius` from now on; the previous setpoint (None: unregulated)."""
+        previous, self._setpoint = self._setpoint, celsius
+        return previous
 
     def _readings(self, at: datetime, elapsed: float) -> list[Reading]:
         rng = self._rng
+        if self._setpoint is not None:
+            # heating or cooling moves the room's mean toward the setpoint, not in one step
+            closed = 1.0 - math.exp(-elapsed / SETPOINT_APPROACH)
+            self._base += (self._setpoint - self._base) * closed
         offset = self._swing * daily_cycle(at) + rng.gauss(0.0, 0.15)
         if rng.random() < SPIKE_CHANCE:
             offset += rng.choice((-1, 1)) * rng.uniform(4.0, 8.0)
@@ -109,11 +121,18 @@ class AirQualitySignals(Signals):
         self._co2_peak = rng.uniform(400.0, 900.0)
         self._pm25 = rng.uniform(3.0, 10.0)
         self._voc = rng.uniform(50.0, 150.0)
+        self._co2_offset = 0.0  # set by a calibration
+
+    def calibrate(self, reference_ppm: float, at: datetime) -> float:
+        """Forced recalibration: read `reference_ppm` at `at` from now on; the new offset."""
+        self._co2_offset = reference_ppm - (OUTDOOR_CO2 + self._co2_peak * occupancy(at))
+        return self._co2_offset
 
     def _readings(self, at: datetime, elapsed: float) -> list[Reading]:
         rng = self._rng
         busy = occupancy(at)
-        co2 = max(400.0, 420.0 + self._co2_peak * busy + rng.gauss(0.0, 12.0))
+        co2 = OUTDOOR_CO2 + self._co2_peak * busy + self._co2_offset + rng.gauss(0.0, 12.0)
+        co2 = max(400.0, co2)
         pm25 = self._pm25 + 6.0 * busy + rng.gauss(0.0, 0.8)
         if rng.random() < SPIKE_CHANCE:
             pm25 += rng.uniform(15.0, 40.0)  # dust, cooking, a printer
@@ -133,6 +152,11 @@ class PowerMeterSignals(Signals):
         super().__init__(rng)
         self._rated = rng.uniform(10.0, 120.0)
         self._energy = rng.uniform(1_000.0, 50_000.0)
+
+    def reset_energy(self) -> float:
+        """Set the energy counter back to zero; the reading it had."""
+        before, self._energy = self._energy, 0.0
+        return before
 
     def _readings(self, at: datetime, elapsed: float) -> list[Reading]:
         rng = self._rng

@@ -5,6 +5,10 @@ thread through paho's external-loop API (a selector over all sockets, `loop_read
 `loop_write`, `loop_misc`): `loop_start()` costs a thread per device and stops scaling at a
 few hundred devices, while one selector thread serves thousands (each device still holds
 one socket, so a few thousand devices need `ulimit -n` above that count).
+
+Each device also subscribes to its `devices/{id}/commands` and `devices/{id}/config` and
+answers on `devices/{id}/commands/ack` like a real firmware would (`app.simulated_firmware`,
+docs/commands.md); the messages arrive on the same thread, inside `loop_read`.
 """
 
 import contextlib
@@ -22,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from paho.mqtt.client import Client, MQTTErrorCode, MQTTMessageInfo
+from paho.mqtt.client import Client, MQTTErrorCode, MQTTMessage, MQTTMessageInfo
 from paho.mqtt.reasoncodes import ReasonCode
 
 from app import db
@@ -32,7 +36,9 @@ from app.mqtt.connection import BrokerAddress
 from app.services import devices as device_service
 from app.services import telemetry
 from app.services.devices import DeviceFilter
+from app.services.seed import command_types
 from app.signals import DEFAULT_TYPES, Signals, make_signals, telemetry_payload
+from app.simulated_firmware import MalformedCommand, SimulatedFirmware
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,7 @@ CONNECT_TIMEOUT = 3.0  # a connect blocks the loop thread: bound the stall a dea
 MISC_EVERY = 1.0  # seconds between keepalive checks (paho's loop_misc) of every client
 MAX_QUEUED_PER_DEVICE = 1000  # a stalled broker costs bounded memory, like a real device
 MAX_DUE_PER_TURN = 1000  # publishes per turn before reading sockets again, so PUBACKs flow
+REBOOT_SECONDS = 2.0  # how long a `reboot` command keeps a device silent
 
 
 class DeviceSpec(NamedTuple):
@@ -114,14 +121,29 @@ def ensure_devices(count: int, types: Sequence[str] = DEFAULT_TYPES) -> list[Dev
     return specs
 
 
-class SimulatedDevice:
-    """One simulated device: its signals, publishing interval and connection state.
+def actions_for(device_type: str) -> list[str]:
+    """The commands a device of this type executes (`command_types` in seeds/demo.json).
 
-    Everything here is read and changed on the simulator's thread only; the commands a
-    later issue adds arrive there too (paho's on_message runs inside `loop_read`).
+    Unknown types behave like thermostats, as their signals do.
+    """
+    catalog = command_types()
+    return [entry["action"] for entry in catalog.get(device_type, catalog.get("thermostat", []))]
+
+
+class SimulatedDevice:
+    """One simulated device: its signals, publishing interval, connection state, firmware.
+
+    Everything here is read and changed on the simulator's thread only; commands arrive
+    there too (paho's on_message runs inside `loop_read`).
     """
 
-    def __init__(self, spec: DeviceSpec, interval: float, signals: Signals | None = None) -> None:
+    def __init__(
+        self,
+        spec: DeviceSpec,
+        interval: float,
+        signals: Signals | None = None,
+        actions: Iterable[str] = (),
+    ) -> None:
         self.id = str(spec.id)
         self.type = spec.type
         self.interval = interval
@@ -129,6 +151,11 @@ class SimulatedDevice:
         self.signals = signals or make_signals(spec.type, self.id)
         self.status_topic = f"devices/{self.id}/status"  # online/offline, and the last will
         self.telemetry_topic = f"devices/{self.id}/telemetry"
+        self.commands_topic = f"devices/{self.id}/commands"
+        self.answers_topic = f"devices/{self.id}/commands/ack"
+        self.config_topic = f"devices/{self.id}/config"
+        self.firmware = SimulatedFirmware(self, list(actions))
+        self.rebooting: list[str] = []  # ids of the reboot commands under way: silent meanwhile
         self.client: Client  # set by the Simulator, which owns the connection
         self.connected = False
         self.published = 0
@@ -146,11 +173,15 @@ class SimulatedDevice:
         return telemetry_payload(self.id, at, self.signals.sample(at))
 
 
-_CONNECT, _PUBLISH = "connect", "publish"
+_CONNECT, _PUBLISH, _BOOTED = "connect", "publish", "booted"
 
 
 class Simulator:
-    """Simulated devices publishing telemetry to a broker, all from one background thread."""
+    """Simulated devices publishing telemetry to a broker, all from one background thread.
+
+    `answer_commands=False` makes devices with an old firmware: they neither subscribe to
+    commands nor configuration, so their commands expire while they stay ONLINE.
+    """
 
     def __init__(
         self,
@@ -160,15 +191,23 @@ class Simulator:
         rate: float,
         seed: int | None = None,
         signals: Mapping[uuid.UUID, Signals] | None = None,
+        answer_commands: bool = True,
+        reboot_seconds: float = REBOOT_SECONDS,
     ) -> None:
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError("rate must be a positive number of messages per second")
         self.address = address
         self.rate = rate
+        self.answer_commands = answer_commands
+        self.reboot_seconds = reboot_seconds
         given = signals or {}
         specs = [DeviceSpec(uuid.UUID(str(i)), t) for i, t in devices]
+        actions = {kind: actions_for(kind) for kind in {spec.type for spec in specs}}
         # signals that produced a device's history carry on from it (battery level...)
-        self.devices = [SimulatedDevice(spec, 1 / rate, given.get(spec.id)) for spec in specs]
+        self.devices = [
+            SimulatedDevice(spec, 1 / rate, given.get(spec.id), actions[spec.type])
+            for spec in specs
+        ]
         for device in self.devices:
             device.client = self._make_client(device)
         self._rng = random.Random(seed)  # phases and jitter only; signals have their own
@@ -220,6 +259,7 @@ class Simulator:
         client.connect_timeout = CONNECT_TIMEOUT
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
         # paho's external-loop hooks: mirror each socket's wishes in our one selector
         read, write = selectors.EVENT_READ, selectors.EVENT_WRITE
         client.on_socket_open = lambda _c, device, sock: self._watch(sock, device, read)
@@ -263,10 +303,13 @@ class Simulator:
             if self._stopping.is_set() or not self._schedule or self._schedule[0][0] > now:
                 return
             due, _, action, device = heapq.heappop(self._schedule)
-            if action == _CONNECT:
-                self._connect(device)
+            if action != _PUBLISH:
+                if action == _CONNECT:
+                    self._connect(device)
+                else:
+                    self._booted(device)
                 continue
-            if device.connected:
+            if device.connected and not device.rebooting:
                 device.client.publish(
                     device.telemetry_topic, device.next_message(datetime.now(UTC)), qos=1
                 )
@@ -350,10 +393,62 @@ class Simulator:
             return  # the broker closes the socket; _on_disconnect schedules the retry
         device.connected = True
         device.retry_delay = RECONNECT_MIN
-        client.publish(device.status_topic, b"online", qos=1, retain=False)
+        if self.answer_commands:
+            # before `online`: the broker handles them in order, so the subscriptions stand
+            # when the platform, told the device is ONLINE, sends its pending commands
+            client.subscribe([(device.commands_topic, 1), (device.config_topic, 1)])
+        if not device.rebooting:  # back from a reboot, _booted says it
+            client.publish(device.status_topic, b"online", qos=1, retain=False)
         self._ever_connected.add(device.id)
         if len(self._ever_connected) == len(self.devices):
             self._all_connected.set()
+
+    def _on_message(self, client: Client, device: SimulatedDevice, message: MQTTMessage) -> None:
+        # an exception here would end the loop of every device: log it, drop the message
+        try:
+            if message.topic == device.commands_topic:
+                self._on_command(client, device, message.payload)
+            elif message.topic == device.config_topic:
+                self._on_config(device, message.payload)
+        except Exception:
+            logger.exception(
+                "device %s: could not handle the message on %s", device.id, message.topic
+            )
+
+    def _on_command(self, client: Client, device: SimulatedDevice, payload: bytes) -> None:
+        try:
+            reply = device.firmware.on_command(payload, datetime.now(UTC))
+        except MalformedCommand as exc:
+            logger.warning("device %s: ignored a command message: %s", device.id, exc)
+            return
+        for answer in reply.answers:
+            client.publish(device.answers_topic, answer, qos=1)
+        logger.info("device %s: answered a command: %s", device.id, reply.answers[-1].decode())
+        if reply.reboot is not None:
+            self._reboot(client, device, reply.reboot)
+
+    def _reboot(self, client: Client, device: SimulatedDevice, command_id: str) -> None:
+        if not device.rebooting:  # a second reboot meanwhile joins the one under way
+            client.publish(device.status_topic, b"offline", qos=1, retain=False)
+            self._push(time.monotonic() + self.reboot_seconds, _BOOTED, device)
+        device.rebooting.append(command_id)
+
+    def _booted(self, device: SimulatedDevice) -> None:
+        done, device.rebooting = device.rebooting, []
+        client = device.client
+        if device.connected:  # else _on_connect says online when the connection is back
+            client.publish(device.status_topic, b"online", qos=1, retain=False)
+        for command_id in done:
+            answer = device.firmware.finish(command_id, {"downtime_seconds": self.reboot_seconds})
+            client.publish(device.answers_topic, answer, qos=1)
+        logger.info("device %s: rebooted", device.id)
+
+    def _on_config(self, device: SimulatedDevice, payload: bytes) -> None:
+        applied, problems = device.firmware.on_config(payload)
+        if applied:
+            logger.info("device %s: configuration applied: %s", device.id, applied)
+        for problem in problems:
+            logger.warning("device %s: configuration: %s", device.id, problem)
 
     def _on_disconnect(
         self, _c: Client, device: SimulatedDevice, _f: object, reason: ReasonCode, *_: object

@@ -1,5 +1,11 @@
-"""Demo data from `seeds/demo.json`: users, devices and rules, created only when missing."""
+"""Demo data from `seeds/demo.json`: users, devices and rules, created only when missing.
 
+Its `command_types` section is no data to create: it lists the commands each device type
+understands (what the simulator executes and the command panel offers).
+"""
+
+import copy
+import functools
 import json
 import secrets
 import uuid
@@ -61,3 +67,16 @@ def seed_demo(*, session: Session, admin_password: str = "") -> SeedReport:
             rules.create_rule(session=session, data=RuleInput(expression=text))
             report.rules_created.append(rule.name)
     return report
+
+
+@functools.cache
+def _command_types() -> dict[str, list[dict]]:
+    return json.loads(DEMO_FILE.read_text()).get("command_types", {})
+
+
+def command_types() -> dict[str, list[dict]]:
+    """Per device type, its commands: `{"action", "label", "description", "params"}` each.
+
+    `params` is an example a user may start from; a copy, so callers may change it.
+    """
+    return copy.deepcopy(_command_types())
