@@ -1,6 +1,7 @@
 """The rule engine with explicit event times: edges, `for`, cooldown, clear, nodata, restarts."""
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -384,6 +385,15 @@ def test_set_rules_resets_state_of_changed_rules() -> None:
     engine.set_rules({"r0": rule(hot(30.5), hold=minutes(5))})
     assert feed(engine, 300, 31) == []
     assert kinds(feed(engine, 600, 31)) == ["FIRED"]
+
+
+def test_renaming_or_rewording_a_rule_keeps_its_running_for_timer() -> None:
+    engine = engine_with(rule(hot(), hold=minutes(5)))
+    feed(engine, 0, 31)
+    original = rule(hot(), hold=minutes(5))
+    reworded = replace(original, name="Renamed", message="now {value}", severity="critical")
+    engine.set_rules({"r0": reworded})
+    assert kinds(feed(engine, 300, 31)) == ["FIRED"]
 
 
 def test_set_rules_drops_removed_rules() -> None:
