@@ -1,8 +1,9 @@
-"""Small inline chips: a device type, a user role, an alert's severity and status."""
+"""Small inline chips: a device type, a user role, an alert's severity and status, a command's
+status."""
 
 from nicegui import ui
 
-from app.models import AlertSeverity, AlertStatus, Role
+from app.models import AlertSeverity, AlertStatus, CommandStatus, Role
 
 _ROLE_TONE = {
     Role.ADMIN: "bg-indigo-50 text-indigo-800 ring-indigo-600/30",
@@ -19,6 +20,25 @@ _STATUS_LOOK = {
     AlertStatus.ACTIVE: ("Active", "bg-red-600 text-white ring-red-600"),
     AlertStatus.ACKNOWLEDGED: ("Acknowledged", "bg-amber-50 text-amber-800 ring-amber-600/30"),
     AlertStatus.RESOLVED: ("Resolved", "bg-slate-100 text-slate-600 ring-slate-500/30"),
+}
+# (word, pill classes, icon) per command status: waiting greys and blues, outcomes in
+# green, red and amber; the icon repeats it for colour-blind eyes
+_COMMAND_LOOK = {
+    CommandStatus.PENDING: ("Pending", "bg-slate-100 text-slate-700 ring-slate-500/30", "schedule"),
+    CommandStatus.SENT: ("Sent", "bg-sky-50 text-sky-800 ring-sky-600/30", "north_east"),
+    CommandStatus.ACKNOWLEDGED: (
+        "Acknowledged",
+        "bg-indigo-50 text-indigo-800 ring-indigo-600/30",
+        "done",
+    ),
+    CommandStatus.EXECUTED: (
+        "Executed",
+        "bg-green-50 text-green-800 ring-green-600/30",
+        "done_all",
+    ),
+    CommandStatus.FAILED: ("Failed", "bg-red-50 text-red-800 ring-red-600/30", "error"),
+    CommandStatus.EXPIRED: ("Expired", "bg-amber-50 text-amber-800 ring-amber-600/30", "timer_off"),
+    CommandStatus.CANCELLED: ("Cancelled", "bg-white text-slate-500 ring-slate-400/40", "block"),
 }
 
 
@@ -60,3 +80,16 @@ def alert_status_chip(status: AlertStatus | str) -> ui.label:
         )
         .mark(f"alert-status status-{str(status).lower()}")
     )
+
+
+def command_status_chip(status: CommandStatus | str) -> ui.element:
+    """A command status as a coloured pill with its icon ("Pending" ... "Executed")."""
+    word, tone, icon = _COMMAND_LOOK.get(str(status), _COMMAND_LOOK[CommandStatus.PENDING])
+    with ui.element("span").classes(
+        "inline-flex items-center gap-1 rounded-full pl-1.5 pr-2.5 py-0.5 text-xs font-medium "
+        f"ring-1 ring-inset whitespace-nowrap {tone}"
+    ) as chip:
+        ui.icon(icon, size="0.9rem")
+        ui.label(word)
+    chip.props(f"data-command-status={status}")  # for browser tests: the word is also a step
+    return chip.mark(f"command-status status-{str(status).lower()}")

@@ -6,7 +6,9 @@ from nicegui import ui
 class ConfirmDialog(ui.dialog):
     """A modal asking one question; `await dialog` gives True only when confirmed."""
 
-    def __init__(self, title: str, message: str, *, action: str, danger: bool = True) -> None:
+    def __init__(
+        self, title: str, message: str, *, action: str, danger: bool = True, dismiss: str = "Cancel"
+    ) -> None:
         """Build the dialog; `action` labels the confirming button ("Delete device")."""
         super().__init__()
         with self, ui.card().classes("w-[28rem] max-w-full p-6 gap-4"):
@@ -16,7 +18,7 @@ class ConfirmDialog(ui.dialog):
                 ui.label(title).classes("text-lg font-semibold")
             ui.label(message).classes("text-sm text-slate-600")
             with ui.row().classes("w-full justify-end gap-2 pt-2"):
-                ui.button("Cancel", on_click=lambda: self.submit(False)).props(
+                ui.button(dismiss, on_click=lambda: self.submit(False)).props(
                     "flat no-caps color=secondary"
                 ).mark("confirm-cancel")
                 ui.button(action, on_click=lambda: self.submit(True)).props(
@@ -24,9 +26,14 @@ class ConfirmDialog(ui.dialog):
                 ).mark("confirm-ok")
 
 
-async def confirm(title: str, message: str, *, action: str, danger: bool = True) -> bool:
-    """Show a ConfirmDialog and wait for the answer; closing it counts as "no"."""
-    dialog = ConfirmDialog(title, message, action=action, danger=danger)
+async def confirm(
+    title: str, message: str, *, action: str, danger: bool = True, dismiss: str = "Cancel"
+) -> bool:
+    """Show a ConfirmDialog and wait for the answer; closing it counts as "no".
+
+    `dismiss` labels the other button: "Keep it" where "Cancel" would be ambiguous.
+    """
+    dialog = ConfirmDialog(title, message, action=action, danger=danger, dismiss=dismiss)
     try:
         return bool(await dialog)
     finally:

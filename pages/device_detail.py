@@ -1,4 +1,4 @@
-"""One device: its fields and metadata, live telemetry and status; edit and delete for admins."""
+"""One device: fields, metadata, live telemetry, status and commands; admins edit and delete."""
 
 import uuid
 from datetime import UTC, datetime
@@ -27,6 +27,7 @@ from components.status_badge import StatusBadge, status_badge
 from components.telemetry_chart import CUSTOM, RangePicker, TelemetryChart, series_colour
 from pages.alerts import DeviceAlerts
 from pages.auth import acting_user, current_user, flash
+from pages.device_commands import DeviceCommands
 
 DEFAULT_RANGE = "1 h"
 
@@ -263,25 +264,32 @@ class DeviceDetail:
         self.is_admin = has_role(user, Role.ADMIN)
         self.can_act = has_role(user, Role.OPERATOR)
         self.alerts: DeviceAlerts | None = None
+        self.commands: DeviceCommands | None = None
         self.telemetry: DeviceTelemetry | None = None  # kept across rebuilds: keeps the range
         self.badges: list[StatusBadge] = []
         self.last_seen: ui.label | None = None
 
     @property
-    def channels(self) -> tuple[str, str, str]:
-        """The bus channels this page shows: the device's telemetry, status and alerts."""
-        return bus.telemetry_channel(self.device_id), bus.DEVICE_STATUS, bus.ALERTS
+    def channels(self) -> tuple[str, ...]:
+        """The bus channels this page shows: the device's telemetry, status, alerts, commands."""
+        return bus.telemetry_channel(self.device_id), bus.DEVICE_STATUS, bus.ALERTS, bus.COMMANDS
 
     def receive(self, channel: str, message: bus.Message) -> None:
-        """Apply one pushed message: a status change, an alert change, or new points."""
+        """Apply one pushed message: a status, alert or command change, or new points."""
         if channel == bus.ALERTS:
             if self.alerts is not None:
                 self.alerts.receive(message)
+            return
+        if channel == bus.COMMANDS:
+            if self.commands is not None:
+                self.commands.receive(message)
             return
         if channel == bus.DEVICE_STATUS:
             if message.get("device_id") == self.device_id:
                 for badge in self.badges:
                     badge.set_status(DeviceStatus(message["status"]))
+                if self.commands is not None:
+                    self.commands.set_status(DeviceStatus(message["status"]))
             return
         if self.last_seen is not None:
             set_time(self.last_seen, datetime.now(UTC))  # stored as the arrival time too
@@ -321,12 +329,15 @@ class DeviceDetail:
             with ui.column().classes("gap-5 min-w-0").mark("device-main"):
                 self.alerts = DeviceAlerts(device.id, can_act=self.can_act)
                 self.alerts.create()
+                self.commands = DeviceCommands(device, can_act=self.can_act)
+                self.commands.create_history()
                 self.telemetry = self.telemetry or DeviceTelemetry(device.id)
                 self.telemetry.create()
                 with section("Metadata", icon="data_object"):
                     metadata_view(device.metadata_)
             with ui.column().classes("gap-5 min-w-0").mark("device-side"):
                 self.last_seen = _details(device, self.badges)
+                self.commands.create_side()
 
     def _not_found(self) -> None:
         with ui.card().classes("w-full shadow-none border border-slate-200"):
