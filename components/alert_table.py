@@ -4,6 +4,7 @@ It shows what a page loaded and calls the page back for changes; it never reads 
 itself (`deliveries` is the page's loader for an expanded row's notifications).
 """
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,6 +100,8 @@ class AlertTable:
         self.show_device = show_device
         self.expanded: set[uuid.UUID] = set()  # kept across refreshes of the rows
         self.on_change: Callable[[], None] = lambda: None
+        # where dialogs are made: outside the redrawn rows, or a push would close them
+        self.host: ui.element | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -196,7 +199,8 @@ class AlertTable:
             self.actions.resolve(alert_id, note)
             self.on_change()
 
-        ResolveDialog(alert, resolve).open()
+        with self.host if self.host is not None else contextlib.nullcontext():
+            ResolveDialog(alert, resolve).open()
 
     def _detail(self, view: AlertView) -> None:
         alert = view.alert

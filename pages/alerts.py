@@ -193,7 +193,8 @@ class DeviceAlerts:
 
     def create(self) -> None:
         """The section with its table."""
-        with section("Open alerts", icon="notifications_active"):
+        with section("Open alerts", icon="notifications_active") as body:
+            self.table.host = body
             self.rows()
 
     @ui.refreshable_method
@@ -229,6 +230,7 @@ def create() -> None:
                 ui.button("Rules", icon="rule", on_click=lambda: ui.navigate.to("/rules")).props(
                     "outline no-caps color=secondary"
                 )
-            with ui.card().classes("w-full p-0 gap-0 shadow-none border border-slate-200"):
+            with ui.card().classes("w-full p-0 gap-0 shadow-none border border-slate-200") as card:
+                listing.table.host = card
                 listing.toolbar(_devices())
                 listing.rows()

@@ -290,3 +290,21 @@ async def test_device_page_hides_actions_from_viewers(
     await _see(user, "Overheat")
     await user.should_not_see(marker="acknowledge")
     await user.should_not_see(marker="resolve")
+
+
+async def test_a_push_while_the_resolve_dialog_is_open_keeps_it_open(
+    user: User, add_device: Callable[..., Device], operator: Account
+) -> None:
+    del operator
+    device = add_device("Boiler")
+    alert_id = _fire(_rule('rule "Overheat" when temperature > 30'), device)
+    await user.open("/alerts")
+    user.find(marker="resolve").click()
+    await _see(user, marker="resolve-dialog")
+    _fire(_rule('rule "Second" when humidity > 90'), device)  # redraws the rows under it
+    await _until(lambda: _titles(user) == ["Second", "Overheat"])
+    await _see(user, marker="resolve-dialog")
+    user.find(marker="resolve-note").type("Fan replaced")
+    user.find(marker="resolve-confirm").click()
+    await _see(user, "Alert resolved")
+    assert _stored(alert_id).resolution == "Fan replaced"
