@@ -74,6 +74,14 @@ class Subscription:
             await self._ready.wait()
         return self._queue.popleft()
 
+    async def get_many(self, limit: int) -> list[tuple[str, Message]]:
+        """Everything queued (at most `limit`, oldest first), waiting for at least one."""
+        first = await self.get()
+        taken = [first]
+        while self._queue and len(taken) < limit:
+            taken.append(self._queue.popleft())
+        return taken
+
     def __aiter__(self) -> "Subscription":
         return self
 

@@ -203,6 +203,39 @@ def bench_realtime(
     print(json.dumps(run(Options(subscribers=subscribers, seconds=seconds)), indent=2))
 
 
+@bench_cli.command("rules")
+def bench_rules(  # keyword-only: eight options, each named on the command line
+    *,
+    rules: Annotated[int, typer.Option(min=1, help="Rules (thresholds, windows, nodata).")] = 100,
+    devices: Annotated[int, typer.Option(min=1, help="Devices (one publisher each).")] = 1000,
+    points: Annotated[int, typer.Option(min=1, help="Points fed to the engine alone.")] = 200000,
+    repeats: Annotated[int, typer.Option(min=1, help="Passes of the engine alone.")] = 5,
+    seconds: Annotated[float, typer.Option(help="Length of each live ingest attempt.")] = 10.0,
+    backlog: Annotated[int, typer.Option(help="Messages queued for each drain.")] = 30000,
+    workers: Annotated[int, typer.Option(help="Ingest processes (shared subscription).")] = 1,
+    engine_only: Annotated[
+        bool, typer.Option("--engine-only", help="Skip the ingest comparison.")
+    ] = False,
+) -> None:
+    """Rule engine µs per point, and ingest points/s with rules evaluated versus none."""
+    from bench.rules import Options, run, table
+
+    logging.basicConfig(level=logging.WARNING)
+    options = Options(
+        rules=rules,
+        devices=devices,
+        points=points,
+        repeats=repeats,
+        seconds=seconds,
+        backlog=backlog,
+        workers=workers,
+        macro=not engine_only,
+    )
+    result = run(options)
+    print(table(result))
+    print(json.dumps(result))
+
+
 def _read_password(password_stdin: bool) -> str:
     if password_stdin:
         return sys.stdin.readline().rstrip("\n")

@@ -139,6 +139,21 @@ class Evaluator:
                 self._types[device_id] = device.type
         return self._types[device_id]
 
+    def on_messages(self, batch: list[tuple[str, bus.Message]]) -> list[Transition]:
+        """Take what the bus queued, in order; the alerts of a run of points in one commit."""
+        found: list[Transition] = []
+        pending: list[Transition] = []
+        for channel, message in batch:
+            if channel.startswith(TELEMETRY_PREFIX):
+                pending += self._evaluate(message)
+                continue
+            self.apply(pending)  # decided under the rules and devices as they were
+            found += pending
+            pending = []
+            self.on_message(channel, message)
+        self.apply(pending)
+        return found + pending
+
     def on_message(self, channel: str, message: bus.Message) -> list[Transition]:
         """Take one bus message: points, a rule change, an alert change or a device event."""
         if channel == bus.RULES:
@@ -167,6 +182,11 @@ class Evaluator:
 
     def on_telemetry(self, message: bus.Message) -> list[Transition]:
         """Evaluate one bus telemetry message; apply what fired or cleared."""
+        found = self._evaluate(message)
+        self.apply(found)
+        return found
+
+    def _evaluate(self, message: bus.Message) -> list[Transition]:
         device_id = message["device_id"]
         device_type = self._device_type(device_id)
         if device_type is None:
@@ -177,7 +197,6 @@ class Evaluator:
             found += self.engine.on_point(
                 device_id, device_type, point["metric"], at, float(point["value"])
             )
-        self.apply(found)
         return found
 
     def tick(self, now: datetime | None = None) -> list[Transition]:
@@ -263,6 +282,11 @@ def _silent_since(device: Device) -> datetime:
 
 
 TICK_SECONDS = 10.0
+TELEMETRY_PREFIX = "iot:telemetry:"
+# one ingest batch of 1,000 devices is 1,000 bus messages: the evaluator's queue holds
+# many batches, and it takes everything queued in one turn (one thread hop, one commit)
+QUEUE_SIZE = 100_000
+BATCH_MESSAGES = 5_000
 _WATCHED = (bus.RULES, bus.ALERTS, bus.DEVICE_EVENTS)
 
 
@@ -274,14 +298,16 @@ async def run_evaluator(hub: bus.Hub) -> None:
     """
     async with leadership.leading(leadership.EVALUATOR, "rule evaluator"):
         # subscribed before the replay: points committed meanwhile wait in the queue
-        watched = hub.subscribe(lambda c: c.startswith("iot:telemetry:") or c in _WATCHED)
+        watched = hub.subscribe(
+            lambda c: c.startswith(TELEMETRY_PREFIX) or c in _WATCHED, size=QUEUE_SIZE
+        )
         evaluator = Evaluator()
         turn = asyncio.Lock()
         await _run(turn, evaluator.start)
         ticking = asyncio.create_task(_tick(evaluator, turn), name="rule-evaluator-tick")
         try:
-            async for channel, message in watched:
-                await _run(turn, evaluator.on_message, channel, message)
+            while True:
+                await _run(turn, evaluator.on_messages, await watched.get_many(BATCH_MESSAGES))
         finally:
             watched.close()
             ticking.cancel()

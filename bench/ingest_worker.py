@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from prometheus_client import REGISTRY
 
-from app import db
+from app import bus, db
 from app.background import broker_address
 from app.config import get_settings
 from app.mqtt.ingest import BatchResult
@@ -28,6 +28,8 @@ def main() -> None:
     out = sys.argv[1]
     settings = get_settings()
     db.init_engine(settings.database_url)
+    if settings.redis_url:  # as `iotdeck ingest`: each committed batch goes out on the bus
+        bus.set_bus(bus.RedisBus(settings.redis_url))
     latencies: list[float] = []
 
     def probe(result: BatchResult) -> None:

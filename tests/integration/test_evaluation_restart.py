@@ -211,3 +211,22 @@ def test_a_burst_at_one_instant_opens_exactly_one_alert(engine: Engine) -> None:
     assert fired == [1] * len(evaluators)  # every engine saw the edge once...
     with Session(engine) as session:  # ...but the database holds one open alert
         assert len(alerts.active_alerts(session=session, device_id=device.id)) == 1
+
+
+def test_a_queued_batch_is_taken_in_order_around_a_rule_change(engine: Engine) -> None:
+    device, rule_id = _setup(engine, 'rule "Hot"\n  when temperature > 30\n')
+    at = _minutes(utcnow().replace(microsecond=0) - timedelta(minutes=30))
+    evaluator = Evaluator(FakeClock(at(0)))
+    evaluator.start()
+    with Session(engine) as session:  # the rule is switched off between the two points
+        rules.update_rule(session=session, rule_id=rule_id, data=RuleInput(enabled=False))
+        session.commit()
+    batch = [
+        ("iot:telemetry:x", _store(engine, device, "temperature", at(1), 35)),
+        (bus.RULES, {"type": "UPDATED", "rule_id": rule_id}),
+        ("iot:telemetry:x", _store(engine, device, "temperature", at(2), 20)),
+        ("iot:telemetry:x", _store(engine, device, "temperature", at(3), 36)),
+    ]
+    fired = evaluator.on_messages(batch)
+    assert [(t.kind, t.at) for t in fired] == [("FIRED", at(1))]  # not at(3): disabled by then
+    assert [a.triggered_at for a in _alerts(engine)] == [at(1)]

@@ -48,3 +48,15 @@ async def test_delivery_from_another_thread() -> None:
     await asyncio.to_thread(hub.deliver_threadsafe, [("c", {"n": 1}), ("c", {"n": 2})])
     assert await asyncio.wait_for(subscription.get(), 5) == ("c", {"n": 1})
     assert await asyncio.wait_for(subscription.get(), 5) == ("c", {"n": 2})
+
+
+async def test_get_many_takes_what_is_queued_up_to_a_limit_in_order() -> None:
+    hub = Hub(asyncio.get_running_loop())
+    reader = hub.subscribe(lambda _: True)
+    waiting = asyncio.create_task(reader.get_many(3))
+    await asyncio.sleep(0)  # it waits for a first message
+    assert not waiting.done()
+    for n in range(5):
+        hub.deliver("c", {"n": n})
+    assert [m["n"] for _, m in await waiting] == [0, 1, 2]
+    assert [m["n"] for _, m in await reader.get_many(10)] == [3, 4]
