@@ -41,7 +41,13 @@ from app.services import devices, rules
 from app.services.rules import RuleInput
 from bench import ingest, rules_engine
 from bench.rules_engine import TYPES, rule_texts
-from bench.services import Mosquitto, free_port, fresh_database, iotdeck_environment, wait_for_port
+from bench.services import (
+    LocalServer,
+    Mosquitto,
+    fresh_database,
+    iotdeck_environment,
+    wait_for_port,
+)
 
 # with rules, live attempts offer fractions of the rate ingest sustained without: the
 # target's first (rules may cost 25%), then up while ingest and evaluator keep up, or down
@@ -68,13 +74,8 @@ class Options:
     pg_admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-class RedisServer:
+class RedisServer(LocalServer):
     """A private redis-server for the bus: its own port, nothing saved."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> "RedisServer":
         """Start it and wait until it accepts connections."""
@@ -84,16 +85,9 @@ class RedisServer:
         wait_for_port(self.port)
         return self
 
-    def stop(self) -> None:
-        """Stop it."""
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
     @property
     def url(self) -> str:
-        """The server as an IOTDECK_REDIS_URL."""
+        """The server as an IOTDECK_REDIS_URL (database 0)."""
         return f"redis://127.0.0.1:{self.port}/0"
 
 

@@ -65,13 +65,33 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
-class Mosquitto:
-    """One Mosquitto process with the project's settings, its own port and data folder."""
+class LocalServer:
+    """A private server process (broker, Redis) on its own port, with its own folder."""
+
+    scheme = ""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.port = free_port()
         self.process: subprocess.Popen | None = None
+
+    def stop(self) -> None:
+        """Stop it (Mosquitto saves its persistent sessions first)."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    @property
+    def url(self) -> str:
+        """Where it listens, as an IOTDECK_*_URL."""
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+
+class Mosquitto(LocalServer):
+    """One Mosquitto process with the project's settings, its own port and data folder."""
+
+    scheme = "mqtt"
 
     def write_config(self) -> Path:
         """The project's config with this instance's listener, data folder and user."""
@@ -97,18 +117,6 @@ class Mosquitto:
         self.process = subprocess.Popen([MOSQUITTO, "-c", str(config)])
         wait_for_port(self.port)
         return self
-
-    def stop(self) -> None:
-        """Stop the broker (it saves its persistent sessions)."""
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
-    @property
-    def url(self) -> str:
-        """The broker as an IOTDECK_MQTT_URL."""
-        return f"mqtt://127.0.0.1:{self.port}"
 
 
 @contextmanager

@@ -57,16 +57,21 @@ def role_chip(role: Role | str) -> ui.label:
     )
 
 
-def severity_chip(severity: AlertSeverity | str) -> ui.element:
-    """An alert severity as a coloured pill with its icon ("Critical", "Warning", "Info")."""
-    word, tone, icon = _SEVERITY_LOOK.get(str(severity), _SEVERITY_LOOK[AlertSeverity.WARNING])
+def _icon_pill(word: str, tone: str, icon: str) -> ui.element:
+    """A rounded pill with an icon and a word, coloured by `tone` (Tailwind classes)."""
     with ui.element("span").classes(
         "inline-flex items-center gap-1 rounded-full pl-1.5 pr-2.5 py-0.5 text-xs font-medium "
         f"ring-1 ring-inset whitespace-nowrap {tone}"
     ) as chip:
         ui.icon(icon, size="0.9rem")
         ui.label(word)
-    return chip.mark(f"severity-chip severity-{str(severity).lower()}")
+    return chip
+
+
+def severity_chip(severity: AlertSeverity | str) -> ui.element:
+    """An alert severity as a coloured pill with its icon ("Critical", "Warning", "Info")."""
+    word, tone, icon = _SEVERITY_LOOK.get(str(severity), _SEVERITY_LOOK[AlertSeverity.WARNING])
+    return _icon_pill(word, tone, icon).mark(f"severity-chip severity-{str(severity).lower()}")
 
 
 def alert_status_chip(status: AlertStatus | str) -> ui.label:
@@ -85,11 +90,6 @@ def alert_status_chip(status: AlertStatus | str) -> ui.label:
 def command_status_chip(status: CommandStatus | str) -> ui.element:
     """A command status as a coloured pill with its icon ("Pending" ... "Executed")."""
     word, tone, icon = _COMMAND_LOOK.get(str(status), _COMMAND_LOOK[CommandStatus.PENDING])
-    with ui.element("span").classes(
-        "inline-flex items-center gap-1 rounded-full pl-1.5 pr-2.5 py-0.5 text-xs font-medium "
-        f"ring-1 ring-inset whitespace-nowrap {tone}"
-    ) as chip:
-        ui.icon(icon, size="0.9rem")
-        ui.label(word)
+    chip = _icon_pill(word, tone, icon)
     chip.props(f"data-command-status={status}")  # for browser tests: the word is also a step
     return chip.mark(f"command-status status-{str(status).lower()}")

@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
@@ -127,3 +129,20 @@ async def sign_in(page: Page, server: Server, email: str) -> None:
     await page.get_by_label("Password", exact=True).fill(server.password)
     await page.get_by_label("Password", exact=True).press("Enter")
     await page.wait_for_url(f"{server.url}/devices")
+
+
+def graphql_as(server: Server, email: str, query: str, **variables: Any) -> dict[str, Any]:
+    """The `data` of `query` run by the demo account `email` (signed in over GraphQL)."""
+    login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        signed = client.post(
+            "/graphql", json={"query": login, "variables": {"e": email, "p": server.password}}
+        ).json()
+        token = signed["data"]["login"]["token"]
+        answer = client.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
+    assert "errors" not in answer, answer
+    return answer["data"]

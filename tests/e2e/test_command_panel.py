@@ -11,13 +11,12 @@ import queue
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.e2e.conftest import SCREENSHOTS, Server, sign_in
+from tests.e2e.conftest import SCREENSHOTS, Server, graphql_as, sign_in
 
 # a seeded thermostat (seeds/demo.json) no other browser test uses
 WAREHOUSE = "6f1c2a8e-0c1b-4a51-9d1e-1a0000000003"
@@ -70,19 +69,8 @@ def thermostat(broker_port: int) -> Iterator[Thermostat]:
 
 def _stored(server: Server, command_id: str) -> dict[str, Any]:
     """The command as the server stores it, read back over GraphQL."""
-    login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
     query = "query($id: ID!) { command(id: $id) { action params status result } }"
-    with httpx.Client(base_url=server.url, timeout=10) as client:
-        answer = client.post(
-            "/graphql", json={"query": login, "variables": {"e": OPERATOR, "p": server.password}}
-        ).json()
-        token = answer["data"]["login"]["token"]
-        found = client.post(
-            "/graphql",
-            json={"query": query, "variables": {"id": command_id}},
-            headers={"Authorization": f"Bearer {token}"},
-        ).json()
-    return found["data"]["command"]
+    return graphql_as(server, OPERATOR, query, id=command_id)["command"]
 
 
 async def screenshot(page: Page, name: str, *, whole: bool = True) -> None:

@@ -9,13 +9,12 @@ acknowledges it and the stored alert says so.
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.e2e.conftest import SCREENSHOTS, Server, sign_in
+from tests.e2e.conftest import SCREENSHOTS, Server, graphql_as, sign_in
 
 # a seeded device (seeds/demo.json) no other browser test publishes for, and a metric of
 # its own, so the seeded rules and the other tests leave this flow alone
@@ -51,18 +50,8 @@ def _publish(client: mqtt.Client, value: float, at: datetime | None = None) -> N
 
 def _stored_status(server: Server, title: str) -> str:
     """The alert's status as the server stores it, read back over GraphQL."""
-    login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
     query = "query($d: ID!) { activeAlerts(deviceId: $d) { title status } }"
-    with httpx.Client(base_url=server.url, timeout=10) as client:
-        answer = client.post(
-            "/graphql", json={"query": login, "variables": {"e": OPERATOR, "p": server.password}}
-        ).json()
-        token = answer["data"]["login"]["token"]
-        found = client.post(
-            "/graphql",
-            json={"query": query, "variables": {"d": CHILLER}},
-            headers={"Authorization": f"Bearer {token}"},
-        ).json()["data"]["activeAlerts"]
+    found = graphql_as(server, OPERATOR, query, d=CHILLER)["activeAlerts"]
     (status,) = [alert["status"] for alert in found if alert["title"] == title]
     return status
 
