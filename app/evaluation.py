@@ -102,6 +102,7 @@ class Evaluator:
             for t in replayed
             if t.kind == "FIRED"
             and self.engine.is_active(t.rule_id, t.device_id)
+            and (t.rule_id, t.device_id) not in still_open
             and last.get((t.rule_id, t.device_id), since) < t.at - SAME_FIRING
         ]
         for rule_id, device_id in set(self.engine.states()) | set(last) | still_open:

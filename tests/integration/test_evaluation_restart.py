@@ -230,3 +230,17 @@ def test_a_queued_batch_is_taken_in_order_around_a_rule_change(engine: Engine) -
     fired = evaluator.on_messages(batch)
     assert [(t.kind, t.at) for t in fired] == [("FIRED", at(1))]  # not at(3): disabled by then
     assert [a.triggered_at for a in _alerts(engine)] == [at(1)]
+
+
+def test_an_alert_open_for_hours_is_not_taken_for_a_missed_one(engine: Engine) -> None:
+    device, rule_id = _setup(engine, HOLD)
+    at = _minutes(utcnow().replace(microsecond=0) - timedelta(hours=2))
+    with Session(engine) as session:
+        rule = rules.get_rule(session=session, rule_id=rule_id)
+        assert rule is not None
+        alerts.open_alert(session=session, rule=rule, device_id=device.id, at=at(0))
+        session.commit()
+    for minute in range(6):  # still hot two hours later: the replay sees `for 5m` elapse
+        _store(engine, device, "temperature", at(114.5 + minute), 35)
+    assert Evaluator(FakeClock(at(120))).start() == []
+    assert [a.triggered_at for a in _alerts(engine)] == [at(0)]
