@@ -11,7 +11,7 @@ from sqlmodel import Session
 from app import bus
 from app.evaluation import Evaluator
 from app.models import Alert, AlertStatus, Device, DeviceCreate, utcnow
-from app.services import alerts, devices, rules, telemetry
+from app.services import alerts, commands, devices, rules, telemetry
 from app.services.rules import RuleInput
 from app.services.telemetry import Point
 
@@ -244,3 +244,18 @@ def test_an_alert_open_for_hours_is_not_taken_for_a_missed_one(engine: Engine) -
         _store(engine, device, "temperature", at(114.5 + minute), 35)
     assert Evaluator(FakeClock(at(120))).start() == []
     assert [a.triggered_at for a in _alerts(engine)] == [at(0)]
+
+
+def test_a_rule_command_is_sent_when_it_fires_recorded_as_the_rule_s(engine: Engine) -> None:
+    text = 'rule "Fan"\n  when temperature > 30\n  command set_fan {"speed": 3}\n'
+    device, rule_id = _setup(engine, text)
+    at = _minutes(utcnow().replace(microsecond=0) - timedelta(minutes=5))
+    evaluator = Evaluator(FakeClock(at(0)))
+    evaluator.start()
+    evaluator.on_telemetry(_store(engine, device, "temperature", at(1), 35))
+    evaluator.on_telemetry(_store(engine, device, "temperature", at(2), 36))  # same episode
+    (alert,) = _alerts(engine)
+    with Session(engine) as session:
+        (sent,) = commands.device_commands(session=session, device_id=device.id)
+    assert (sent.action, sent.params, sent.status) == ("set_fan", {"speed": 3}, "PENDING")
+    assert (str(sent.rule_id), sent.alert_id, sent.created_by) == (rule_id, alert.id, None)
