@@ -1,11 +1,15 @@
 """The rule language's syntax tree: frozen dataclasses, built by the parser, read by the
 compiler and by `format` (SPEC section 7). No behaviour lives here."""
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Severity = Literal["info", "warning", "critical"]
 WINDOW_FUNCTIONS = ("avg", "min", "max", "sum", "count", "last", "delta", "rate", "stddev")
+# a command's action, everywhere commands are sent (a rule's `command`, GraphQL, the pages)
+COMMAND_ACTION = re.compile(r"[a-z0-9_.-]{1,100}")
+COMMAND_ACTION_RULE = "1 to 100 characters of a-z, 0-9, '_', '.', '-'"
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
 DEFAULT_SEVERITY: Severity = "warning"
 DEFAULT_COOLDOWN_SECONDS = 300.0

@@ -5,6 +5,7 @@ diagnostics: syntax errors if the text does not parse, else the semantic finding
 """
 
 import difflib
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 
@@ -13,6 +14,7 @@ from rules.errors import Diagnostic, RuleSyntaxError, excerpt
 from rules.parser import parse
 
 _DAY_SECONDS = 86400.0
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")  # a plausible address; the server decides
 _Located = tuple[ast.Position, str]  # where to report, and what to say
 
 
@@ -68,6 +70,14 @@ def _errors(rule: ast.Rule, here: ast.Position, retention: float) -> Iterator[_L
     for condition in (rule.when, rule.clear):
         if condition is not None:
             yield from _window_errors(condition, here, retention)
+    if rule.command is not None and not ast.COMMAND_ACTION.fullmatch(rule.command.action):
+        action = rule.command.action
+        yield here, f"{name}: command `{action}`: an action is {ast.COMMAND_ACTION_RULE}"
+    for target in rule.notify:
+        if target.channel == "webhook" and not target.target.startswith(("http://", "https://")):
+            yield here, f"{name}: webhook {target.target!r} must be an http:// or https:// URL"
+        if target.channel == "email" and not _EMAIL.fullmatch(target.target):
+            yield here, f"{name}: email {target.target!r} is not an e-mail address"
 
 
 def _hint(rule: ast.Rule) -> str:

@@ -13,7 +13,6 @@ A change that lost the race is decided again from the fresh row; none is ever ov
 (a device's EXECUTED can not turn back into SENT, then EXPIRED).
 """
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,8 +26,8 @@ from app import bus
 from app.errors import NotFoundError, ValidationError
 from app.models import CommandStatus, Device, DeviceCommand, DeviceStatus, utcnow
 from app.services import events, validation
+from rules.ast import COMMAND_ACTION, COMMAND_ACTION_RULE
 
-ACTION = re.compile(r"[a-z0-9_.-]{1,100}")
 MAX_PARAMS_BYTES = 16 * 1024
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_RESULT_BYTES = 16 * 1024
@@ -124,8 +123,8 @@ def _announce(session: Session, kind: str, command: DeviceCommand) -> None:
 
 def _validated(data: CommandInput) -> tuple[uuid.UUID, str, dict[str, Any], int, str | None]:
     device_id = validation.parse_id(data.device_id, "deviceId")
-    if not isinstance(data.action, str) or not ACTION.fullmatch(data.action):
-        raise ValidationError("action", "must be 1 to 100 characters of a-z, 0-9, '_', '.', '-'")
+    if not isinstance(data.action, str) or not COMMAND_ACTION.fullmatch(data.action):
+        raise ValidationError("action", f"must be {COMMAND_ACTION_RULE}")
     params = {} if data.params is None else data.params
     params = validation.json_object(params, "params", max_bytes=MAX_PARAMS_BYTES)
     timeout = data.timeout_seconds

@@ -88,3 +88,31 @@ def test_findings_carry_an_excerpt_and_cover_every_rule() -> None:
     assert (diagnostic.line, diagnostic.column) == (2, 1)
     assert diagnostic.excerpt == 'rule "b" when t > 1 cooldown 0s\n^'
     assert check(parse(text), 90, None) == [diagnostic.__class__(2, 1, diagnostic.message)]
+
+
+def test_a_command_the_platform_could_not_send_is_an_error() -> None:
+    assert messages('rule "c" when t > 1 command Set_Fan {"speed": 3}') == [
+        (
+            "ERROR",
+            1,
+            1,
+            "rule 'c': command `Set_Fan`: an action is 1 to 100 characters of a-z, 0-9, "
+            "'_', '.', '-'",
+        )
+    ]
+    assert validate('rule "c" when t > 1 command set_fan.v2 {"speed": 3}') == []
+
+
+def test_notification_targets_must_be_an_address_and_an_http_url() -> None:
+    text = 'rule "n" when t > 1 notify email "ops", webhook "ftp://example.com/x"'
+    assert messages(text) == [
+        ("ERROR", 1, 1, "rule 'n': email 'ops' is not an e-mail address"),
+        (
+            "ERROR",
+            1,
+            1,
+            "rule 'n': webhook 'ftp://example.com/x' must be an http:// or https:// URL",
+        ),
+    ]
+    good = 'rule "n" when t > 1 notify email "ops@example.com", webhook "https://h.example/x"'
+    assert validate(good) == []
