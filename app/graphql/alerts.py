@@ -105,10 +105,7 @@ class AlertsQuery:
         start, end = arguments.moment(from_, "from"), arguments.moment(to, "to")
         device = device_id if given(device_id) else None
         max_limit = info.context.settings.max_page_size
-        # as `devices`: the default works on a server configured with smaller pages
-        count = DEFAULT_HISTORY_LIMIT if limit is None else limit
-        if count == DEFAULT_HISTORY_LIMIT:
-            count = min(count, max_limit)
+        count = arguments.page_limit(limit, DEFAULT_HISTORY_LIMIT, max_limit)
         return await in_session(
             lambda session: [
                 Alert.from_model(alert)

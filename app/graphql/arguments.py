@@ -43,6 +43,17 @@ def moment(value: str, field: str) -> datetime:
     return parsed
 
 
+def page_limit(value: int | None, default: int, max_limit: int) -> int:
+    """A list's `limit` argument: null means the default, which the contract fixes.
+
+    The default must work on a server configured with smaller pages, and graphql-core
+    cannot tell an explicit default from an omitted one, so both are capped; any other
+    value is checked against the page size by the service.
+    """
+    wanted = default if value is None else value
+    return min(wanted, max_limit) if wanted == default else wanted
+
+
 def point_limit(value: int) -> int:
     """The `limit` argument of a series: 1 to MAX_POINTS."""
     return validation.page(value, 0, max_limit=MAX_POINTS)[0]

@@ -138,8 +138,8 @@ class CommandsQuery:
         """NOT_FOUND when no device has this id."""
         device = arguments.device_id(device_id)
         wanted = status if given(status) else None
-        count = DEFAULT_LIMIT if limit is None else limit
         max_limit = info.context.settings.max_page_size
+        count = arguments.page_limit(limit, DEFAULT_LIMIT, max_limit)
         return await in_session(
             lambda session: [
                 Command.from_model(command)

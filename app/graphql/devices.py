@@ -3,6 +3,7 @@
 import strawberry
 
 from app.errors import ValidationError
+from app.graphql import arguments
 from app.graphql.context import Info, in_session
 from app.graphql.permissions import IsAdmin, IsAuthenticated, requires
 from app.graphql.types import (
@@ -64,18 +65,13 @@ class DevicesQuery:
         """One page of the devices matching every given filter."""
         where = _filter(type, status, search)
         max_limit = info.context.settings.max_page_size
-        # an explicit null means "not given": the defaults apply
-        page_limit = DEFAULT_LIMIT if limit is None else limit
-        if page_limit == DEFAULT_LIMIT:
-            # the contract's default must work on a server configured with smaller pages;
-            # graphql-core cannot tell an explicit 100 from the default, so both are capped
-            page_limit = min(page_limit, max_limit)
+        count = arguments.page_limit(limit, DEFAULT_LIMIT, max_limit)
         page_offset = 0 if offset is None else offset
         found = await in_session(
             lambda session: devices.list_devices(
                 session=session,
                 where=where,
-                limit=page_limit,
+                limit=count,
                 offset=page_offset,
                 max_limit=max_limit,
             )
