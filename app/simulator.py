@@ -93,7 +93,8 @@ def backfill(
                 for at in [now - timedelta(seconds=index * step)]
                 for reading in signals.sample(at)
             ]
-            telemetry.write_points(session=session, points=points, seen_at=now)
+            # history, not presence: the device is online once the simulator connects it
+            telemetry.write_points(session=session, points=points, seen_at=None)
             used[spec.id] = signals
     return used
 

@@ -104,8 +104,14 @@ def rollups_are_continuous_aggregate(connection: Connection) -> bool:
     return connection.info["continuous_rollups"]
 
 
-def write_points(*, session: Session, points: Sequence[Point], seen_at: datetime) -> WriteResult:
-    """Store points, skipping any already stored; mark their devices ONLINE and seen."""
+def write_points(
+    *, session: Session, points: Sequence[Point], seen_at: datetime | None
+) -> WriteResult:
+    """Store points, skipping any already stored; mark their devices ONLINE and seen.
+
+    `seen_at=None` imports history: the devices' status and last contact stay as they are
+    (a device is not online because its past readings were loaded).
+    """
     device_ids = {point.device_id for point in points}
     statuses = dict(
         session.exec(select(Device.id, Device.status).where(col(Device.id).in_(device_ids))).all()
@@ -118,8 +124,10 @@ def write_points(*, session: Session, points: Sequence[Point], seen_at: datetime
         stored = _insert_points(connection, kept)
     if not rollups_are_continuous_aggregate(connection):
         _mark_pending(connection, kept)
-    came_online = frozenset(i for i, s in statuses.items() if s != DeviceStatus.ONLINE)
-    if statuses:
+    came_online = frozenset(
+        i for i, s in statuses.items() if s != DeviceStatus.ONLINE and seen_at is not None
+    )
+    if statuses and seen_at is not None:
         session.exec(
             update(Device)
             .where(col(Device.id).in_(statuses))
@@ -134,7 +142,10 @@ def write_points(*, session: Session, points: Sequence[Point], seen_at: datetime
 
 
 def _announce(
-    session: Session, points: Sequence[Point], came_online: frozenset[uuid.UUID], at: datetime
+    session: Session,
+    points: Sequence[Point],
+    came_online: frozenset[uuid.UUID],
+    at: datetime | None,
 ) -> None:
     """Queue the batch's points (one message per device) and status changes for the bus."""
     by_device: dict[uuid.UUID, list[dict]] = {}
@@ -145,7 +156,7 @@ def _announce(
     for device_id, payload in by_device.items():
         message = {"device_id": str(device_id), "points": payload}
         events.emit(session, bus.telemetry_channel(device_id), message)
-    if came_online:
+    if came_online and at is not None:
         query = select(Device).where(col(Device.id).in_(came_online))
         for device in session.scalars(query.execution_options(populate_existing=True)):
             events.device_event(session, "STATUS_CHANGED", device, at.isoformat())

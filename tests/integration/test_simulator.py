@@ -18,7 +18,7 @@ from sqlmodel import Session, func, select
 from app.models import Device, DeviceStatus, TelemetryPoint
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
-from app.services import telemetry
+from app.services import devices, telemetry
 from app.services.seed import seed_demo
 from app.signals import DEFAULT_TYPES
 from app.simulator import DeviceSpec, Simulator, backfill, demo_devices, ensure_devices
@@ -143,6 +143,9 @@ def test_backfill_gives_new_devices_history_once(engine: Engine) -> None:
             "voltage",
         ]
         newest = telemetry.latest(session=session, device_id=thermostat.id, metric_name="battery")
+        # history is not presence: commands must not go out before the device connects
+        stored = devices.get_device(session=session, device_id=thermostat.id)
+        assert (stored.status, stored.last_seen_at) == (DeviceStatus.UNKNOWN, None)
     assert newest is not None and 0 <= newest.value <= 100
 
 
