@@ -1,7 +1,6 @@
 """GraphQL types of alerts and alert rules (seed section 3.3, SPEC sections 6 and 7)."""
 
 from collections.abc import Sequence
-from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -9,7 +8,13 @@ import strawberry
 
 from app import models
 from app.graphql.context import Info, in_session
-from app.graphql.types import Device, iso_utc, iso_utc_or_none
+from app.graphql.types import (
+    Device,
+    iso_utc,
+    iso_utc_or_none,
+    iso_utc_text,
+    iso_utc_text_or_none,
+)
 from app.services import alerts, devices, notifications
 from app.services.rule_testing import DeviceReplay
 from rules.errors import Diagnostic
@@ -111,9 +116,9 @@ class Alert:
             metric_name=payload["metric_name"],
             metric_value=payload["metric_value"],
             threshold=payload["threshold"],
-            triggered_at=iso_utc(datetime.fromisoformat(payload["triggered_at"])),
-            acknowledged_at=_iso(payload["acknowledged_at"]),
-            resolved_at=_iso(payload["resolved_at"]),
+            triggered_at=iso_utc_text(payload["triggered_at"]),
+            acknowledged_at=iso_utc_text_or_none(payload["acknowledged_at"]),
+            resolved_at=iso_utc_text_or_none(payload["resolved_at"]),
             rule_id=None if payload["rule_id"] is None else strawberry.ID(payload["rule_id"]),
             resolution=payload["resolution"],
         )
@@ -169,10 +174,6 @@ class AlertRule:
             cooldown_minutes=rule.cooldown_minutes,
             expression=rule.expression,
         )
-
-
-def _iso(value: str | None) -> str | None:
-    return iso_utc_or_none(None if value is None else datetime.fromisoformat(value))
 
 
 @strawberry.type(description="One alert a rule would have opened in a `testRule` replay.")

@@ -13,7 +13,7 @@ from app.graphql import arguments
 from app.graphql.context import Info, in_session
 from app.graphql.permissions import IsAuthenticated, IsOperator, requires
 from app.graphql.subscriptions import UserCheck, hub_subscription
-from app.graphql.types import Device, given, iso_utc
+from app.graphql.types import Device, given, iso_utc_text, iso_utc_text_or_none
 from app.services import commands, validation
 
 CommandStatus = strawberry.enum(
@@ -24,10 +24,6 @@ CommandStatus = strawberry.enum(
     "EXPIRED: no final answer before expiresAt; CANCELLED: withdrawn by an operator.",
 )
 DEFAULT_LIMIT = 50
-
-
-def _iso(value: str | None) -> str | None:
-    return None if value is None else iso_utc(datetime.fromisoformat(value))
 
 
 @strawberry.type(description="A command for a device; times are ISO 8601 UTC.")
@@ -84,14 +80,13 @@ class Command:
             action=payload["action"],
             params=payload["params"],
             status=models.CommandStatus(payload["status"]),
-            sent_at=_iso(payload["sent_at"])
-            or iso_utc(datetime.fromisoformat(payload["created_at"])),
-            acknowledged_at=_iso(payload["acknowledged_at"]),
-            executed_at=_iso(payload["executed_at"]),
+            sent_at=iso_utc_text(payload["sent_at"] or payload["created_at"]),
+            acknowledged_at=iso_utc_text_or_none(payload["acknowledged_at"]),
+            executed_at=iso_utc_text_or_none(payload["executed_at"]),
             error=payload["error"],
-            created_at=iso_utc(datetime.fromisoformat(payload["created_at"])),
-            updated_at=iso_utc(datetime.fromisoformat(payload["updated_at"])),
-            expires_at=iso_utc(datetime.fromisoformat(payload["expires_at"])),
+            created_at=iso_utc_text(payload["created_at"]),
+            updated_at=iso_utc_text(payload["updated_at"]),
+            expires_at=iso_utc_text(payload["expires_at"]),
             result=payload["result"],
             idempotency_key=payload["idempotency_key"],
             created_by=ident("created_by"),

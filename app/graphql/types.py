@@ -34,6 +34,11 @@ def iso_utc_text(text: str) -> str:
     return iso_utc(datetime.fromisoformat(text))
 
 
+def iso_utc_text_or_none(text: str | None) -> str | None:
+    """`iso_utc_text`, passing None through."""
+    return None if text is None else iso_utc_text(text)
+
+
 @strawberry.type(description="A person or integration that signs in.")
 class User:
     """A user as GraphQL shows it (never the password hash)."""
@@ -159,14 +164,13 @@ class Device:
     @classmethod
     def from_payload(cls, device: dict[str, Any]) -> "Device":
         """The GraphQL view of a device as bus messages carry it (no database query)."""
-        last_seen_at = device.get("last_seen_at")
         return cls(
             id=strawberry.ID(device["id"]),
             name=device["name"],
             type=device["type"],
             status=models.DeviceStatus(device["status"]),
             metadata=device.get("metadata"),
-            last_seen_at=None if last_seen_at is None else iso_utc_text(last_seen_at),
+            last_seen_at=iso_utc_text_or_none(device.get("last_seen_at")),
             created_at=iso_utc_text(device["created_at"]),
             updated_at=iso_utc_text(device["updated_at"]),
             config=device.get("config"),

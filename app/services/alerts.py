@@ -23,20 +23,12 @@ from app.services import events, validation
 OPEN = (AlertStatus.ACTIVE, AlertStatus.ACKNOWLEDGED)
 
 
-def _moment(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _id(value: uuid.UUID | None) -> str | None:
-    return None if value is None else str(value)
-
-
 def alert_payload(alert: Alert) -> dict[str, Any]:
     """An alert as `iot:alerts` messages carry it (ISO 8601 UTC times)."""
     return {
         "id": str(alert.id),
-        "rule_id": _id(alert.rule_id),
-        "device_id": _id(alert.device_id),
+        "rule_id": events.ident(alert.rule_id),
+        "device_id": events.ident(alert.device_id),
         "severity": str(alert.severity),
         "status": str(alert.status),
         "title": alert.title,
@@ -44,11 +36,11 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
         "metric_name": alert.metric_name,
         "metric_value": alert.metric_value,
         "threshold": alert.threshold,
-        "triggered_at": _moment(alert.triggered_at),
-        "acknowledged_at": _moment(alert.acknowledged_at),
-        "acknowledged_by": _id(alert.acknowledged_by),
-        "resolved_at": _moment(alert.resolved_at),
-        "resolved_by": _id(alert.resolved_by),
+        "triggered_at": events.moment(alert.triggered_at),
+        "acknowledged_at": events.moment(alert.acknowledged_at),
+        "acknowledged_by": events.ident(alert.acknowledged_by),
+        "resolved_at": events.moment(alert.resolved_at),
+        "resolved_by": events.ident(alert.resolved_by),
         "resolution": alert.resolution,
     }
 

@@ -75,10 +75,6 @@ class Answer:
     result: Any = None
 
 
-def _moment(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
 def command_payload(command: DeviceCommand) -> dict[str, Any]:
     """A command as `iot:commands` messages carry it (ISO 8601 UTC times)."""
     return {
@@ -88,14 +84,14 @@ def command_payload(command: DeviceCommand) -> dict[str, Any]:
         "params": command.params,
         "status": str(command.status),
         "idempotency_key": command.idempotency_key,
-        "created_by": None if command.created_by is None else str(command.created_by),
-        "rule_id": None if command.rule_id is None else str(command.rule_id),
-        "alert_id": None if command.alert_id is None else str(command.alert_id),
+        "created_by": events.ident(command.created_by),
+        "rule_id": events.ident(command.rule_id),
+        "alert_id": events.ident(command.alert_id),
         "created_at": command.created_at.isoformat(),
         "updated_at": command.updated_at.isoformat(),
-        "sent_at": _moment(command.sent_at),
-        "acknowledged_at": _moment(command.acknowledged_at),
-        "executed_at": _moment(command.executed_at),
+        "sent_at": events.moment(command.sent_at),
+        "acknowledged_at": events.moment(command.acknowledged_at),
+        "executed_at": events.moment(command.executed_at),
         "expires_at": command.expires_at.isoformat(),
         "error": command.error,
         "result": command.result,

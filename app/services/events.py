@@ -5,6 +5,8 @@ it queued is published in order through this process's bus; a rollback discards 
 So a pushed point or device change can always be read back by whoever receives it.
 """
 
+import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event
@@ -21,6 +23,16 @@ def emit(session: Session, channel: str, message: dict[str, Any]) -> None:
     session.info.setdefault(_OUTBOX, []).append((channel, message))
 
 
+def moment(value: datetime | None) -> str | None:
+    """A time as bus messages carry it (ISO 8601), or None."""
+    return None if value is None else value.isoformat()
+
+
+def ident(value: uuid.UUID | None) -> str | None:
+    """An id as bus messages carry it (text), or None."""
+    return None if value is None else str(value)
+
+
 def device_payload(device: Device) -> dict[str, Any]:
     """A device as bus messages carry it (ISO 8601 UTC times)."""
     return {
@@ -29,7 +41,7 @@ def device_payload(device: Device) -> dict[str, Any]:
         "type": device.type,
         "status": str(device.status),
         "metadata": device.metadata_,
-        "last_seen_at": device.last_seen_at.isoformat() if device.last_seen_at else None,
+        "last_seen_at": moment(device.last_seen_at),
         "created_at": device.created_at.isoformat(),
         "updated_at": device.updated_at.isoformat(),
         "config": device.config,
