@@ -151,24 +151,20 @@ class Evaluator:
             self.apply(pending)  # decided under the rules and devices as they were
             found += pending
             pending = []
-            self.on_message(channel, message)
+            self._on_event(channel, message)
         self.apply(pending)
         return found + pending
 
-    def on_message(self, channel: str, message: bus.Message) -> list[Transition]:
-        """Take one bus message: points, a rule change, an alert change or a device event."""
+    def _on_event(self, channel: str, message: bus.Message) -> None:
+        """A rule change, an alert change or a device event."""
         if channel == bus.RULES:
             self.load()
-            return []
-        if channel == bus.ALERTS:
+        elif channel == bus.ALERTS:
             if message.get("type") == "RESOLVED" and message.get("rule_id"):
                 # resolved by an operator (or by the rule): the next true edge fires again
                 self.engine.resolve(message["rule_id"], message["device_id"])
-            return []
-        if channel == bus.DEVICE_EVENTS:
+        elif channel == bus.DEVICE_EVENTS:
             self._on_device_event(message)
-            return []
-        return self.on_telemetry(message)
 
     def _on_device_event(self, message: bus.Message) -> None:
         device = message["device"]

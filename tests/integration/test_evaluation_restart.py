@@ -137,7 +137,7 @@ def test_an_operator_resolve_re_arms_the_rule(engine: Engine) -> None:
         session.commit()
         message = {"type": "RESOLVED", "rule_id": rule_id, "device_id": str(device.id)}
         assert resolved.status == AlertStatus.RESOLVED
-    evaluator.on_message(bus.ALERTS, message)
+    evaluator.on_messages([(bus.ALERTS, message)])
     # still hot, but the edge was consumed: a new alert needs a new crossing
     assert evaluator.on_telemetry(_store(engine, device, "temperature", at(1), 36)) == []
     evaluator.on_telemetry(_store(engine, device, "temperature", at(2), 20))
@@ -179,9 +179,8 @@ def test_a_deleted_device_is_no_longer_evaluated(engine: Engine) -> None:
     with Session(engine) as session:
         devices.delete_device(session=session, device_id=device.id)
         session.commit()
-    evaluator.on_message(
-        bus.DEVICE_EVENTS, {"type": "DELETED", "device": {"id": str(device.id), "type": "x"}}
-    )
+    deleted = {"type": "DELETED", "device": {"id": str(device.id), "type": "x"}}
+    evaluator.on_messages([(bus.DEVICE_EVENTS, deleted)])
     clock.now = device.created_at + timedelta(hours=1)
     assert evaluator.tick() == []
 
