@@ -17,7 +17,6 @@ back through ingest (`devices/{id}/commands/ack`).
 """
 
 import asyncio
-import contextlib
 import logging
 import threading
 import uuid
@@ -31,6 +30,7 @@ from app import bus, db, leadership, metrics
 from app.models import DeviceStatus, utcnow
 from app.mqtt import connection
 from app.mqtt.connection import BrokerAddress
+from app.rounds import Rounds
 from app.services import commands
 
 logger = logging.getLogger(__name__)
@@ -61,8 +61,7 @@ class CommandDispatcher:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._connected = threading.Event()
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rounds = Rounds()
 
     # paho's network thread ----------------------------------------------------------
 
@@ -78,8 +77,7 @@ class CommandDispatcher:
             logger.error("broker %s refused the command dispatcher: %s", self.address.url, reason)
             return
         self._connected.set()
-        if self._loop is not None:  # connected: what waited for the broker can go now
-            self._loop.call_soon_threadsafe(self._wake.set)
+        self._rounds.wake_threadsafe()  # connected: what waited for the broker can go now
 
     def _on_disconnect(self, *_args: object) -> None:
         self._connected.clear()
@@ -88,36 +86,27 @@ class CommandDispatcher:
 
     def wake(self) -> None:
         """Run a round now."""
-        self._wake.set()
+        self._rounds.wake()
 
     async def run(self, hub: bus.Hub | None) -> None:
         """Dispatch until cancelled; `hub` wakes it on command, config and status news."""
-        self._loop = asyncio.get_running_loop()
-        connection.connect(self._client, self.address, persistent=False)
-        self._client.loop_start()
         news = hub.subscribe(channels=[bus.COMMANDS, bus.DEVICE_STATUS]) if hub else None
-        listener = asyncio.create_task(self._listen(news)) if news is not None else None
         try:
-            while True:
-                self._wake.clear()
-                pause = await asyncio.to_thread(self._round)
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
-                # arrives as the event is set, and the loop would never stop
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause):
-                        await self._wake.wait()
+            await self._rounds.run(
+                lambda: asyncio.to_thread(self._round),
+                news,
+                lambda channel, message: (
+                    channel == bus.COMMANDS or message.get("status") == DeviceStatus.ONLINE
+                ),
+                started=self._connect,
+            )
         finally:
-            if listener is not None:
-                listener.cancel()
-            if news is not None:
-                news.close()
             self._client.disconnect()
             self._client.loop_stop()
 
-    async def _listen(self, news: bus.Subscription) -> None:
-        async for channel, message in news:
-            if channel == bus.COMMANDS or message.get("status") == DeviceStatus.ONLINE:
-                self.wake()
+    def _connect(self) -> None:
+        connection.connect(self._client, self.address, persistent=False)
+        self._client.loop_start()
 
     # a round, in a worker thread ---------------------------------------------------------
 

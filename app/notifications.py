@@ -9,7 +9,6 @@ every few seconds in case another process wrote the delivery.
 """
 
 import asyncio
-import contextlib
 import email.utils
 import hashlib
 import hmac
@@ -31,6 +30,7 @@ from prometheus_client import Counter
 from app import bus, db
 from app.config import Settings
 from app.models import utcnow
+from app.rounds import Rounds
 from app.services import notifications
 from app.services.notifications import Backoff, Claim
 
@@ -295,7 +295,7 @@ class Dispatcher:
         self.lease = timedelta(seconds=timeout) + LEASE_MARGIN
         self._in_flight: set[asyncio.Task] = set()
         self._timers: set[asyncio.TimerHandle] = set()
-        self._wake = asyncio.Event()
+        self._rounds = Rounds()
         self.rounds = 0  # how many times it looked for due deliveries
 
     @classmethod
@@ -314,34 +314,24 @@ class Dispatcher:
 
     def wake(self) -> None:
         """Look for due deliveries now."""
-        self._wake.set()
+        self._rounds.wake()
 
     async def run(self, hub: bus.Hub | None = None) -> None:
-        """Dispatch until cancelled; `hub` (its `iot:alerts`) wakes it when an alert fires."""
+        """Dispatch until cancelled; `hub` (its `iot:alerts`) wakes it when an alert fires.
+
+        When all slots are busy, the first send to finish wakes it too.
+        """
         alerts = hub.subscribe(channels=[bus.ALERTS]) if hub is not None else None
-        listener = asyncio.create_task(self._listen(alerts)) if alerts is not None else None
         try:
-            while True:
-                # cleared before claiming: a wake-up that comes while claiming is kept;
-                # when all slots are busy, the first send to finish wakes the loop
-                self._wake.clear()
-                await self.dispatch_due()
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
-                # arrives as the event is set, and the loop would never stop
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll_seconds):
-                        await self._wake.wait()
+            await self._rounds.run(
+                self._round, alerts, lambda _, message: message.get("type") == "TRIGGERED"
+            )
         finally:
-            if listener is not None:
-                listener.cancel()
-            if alerts is not None:
-                alerts.close()
             await self.close()
 
-    async def _listen(self, alerts: bus.Subscription) -> None:
-        async for _, message in alerts:
-            if message.get("type") == "TRIGGERED":
-                self.wake()
+    async def _round(self) -> float:
+        await self.dispatch_due()
+        return self.poll_seconds
 
     async def dispatch_due(self) -> int:
         """Claim what is due (as many as free slots allow) and start sending it; the count."""
