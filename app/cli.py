@@ -6,11 +6,12 @@ import logging
 import signal
 import sys
 import threading
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from sqlalchemy.engine import make_url
 
-from app import db, migrate
+from app import db, migrate, storage
 from app.config import ConfigError, Settings, get_settings
 from app.errors import DomainError
 from app.models import Role, UserCreate, UserUpdate
@@ -37,13 +38,16 @@ def _settings(*, demo: bool = False) -> Settings:
     return settings
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
 
-def _open_database(settings: Settings) -> None:
-    migrate.upgrade(db.init_engine(settings.database_url))
+def _open_database(settings: Settings) -> storage.Layout:
+    try:
+        return migrate.open_database(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
 
 
 @cli.command()
@@ -95,8 +99,9 @@ def serve(
 def migrate_command() -> None:
     """Upgrade the database schema to the latest revision."""
     settings = _settings()
-    _open_database(settings)
-    print(f"database at the latest revision: {settings.database_url}")
+    layout = _open_database(settings)
+    shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    print(f"database at the latest revision ({layout} telemetry storage): {shown}")
 
 
 @cli.command()

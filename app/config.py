@@ -9,6 +9,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.errors import ValidationError
+from app.intervals import parse_interval
+
 MIN_SECRET_BYTES = 32
 
 
@@ -48,6 +51,11 @@ class Settings(BaseSettings):
     ingest_batch_ms: int = Field(default=200, ge=1)
     offline_after: int = Field(default=300, ge=1)
     retention_days: int = Field(default=90, ge=1)
+    # PostgreSQL storage: TimescaleDB when the server preloads it (auto), required (on),
+    # or plain tables (off); see app/storage.py
+    timescaledb: Literal["auto", "on", "off"] = "auto"
+    # TimescaleDB compresses chunks older than this ("7 days", "12h", ...)
+    compress_after: str = "7 days"
     # alert notifications, sent by `serve`'s dispatcher (docs/notifications.md):
     # the SMTP server for `notify email`: smtp:// (plain), smtp+starttls:// (STARTTLS) or
     # smtps:// (implicit TLS), with [user:pass@]host[:port]; unset: e-mails fail, say why
@@ -67,6 +75,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("compress_after")
+    @classmethod
+    def _check_interval(cls, value: str) -> str:
+        try:
+            parse_interval(value, "IOTDECK_COMPRESS_AFTER")
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def compress_after_seconds(self) -> int:
+        """IOTDECK_COMPRESS_AFTER in seconds."""
+        return parse_interval(self.compress_after)
 
     @model_validator(mode="after")
     def _default_database(self) -> "Settings":

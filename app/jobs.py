@@ -7,7 +7,7 @@ from apscheduler.schedulers.base import BaseScheduler
 
 from app import db
 from app.config import Settings
-from app.services import devices, telemetry
+from app.services import devices, rollups
 
 logger = logging.getLogger(__name__)
 
@@ -17,23 +17,15 @@ RETENTION_EVERY_HOURS = 1
 
 
 def refresh_rollups() -> int:
-    """Recompute the hourly rollups that new points made stale."""
-    total = 0
-    while True:
-        with db.session_scope() as session:
-            done = telemetry.refresh_rollups(session=session)
-        total += done
-        if not done:
-            return total
+    """Bring the hourly rollups of hours that received points up to date."""
+    return rollups.refresh(engine=db.get_engine())
 
 
 def apply_retention(retention_days: int) -> int:
-    """Delete points older than the retention period."""
-    cutoff = datetime.now(UTC) - timedelta(days=retention_days)
-    with db.session_scope() as session:
-        deleted = telemetry.delete_older_than(session=session, cutoff=cutoff)
+    """Forget points (and their hourly rollups) older than the retention period."""
+    deleted = rollups.apply_retention(engine=db.get_engine(), retention_days=retention_days)
     if deleted:
-        logger.info("retention: deleted %d points older than %s", deleted, cutoff.isoformat())
+        logger.info("retention: deleted %d points older than %d days", deleted, retention_days)
     return deleted
 
 

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 # one number per singleton job, shared by every iotdeck process
 EVALUATOR = 0x10DEC0DE
 COMMAND_DISPATCHER = 0x10DEC0DF
+ROLLUPS = 0x10DEC0E0  # TimescaleDB: one process refreshes the continuous aggregate
 RETRY_SECONDS = 5.0
 
 

@@ -22,8 +22,7 @@ def prepare(settings: Settings) -> SeedReport | None:
     settings.ensure_secret()
     if not settings.mqtt_url:
         settings.mqtt_embedded_port = choose_port(settings.mqtt_embedded_port)
-    engine = db.init_engine(settings.database_url)
-    migrate.upgrade(engine)
+    migrate.open_database(settings)
     if not settings.demo:
         return None
     with db.session_scope() as session:

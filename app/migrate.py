@@ -7,17 +7,44 @@ from alembic.config import Config
 from sqlalchemy import Engine
 
 import migrations
+from app import db, storage
+from app.config import Settings
+from app.intervals import DAY
 
 SCRIPT_LOCATION = Path(migrations.__file__).parent
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database behind `engine` up to `revision`."""
+def upgrade(
+    engine: Engine,
+    *,
+    timescaledb: storage.Mode = "auto",
+    compress_after_seconds: int = 7 * DAY,
+) -> storage.Layout:
+    """Bring the database behind `engine` to the latest revision; returns its telemetry layout.
+
+    The layout is checked against `timescaledb` (IOTDECK_TIMESCALEDB) before any revision
+    runs, so a mismatch stops here with a ConfigError instead of half-migrating.
+    """
     config = Config()
     config.set_main_option("script_location", str(SCRIPT_LOCATION))
     # a plain connection: env.py runs each revision in its own transaction, so a revision
-    # may step outside it (TimescaleDB continuous aggregates refuse to be created inside one)
+    # may step outside it (refreshing a continuous aggregate refuses to run inside one)
     with engine.connect() as connection:
+        layout = storage.choose_layout(connection, timescaledb)
+        connection.rollback()  # the checks' implicit transaction; each revision opens its own
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        config.attributes["layout"] = layout
+        command.upgrade(config, "head")
         connection.commit()
+        storage.apply_policies(connection, compress_after_seconds=compress_after_seconds)
+        connection.commit()
+    return layout
+
+
+def open_database(settings: Settings) -> storage.Layout:
+    """Point the process-wide engine at IOTDECK_DATABASE_URL and migrate it; its layout."""
+    return upgrade(
+        db.init_engine(settings.database_url),
+        timescaledb=settings.timescaledb,
+        compress_after_seconds=settings.compress_after_seconds,
+    )

@@ -1,8 +1,9 @@
 """Shared fixtures: a fresh database per test on SQLite and on PostgreSQL."""
 
+import functools
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,38 +21,91 @@ pytest_plugins = ["nicegui.testing.user_plugin"]
 # bcrypt at its lowest cost: tests create many users, and the cost is not what they test
 os.environ.setdefault("IOTDECK_BCRYPT_ROUNDS", "4")
 
-# the server CI starts; override to point the suite at another one
+# the servers CI starts; override to point the suite at others
 PG_ADMIN_URL = os.environ.get(
     "IOTDECK_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+# a cluster that preloads TimescaleDB: `../shared/tools/timescaledb cluster` starts one
+TIMESCALEDB_ADMIN_URL = os.environ.get(
+    "IOTDECK_TEST_TIMESCALEDB_ADMIN_URL", "postgresql://postgres@127.0.0.1:5433/postgres"
+)
+ADMIN_URLS = {"postgres": PG_ADMIN_URL, "timescaledb": TIMESCALEDB_ADMIN_URL}
+LAYOUTS = {"postgres": "off", "timescaledb": "on"}  # IOTDECK_TIMESCALEDB for each server
+# every test that takes `database_url` runs on these; the storage contract tests (marked
+# `all_backends`) on TimescaleDB too
 BACKENDS = ["sqlite", "postgres"]
+ALL_BACKENDS = [*BACKENDS, "timescaledb"]
 
 
-def _pg_url(database: str) -> str:
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each test taking `database_url` once per backend, unless it names its own."""
+    if "database_url" not in metafunc.fixturenames:
+        return
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        if marker.args and marker.args[0] == "database_url":
+            return
+    marked = metafunc.definition.get_closest_marker("all_backends") is not None
+    metafunc.parametrize("database_url", ALL_BACKENDS if marked else BACKENDS, indirect=True)
+
+
+def _pg_url(admin_url: str, database: str) -> str:
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     return f"{base}/{database}"
 
 
-def _pg_admin(statement: str) -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
+def _pg_admin(admin_url: str, statement: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as connection:
         connection.execute(statement)
 
 
+@functools.cache
+def _timescaledb_missing() -> str | None:
+    """Why the TimescaleDB leg cannot run here, or None when it can."""
+    try:
+        with psycopg.connect(TIMESCALEDB_ADMIN_URL, connect_timeout=3) as connection:
+            loaded = connection.execute("SHOW shared_preload_libraries").fetchone()[0]
+    except psycopg.OperationalError as exc:
+        return (
+            f"no TimescaleDB server at {TIMESCALEDB_ADMIN_URL} ({str(exc).strip()[:80]}): "
+            "run ../shared/tools/timescaledb cluster, or set IOTDECK_TEST_TIMESCALEDB_ADMIN_URL"
+        )
+    if "timescaledb" not in loaded:
+        return f"the server at {TIMESCALEDB_ADMIN_URL} does not preload timescaledb"
+    return None
+
+
 @pytest.fixture(scope="session")
-def pg_template() -> Iterator[str]:
-    """A PostgreSQL database migrated once, cloned by each test (CREATE DATABASE ... TEMPLATE)."""
-    name = f"iotdeck_tpl_{uuid.uuid4().hex[:12]}"
-    _pg_admin(f'CREATE DATABASE "{name}"')
-    engine = db.make_engine(_pg_url(name))
-    migrate.upgrade(engine)
-    engine.dispose()
-    yield name
-    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def pg_templates() -> Iterator[dict[str, str]]:
+    """Per PostgreSQL server, a database migrated once and cloned by each test."""
+    made: dict[str, str] = {}
+    yield made
+    for backend, name in made.items():
+        _pg_admin(ADMIN_URLS[backend], f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _template(backend: str, templates: dict[str, str]) -> str:
+    if backend not in templates:
+        if backend == "timescaledb" and (reason := _timescaledb_missing()):
+            pytest.skip(reason)
+        name = f"iotdeck_tpl_{uuid.uuid4().hex[:12]}"
+        _pg_admin(ADMIN_URLS[backend], f'CREATE DATABASE "{name}"')
+        templates[backend] = name
+        engine = db.make_engine(_pg_url(ADMIN_URLS[backend], name))
+        migrate.upgrade(engine, timescaledb=LAYOUTS[backend])
+        engine.dispose()
+        # TimescaleDB's job scheduler connects to every database that has the extension,
+        # and a template in use cannot be cloned: keep it (and everyone else) out
+        _pg_admin(ADMIN_URLS[backend], f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        _pg_admin(
+            ADMIN_URLS[backend],
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
+        )
+    return templates[backend]
 
 
 @contextmanager
 def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A new, migrated, empty database on `backend` ("sqlite" or "postgres"); dropped after."""
+    """A new, migrated, empty database on `backend` (sqlite, postgres, timescaledb); dropped."""
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / f'iotdeck-{uuid.uuid4().hex[:8]}.db'}"
         engine = db.make_engine(url)
@@ -59,18 +113,37 @@ def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
         engine.dispose()
         yield url
         return
-    template = request.getfixturevalue("pg_template")
+    template = _template(backend, request.getfixturevalue("pg_templates"))
     name = f"iotdeck_test_{uuid.uuid4().hex[:12]}"
-    _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    admin_url = ADMIN_URLS[backend]
+    _pg_admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     try:
-        yield _pg_url(name)
+        yield _pg_url(admin_url, name)
     finally:
-        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _pg_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture
+def blank_database() -> Iterator[Callable[[str], str]]:
+    """Make empty, unmigrated databases on "postgres" or "timescaledb"; dropped after."""
+    made: list[tuple[str, str]] = []
+
+    def make(backend: str) -> str:
+        if backend == "timescaledb" and (reason := _timescaledb_missing()):
+            pytest.skip(reason)
+        name = f"iotdeck_blank_{uuid.uuid4().hex[:12]}"
+        _pg_admin(ADMIN_URLS[backend], f'CREATE DATABASE "{name}"')
+        made.append((backend, name))
+        return _pg_url(ADMIN_URLS[backend], name)
+
+    yield make
+    for backend, name in made:
+        _pg_admin(ADMIN_URLS[backend], f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh database per test, once on SQLite and once on PostgreSQL."""
+    """A fresh database per test on the backend this test is parametrized with."""
     with new_database(request.param, tmp_path, request) as url:
         yield url
 

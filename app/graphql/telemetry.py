@@ -12,6 +12,7 @@ from app.graphql import arguments
 from app.graphql.context import in_session
 from app.graphql.permissions import IsAuthenticated, requires
 from app.graphql.types import TelemetryAggregation, TelemetryPoint, TelemetrySeries
+from app.intervals import parse_interval
 from app.services import devices, telemetry
 
 T = TypeVar("T")
@@ -84,7 +85,7 @@ class TelemetryQuery:
         device = arguments.device_id(device_id)
         name = arguments.metric_name(metric_name)
         start, end = arguments.moment(from_, "from"), arguments.moment(to, "to")
-        seconds = telemetry.parse_interval(interval)
+        seconds = parse_interval(interval)
         buckets = await _on_device(
             device,
             lambda session: telemetry.aggregate(

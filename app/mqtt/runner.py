@@ -7,7 +7,7 @@ import threading
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from app import bus, db, jobs
+from app import bus, db, jobs, storage
 from app.config import ConfigError, Settings
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
@@ -34,7 +34,7 @@ def run_ingest(settings: Settings) -> None:
             "(the embedded one lives inside `iotdeck serve`)"
         )
     address = BrokerAddress.parse(settings.mqtt_url, settings.mqtt_protocol)
-    db.init_engine(settings.database_url)
+    storage.verify(db.init_engine(settings.database_url), settings.timescaledb)
     if settings.redis_url:
         bus.set_bus(bus.RedisBus(settings.redis_url))  # publish only: web processes listen
     else:

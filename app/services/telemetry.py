@@ -1,48 +1,31 @@
 """Telemetry: batch writes (COPY on PostgreSQL), series, latest values, aggregates."""
 
-import re
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import psycopg
 from sqlalchemy import (
-    ColumnElement,
     Connection,
-    Integer,
-    and_,
     bindparam,
-    delete,
     func,
     insert,
-    literal_column,
-    or_,
     select,
     text,
-    tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import Session, col
 
 from app import bus
 from app.errors import ValidationError
-from app.models import (
-    Device,
-    DeviceStatus,
-    TelemetryHourly,
-    TelemetryPoint,
-    TelemetryRollupPending,
-)
-from app.services import events
+from app.intervals import HOUR
+from app.models import Device, DeviceStatus, TelemetryPoint
+from app.services import events, rollups
 from app.services.validation import parse_id
 
-HOUR = 3600
 MAX_BUCKETS = 10_000
 _POINTS = TelemetryPoint.__table__
-_HOURLY = TelemetryHourly.__table__
-_PENDING = TelemetryRollupPending.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,25 +68,6 @@ class WriteResult:
     came_online: frozenset[uuid.UUID]  # devices whose status just became ONLINE
 
 
-def _hour(moment: datetime) -> datetime:
-    if moment.tzinfo is not UTC:
-        moment = moment.astimezone(UTC)
-    return moment.replace(minute=0, second=0, microsecond=0)
-
-
-def rollups_are_continuous_aggregate(connection: Connection) -> bool:
-    """True when `telemetry_hourly` is TimescaleDB's view rather than our own table."""
-    if connection.dialect.name != "postgresql":
-        return False
-    # remembered per pooled connection: the answer only changes with a migration
-    if "continuous_rollups" not in connection.info:
-        kind = connection.execute(
-            text("SELECT relkind FROM pg_class WHERE oid = to_regclass('telemetry_hourly')")
-        ).scalar()
-        connection.info["continuous_rollups"] = kind != "r"
-    return connection.info["continuous_rollups"]
-
-
 def write_points(
     *, session: Session, points: Sequence[Point], seen_at: datetime | None
 ) -> WriteResult:
@@ -122,8 +86,7 @@ def write_points(
         stored = _copy_points(connection, kept)
     else:
         stored = _insert_points(connection, kept)
-    if not rollups_are_continuous_aggregate(connection):
-        _mark_pending(connection, kept)
+    _mark_pending(connection, kept)
     came_online = frozenset(
         i for i, s in statuses.items() if s != DeviceStatus.ONLINE and seen_at is not None
     )
@@ -228,23 +191,9 @@ def _mark_pending(connection: Connection, points: Iterable[Point]) -> None:
     last_time = last_hour = None
     for point in points:
         if point.time is not last_time:  # a message's points share one time object
-            last_time, last_hour = point.time, _hour(point.time)
+            last_time, last_hour = point.time, rollups.hour_of(point.time)
         hours.add((point.device_id, point.metric_name, last_hour))
-    if not hours:
-        return
-    rows = [{"device_id": d, "metric_name": m, "bucket": h} for d, m, h in sorted(hours)]
-    if connection.dialect.name == "postgresql":
-        # a no-op update rather than DO NOTHING: it locks the row, so the rollup job cannot
-        # claim this hour and recompute it before this batch's points are committed
-        statement = pg_insert(_PENDING)
-        statement = statement.on_conflict_do_update(
-            index_elements=["device_id", "metric_name", "bucket"],
-            set_={"bucket": statement.excluded.bucket},
-        )
-    else:
-        # SQLite runs one writer at a time, so there is no such race
-        statement = insert(_PENDING).prefix_with("OR IGNORE")
-    connection.execute(statement, rows)
+    rollups.mark_pending(connection, hours)
 
 
 def _check_range(start: datetime, end: datetime) -> None:
@@ -360,134 +309,6 @@ def latest_values(*, session: Session, device_id: uuid.UUID | str) -> dict[str, 
     return found
 
 
-def _bucket_column(connection: Connection, width: int) -> ColumnElement[int]:
-    # epoch seconds floored to a multiple of `width`: buckets align on UTC midnight
-    if connection.dialect.name == "postgresql":
-        expression = f"floor(extract(epoch from time) / {width:d})::bigint * {width:d}"
-    else:
-        expression = f"(CAST(strftime('%s', time) AS INTEGER) / {width:d}) * {width:d}"
-    return literal_column(expression, Integer)
-
-
-def _epoch(moment: datetime) -> int:
-    return int(moment.timestamp())
-
-
-def _raw_partials(
-    connection: Connection,
-    device_id: uuid.UUID,
-    metric_name: str,
-    ranges: Sequence[tuple[datetime, datetime]],
-    width: int,
-) -> dict[int, tuple[float, float, float, int]]:
-    """Sum, min, max and count per bucket of raw points within `ranges`."""
-    if not ranges:
-        return {}
-    bucket = _bucket_column(connection, width).label("bucket")
-    value = _POINTS.c.value
-    time = _POINTS.c.time
-    query = (
-        select(bucket, func.sum(value), func.min(value), func.max(value), func.count())
-        .where(
-            _POINTS.c.device_id == device_id,
-            _POINTS.c.metric_name == metric_name,
-            or_(*(and_(time >= start, time < end) for start, end in ranges)),
-        )
-        .group_by(bucket)
-    )
-    return {int(b): (s, lo, hi, n) for b, s, lo, hi, n in connection.execute(query)}
-
-
-def _rollup_partials(
-    connection: Connection,
-    device_id: uuid.UUID,
-    metric_name: str,
-    start: datetime,
-    end: datetime,
-    *,
-    exclude: set[datetime],
-) -> dict[int, tuple[float, float, float, int]]:
-    """Sum, min, max and count per hour from the rollups for whole hours in [start, end)."""
-    query = select(
-        _HOURLY.c.bucket,
-        _HOURLY.c.avg_value,
-        _HOURLY.c.min_value,
-        _HOURLY.c.max_value,
-        _HOURLY.c.sample_count,
-    ).where(
-        _HOURLY.c.device_id == device_id,
-        _HOURLY.c.metric_name == metric_name,
-        _HOURLY.c.bucket >= start,
-        _HOURLY.c.bucket < end,
-    )
-    return {
-        _epoch(bucket): (avg * count, lo, hi, count)
-        for bucket, avg, lo, hi, count in connection.execute(query)
-        if bucket not in exclude
-    }
-
-
-def _hourly_partials(
-    connection: Connection, device_id: uuid.UUID, metric_name: str, start: datetime, end: datetime
-) -> dict[int, tuple[float, float, float, int]]:
-    """Per-hour partials from rollups where they are current, raw points elsewhere."""
-    first_hour = _hour(start) if start == _hour(start) else _hour(start) + timedelta(hours=1)
-    last_hour = _hour(end)
-    if first_hour >= last_hour:
-        return _raw_partials(connection, device_id, metric_name, [(start, end)], HOUR)
-    if rollups_are_continuous_aggregate(connection):
-        # TimescaleDB materialises hours older than the refresh policy's end offset
-        settled = min(last_hour, _hour(datetime.now(UTC)) - timedelta(hours=3))
-        stale: set[datetime] = set()
-    else:
-        settled = last_hour
-        stale = set(
-            connection.execute(
-                select(_PENDING.c.bucket).where(
-                    _PENDING.c.device_id == device_id,
-                    _PENDING.c.metric_name == metric_name,
-                    _PENDING.c.bucket >= first_hour,
-                    _PENDING.c.bucket < settled,
-                )
-            ).scalars()
-        )
-    ranges = [(start, first_hour), (max(settled, first_hour), end)]
-    ranges += [(hour, hour + timedelta(hours=1)) for hour in sorted(stale)]
-    partials = _rollup_partials(
-        connection, device_id, metric_name, first_hour, settled, exclude=stale
-    )
-    partials.update(
-        _raw_partials(connection, device_id, metric_name, [r for r in ranges if r[0] < r[1]], HOUR)
-    )
-    return partials
-
-
-# "15 minutes", "1 hour", "30s", "5m": a whole number, then a unit, long or short
-_INTERVAL = re.compile(r"([0-9]{1,9})\s*([a-z]+)", re.ASCII)
-_INTERVAL_UNITS = {
-    **dict.fromkeys(("s", "second", "seconds"), 1),
-    **dict.fromkeys(("m", "minute", "minutes"), 60),
-    **dict.fromkeys(("h", "hour", "hours"), HOUR),
-    **dict.fromkeys(("d", "day", "days"), 24 * HOUR),
-}
-MAX_INTERVAL = 366 * 24 * HOUR
-_INTERVAL_FORMS = (
-    "'30 seconds', '1 minute', '15 minutes', '1 hour', '1 day' or '30s', '5m', '1h', '1d'"
-)
-
-
-def parse_interval(text: str) -> int:
-    """Seconds in an interval such as "15 minutes" or "1h"; ValidationError("interval") else."""
-    match = _INTERVAL.fullmatch(text.strip().lower()) if isinstance(text, str) else None
-    if match is None or match.group(2) not in _INTERVAL_UNITS:
-        shown = str(text)[:40]
-        raise ValidationError("interval", f"'{shown}' is not an interval; use {_INTERVAL_FORMS}")
-    seconds = int(match.group(1)) * _INTERVAL_UNITS[match.group(2)]
-    if not 0 < seconds <= MAX_INTERVAL:
-        raise ValidationError("interval", "must be more than 0 and at most 366 days")
-    return seconds
-
-
 def aggregate(
     *,
     session: Session,
@@ -506,8 +327,8 @@ def aggregate(
     device = parse_id(device_id, "deviceId")
     connection = session.connection()
     if bucket_seconds % HOUR == 0:
-        hourly = _hourly_partials(connection, device, metric_name, start, end)
-        partials: dict[int, tuple[float, float, float, int]] = {}
+        hourly = rollups.hourly_partials(connection, device, metric_name, start, end)
+        partials: rollups.Partials = {}
         for hour, (total, low, high, count) in hourly.items():
             key = hour // bucket_seconds * bucket_seconds
             if key in partials:
@@ -517,57 +338,9 @@ def aggregate(
                 partials[key] = (total, low, high, count)
     else:
         ranges = [(start, end)]
-        partials = _raw_partials(connection, device, metric_name, ranges, bucket_seconds)
+        partials = rollups.raw_partials(connection, device, metric_name, ranges, bucket_seconds)
     return [
         Aggregate(datetime.fromtimestamp(key, UTC), total / count, low, high, count)
         for key, (total, low, high, count) in sorted(partials.items())
         if count
     ]
-
-
-def refresh_rollups(*, session: Session, max_hours: int = 5000) -> int:
-    """Recompute the rollups of hours that received points since the last run."""
-    connection = session.connection()
-    if rollups_are_continuous_aggregate(connection):
-        return 0
-    keys = connection.execute(
-        select(_PENDING.c.device_id, _PENDING.c.metric_name, _PENDING.c.bucket)
-        .order_by(_PENDING.c.device_id, _PENDING.c.metric_name, _PENDING.c.bucket)
-        .limit(max_hours)
-    ).all()
-    if not keys:
-        return 0
-    triples = [tuple(key) for key in keys]
-    # claim the hours first: a batch that lands during the recompute marks them again
-    pending_key = tuple_(_PENDING.c.device_id, _PENDING.c.metric_name, _PENDING.c.bucket)
-    connection.execute(delete(_PENDING).where(pending_key.in_(triples)))
-    hourly_key = tuple_(_HOURLY.c.device_id, _HOURLY.c.metric_name, _HOURLY.c.bucket)
-    connection.execute(delete(_HOURLY).where(hourly_key.in_(triples)))
-    by_series: dict[tuple[uuid.UUID, str], list[datetime]] = {}
-    for device_id, metric_name, bucket in triples:
-        by_series.setdefault((device_id, metric_name), []).append(bucket)
-    rows = []
-    for (device_id, metric_name), hours in by_series.items():
-        ranges = [(hour, hour + timedelta(hours=1)) for hour in hours]
-        partials = _raw_partials(connection, device_id, metric_name, ranges, HOUR)
-        rows += [
-            {
-                "device_id": device_id,
-                "metric_name": metric_name,
-                "bucket": datetime.fromtimestamp(hour, UTC),
-                "avg_value": total / count,
-                "min_value": low,
-                "max_value": high,
-                "sample_count": count,
-            }
-            for hour, (total, low, high, count) in partials.items()
-        ]
-    if rows:
-        connection.execute(insert(_HOURLY), rows)
-    return len(triples)
-
-
-def delete_older_than(*, session: Session, cutoff: datetime) -> int:
-    """Delete raw points older than `cutoff` (the retention job); returns how many."""
-    result = session.connection().execute(delete(_POINTS).where(_POINTS.c.time < cutoff))
-    return result.rowcount

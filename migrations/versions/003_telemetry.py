@@ -3,20 +3,22 @@
 Revision ID: 003
 Revises: 002
 
-With TimescaleDB (PostgreSQL where `pg_available_extensions` lists it) this follows the
-seed's 003 exactly: hypertable, retention policy, continuous aggregate `telemetry_hourly`
-and its refresh policy. Without it (plain PostgreSQL, SQLite) the same names are plain
-tables: `telemetry_hourly` is kept up to date by the rollup job from the buckets listed
-in `telemetry_rollup_pending`, and the retention job deletes old points. The
-TimescaleDB branch cannot run on the project's development machines (no extension
-there); it is written to the TimescaleDB 2.x documentation and reviewed by hand.
+With TimescaleDB (the layout `app.storage.choose_layout` picks from IOTDECK_TIMESCALEDB and
+the server's `shared_preload_libraries`) this follows the seed's 003: hypertable, retention
+policy, continuous aggregate `telemetry_hourly` and its refresh policy; revision 005a then
+hands rollups and retention to iotdeck's own jobs and turns compression on. Without it
+(plain PostgreSQL, SQLite) the same names are plain tables: `telemetry_hourly` is kept up
+to date by the rollup job from the buckets listed in `telemetry_rollup_pending`, and the
+retention job deletes old points.
 """
 
 import os
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from sqlalchemy.dialects.postgresql import JSONB
+
+from app import storage
 
 revision = "003"
 down_revision = "002"
@@ -29,12 +31,13 @@ def _retention_days() -> int:
     return int(os.environ.get("IOTDECK_RETENTION_DAYS", "90"))
 
 
-def _timescaledb_available() -> bool:
-    bind = op.get_bind()
-    if bind.dialect.name != "postgresql":
-        return False
-    query = sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
-    return bind.execute(query).first() is not None
+def _layout() -> storage.Layout:
+    # app.migrate decides before any revision runs; a bare `alembic upgrade` decides here
+    chosen = context.config.attributes.get("layout")
+    if chosen is None:
+        mode = os.environ.get("IOTDECK_TIMESCALEDB", "auto")
+        chosen = storage.choose_layout(op.get_bind(), mode)  # type: ignore[arg-type]
+    return chosen
 
 
 def _create_points_table() -> None:
@@ -74,32 +77,33 @@ def _upgrade_timescaledb() -> None:
     op.execute(
         f"SELECT add_retention_policy('device_telemetry', INTERVAL '{_retention_days()} days')"
     )
-    # continuous aggregates cannot be created inside a transaction block
-    with op.get_context().autocommit_block():
-        op.execute(
-            """
-            CREATE MATERIALIZED VIEW telemetry_hourly
-            WITH (timescaledb.continuous) AS
-            SELECT
-                time_bucket('1 hour', time) AS bucket,
-                device_id,
-                metric_name,
-                AVG(value) as avg_value,
-                MIN(value) as min_value,
-                MAX(value) as max_value,
-                COUNT(*) as sample_count
-            FROM device_telemetry
-            GROUP BY bucket, device_id, metric_name
-            """
-        )
-        op.execute(
-            """
-            SELECT add_continuous_aggregate_policy('telemetry_hourly',
-                start_offset => INTERVAL '3 hours',
-                end_offset => INTERVAL '1 hour',
-                schedule_interval => INTERVAL '1 hour')
-            """
-        )
+    # WITH NO DATA: there is nothing to materialise yet, and without the initial refresh
+    # the view can be created inside this revision's transaction (all of it or nothing)
+    op.execute(
+        """
+        CREATE MATERIALIZED VIEW telemetry_hourly
+        WITH (timescaledb.continuous) AS
+        SELECT
+            time_bucket('1 hour', time) AS bucket,
+            device_id,
+            metric_name,
+            AVG(value) as avg_value,
+            MIN(value) as min_value,
+            MAX(value) as max_value,
+            COUNT(*) as sample_count
+        FROM device_telemetry
+        GROUP BY bucket, device_id, metric_name
+        WITH NO DATA
+        """
+    )
+    op.execute(
+        """
+        SELECT add_continuous_aggregate_policy('telemetry_hourly',
+            start_offset => INTERVAL '3 hours',
+            end_offset => INTERVAL '1 hour',
+            schedule_interval => INTERVAL '1 hour')
+        """
+    )
 
 
 def _upgrade_plain() -> None:
@@ -134,7 +138,7 @@ def _upgrade_plain() -> None:
 
 def upgrade() -> None:
     """Create the telemetry tables for this database."""
-    if _timescaledb_available():
+    if _layout() is storage.Layout.TIMESCALEDB:
         _upgrade_timescaledb()
     else:
         _upgrade_plain()
@@ -142,16 +146,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Drop the telemetry tables (and the continuous aggregate)."""
-    bind = op.get_bind()
-    is_view = (
-        bind.dialect.name == "postgresql"
-        and bind.execute(
-            sa.text("SELECT 1 FROM pg_matviews WHERE matviewname = 'telemetry_hourly'")
-        ).first()
-    )
-    if is_view:
-        with op.get_context().autocommit_block():
-            op.execute("DROP MATERIALIZED VIEW telemetry_hourly")
+    if storage.recorded_layout(op.get_bind()) is storage.Layout.TIMESCALEDB:
+        op.execute("DROP MATERIALIZED VIEW telemetry_hourly")
     else:
         op.drop_table("telemetry_rollup_pending")
         op.drop_table("telemetry_hourly")

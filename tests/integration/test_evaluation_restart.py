@@ -5,6 +5,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -14,6 +15,8 @@ from app.models import Alert, AlertStatus, Device, DeviceCreate, utcnow
 from app.services import alerts, commands, devices, rules, telemetry
 from app.services.rules import RuleInput
 from app.services.telemetry import Point
+
+pytestmark = pytest.mark.all_backends
 
 HOLD = """
 rule "Hot for 5 minutes"

@@ -13,6 +13,8 @@ from app.services import alerts, devices, rules, telemetry
 from tests.integration.graphql.client import GraphQLClient, code_of
 from tests.integration.graphql.conftest import Account
 
+pytestmark = pytest.mark.all_backends
+
 RULE = (
     "id name description deviceId deviceType metricName condition threshold severity "
     "enabled cooldownMinutes expression"

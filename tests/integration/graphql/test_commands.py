@@ -11,6 +11,8 @@ from app.services.commands import Answer
 from tests.integration.graphql.client import GraphQLClient, code_of
 from tests.integration.graphql.conftest import Account
 
+pytestmark = pytest.mark.all_backends
+
 COMMAND = (
     "id deviceId action params status sentAt acknowledgedAt executedAt error createdAt "
     "updatedAt expiresAt result idempotencyKey createdBy ruleId alertId"

@@ -18,6 +18,8 @@ from bench.services import Mosquitto
 from tests.integration.conftest import Publish
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.all_backends
+
 
 @pytest.fixture
 def device(engine: Engine) -> Device:

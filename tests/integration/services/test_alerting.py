@@ -8,6 +8,8 @@ from app.models import AlertStatus, DeviceCreate, utcnow
 from app.services import alerts, devices, rules
 from app.services.rules import RuleInput
 
+pytestmark = pytest.mark.all_backends
+
 FULL = """
 rule "Overheat"
   on type "thermostat"

@@ -12,6 +12,8 @@ from app.models import CommandStatus, DeviceCommand, DeviceCreate, DeviceStatus,
 from app.services import commands, devices
 from app.services.commands import Answer, CommandInput
 
+pytestmark = pytest.mark.all_backends
+
 
 def _device(session: Session, name: str = "pump", *, online: bool = False) -> uuid.UUID:
     device = devices.create_device(session=session, data=DeviceCreate(name=name, type="pump"))

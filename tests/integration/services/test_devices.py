@@ -8,6 +8,8 @@ from app.models import DeviceCreate, DeviceStatus, DeviceUpdate
 from app.services import devices
 from app.services.devices import DeviceFilter
 
+pytestmark = pytest.mark.all_backends
+
 
 def _make(session: Session, name: str, type_: str = "thermostat", **metadata: object):
     data = DeviceCreate(name=name, type=type_, metadata=metadata or None)

@@ -12,6 +12,8 @@ from app.services import devices, telemetry
 from app.services.rule_testing import replay
 from app.services.telemetry import Point
 
+pytestmark = pytest.mark.all_backends
+
 START = utcnow().replace(second=0, microsecond=0) - timedelta(hours=3)
 
 

@@ -9,8 +9,10 @@ from sqlmodel import Session, select
 
 from app.errors import ValidationError
 from app.models import Device, DeviceCreate, DeviceStatus, TelemetryHourly
-from app.services import devices, telemetry
+from app.services import devices, rollups, telemetry
 from app.services.telemetry import Point
+
+pytestmark = pytest.mark.all_backends
 
 T0 = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)
 
@@ -137,8 +139,7 @@ def test_aggregates_match_a_python_reference_with_late_points(
 
     on_time = batch(1500)
     _write(session, on_time)
-    assert telemetry.refresh_rollups(session=session) > 0
-    session.commit()
+    assert rollups.refresh(engine=session.get_bind()) > 0
     late = batch(300)  # lands in hours that already have rollups
     _write(session, late)
     everything = on_time + late
@@ -158,8 +159,7 @@ def test_aggregates_match_a_python_reference_with_late_points(
         assert _as_tuples(result) == expected
 
     check()  # late hours still pending: read from raw points
-    telemetry.refresh_rollups(session=session)
-    session.commit()
+    rollups.refresh(engine=session.get_bind())
     check()  # every whole hour from the rollups
 
 
@@ -168,9 +168,8 @@ def test_rollup_table_equals_raw_hours(session: Session, device: Device) -> None
         Point(device.id, "t", T0 + timedelta(minutes=7 * i), float(i % 13)) for i in range(500)
     ]
     _write(session, points)
-    telemetry.refresh_rollups(session=session)
-    session.commit()
-    assert telemetry.refresh_rollups(session=session) == 0
+    rollups.refresh(engine=session.get_bind())
+    assert rollups.refresh(engine=session.get_bind()) == 0
     rows = session.exec(select(TelemetryHourly).order_by(TelemetryHourly.bucket)).all()
     expected = _reference(points, T0, T0 + timedelta(days=30), 3600)
     assert [
@@ -192,11 +191,36 @@ def test_aggregate_bounds(session: Session, device: Device) -> None:
     assert caught.value.field == "interval"
 
 
-def test_retention_deletes_only_old_points(session: Session, device: Device) -> None:
-    _write(
-        session,
-        [Point(device.id, "t", T0 - timedelta(days=100), 1.0), Point(device.id, "t", T0, 2.0)],
+def test_retention_forgets_whole_hours_of_points_and_rollups(
+    session: Session, device: Device
+) -> None:
+    now = T0 + timedelta(minutes=20)
+    cutoff = T0 - timedelta(days=90)  # the hour `now - 90 days` falls in starts here
+    points = [
+        Point(device.id, "t", cutoff - timedelta(days=10), 1.0),
+        Point(device.id, "t", cutoff - timedelta(minutes=1), 2.0),
+        Point(device.id, "t", cutoff, 3.0),
+        Point(device.id, "t", cutoff + timedelta(minutes=59), 4.0),
+        Point(device.id, "t", T0 - timedelta(hours=2), 5.0),
+    ]
+    _write(session, points)
+    rollups.refresh(engine=session.get_bind(), now=now)
+    deleted = rollups.apply_retention(engine=session.get_bind(), retention_days=90, now=now)
+    assert deleted == 2
+    kept = points[2:]
+    start, end = cutoff - timedelta(days=30), now
+    stored = telemetry.series(
+        session=session, device_id=device.id, metric_name="t", start=start, end=end
     )
-    assert telemetry.delete_older_than(session=session, cutoff=T0 - timedelta(days=90)) == 1
-    session.commit()
-    assert telemetry.latest(session=session, device_id=device.id, metric_name="t").value == 2.0
+    assert [s.value for s in stored] == [3.0, 4.0, 5.0]
+    hourly = telemetry.aggregate(
+        session=session,
+        device_id=device.id,
+        metric_name="t",
+        start=start,
+        end=end,
+        bucket_seconds=3600,
+    )
+    assert _as_tuples(hourly) == _reference(kept, start, end, 3600)
+    rows = session.exec(select(TelemetryHourly.bucket).order_by(TelemetryHourly.bucket)).all()
+    assert rows == [cutoff, T0 - timedelta(hours=2)]
