@@ -172,7 +172,8 @@ def simulate(
 
 
 @bench_cli.command("ingest")
-def bench_ingest(
+def bench_ingest(  # keyword-only: six options, each named on the command line
+    *,
     devices: Annotated[int, typer.Option(help="Simulated devices (one publisher each).")] = 50,
     seconds: Annotated[float, typer.Option(help="Length of the live phase.")] = 20.0,
     backlog: Annotated[int, typer.Option(help="Messages queued for the drain phase.")] = 60000,
@@ -180,12 +181,51 @@ def bench_ingest(
     rate: Annotated[
         float | None, typer.Option(help="Offered messages/s (default: the measured drain rate).")
     ] = None,
+    timescaledb: Annotated[
+        bool, typer.Option("--timescaledb", help="On the TimescaleDB server (127.0.0.1:5433).")
+    ] = False,
 ) -> None:
     """Measure ingest against a bare subscriber and bare COPY; prints one JSON object."""
     from bench.ingest import Options, run
 
     logging.basicConfig(level=logging.WARNING)
-    options = Options(devices=devices, seconds=seconds, backlog=backlog, workers=workers, rate=rate)
+    options = Options(
+        devices=devices,
+        seconds=seconds,
+        backlog=backlog,
+        workers=workers,
+        rate=rate,
+        timescaledb=timescaledb,
+    )
+    print(json.dumps(run(options), indent=2))
+
+
+@bench_cli.command("storage")
+def bench_storage(  # keyword-only: six options, each named on the command line
+    *,
+    devices: Annotated[int, typer.Option(min=1, help="Devices with a month of points.")] = 1000,
+    days: Annotated[int, typer.Option(min=1, max=90, help="Days of one-minute points.")] = 30,
+    repeats: Annotated[int, typer.Option(min=1, help="Warm runs of each chart query.")] = 50,
+    ingest_seconds: Annotated[float, typer.Option(help="Each live ingest attempt.")] = 15.0,
+    skip_ingest: Annotated[
+        bool, typer.Option("--skip-ingest", help="Only the chart and compression phases.")
+    ] = False,
+    skip_charts: Annotated[
+        bool, typer.Option("--skip-charts", help="Only the ingest phase.")
+    ] = False,
+) -> None:
+    """Plain PostgreSQL against TimescaleDB: ingest, chart queries, compression; JSON."""
+    from bench.storage import Options, run
+
+    logging.basicConfig(level=logging.WARNING)
+    options = Options(
+        devices=devices,
+        days=days,
+        repeats=repeats,
+        ingest_seconds=ingest_seconds,
+        skip_ingest=skip_ingest,
+        skip_charts=skip_charts,
+    )
     print(json.dumps(run(options), indent=2))
 
 

@@ -1,7 +1,8 @@
 """`iotdeck bench ingest`: how much telemetry the ingest commits, against bare baselines.
 
 One run, one machine, one broker (a private Mosquitto with the project's config) and
-one PostgreSQL database created for the run:
+one database created for the run on plain PostgreSQL (or, with `--timescaledb`, on the
+TimescaleDB server of `../shared/tools/timescaledb cluster`):
 1. bare COPY: rows/s PostgreSQL takes by binary COPY into an unconstrained table;
 2. bare subscriber: messages/s a plain paho QoS 1 subscriber drains from a backlog;
 3. ingest drain: the same backlog queued while ingest was stopped, drained by ingest
@@ -28,10 +29,16 @@ import paho.mqtt.client as mqtt
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from app import db, migrate
+from app import db, migrate, storage
 from app.models import DeviceCreate
 from app.services import devices
-from bench.services import Mosquitto, fresh_database, iotdeck_environment
+from bench.services import (
+    PG_ADMIN_URL,
+    TIMESCALEDB_ADMIN_URL,
+    Mosquitto,
+    fresh_database,
+    iotdeck_environment,
+)
 
 # the live phase steps its offered rate down from the drain rate until ingest keeps up,
 # meaning it has committed everything within this long after the publishers stop
@@ -53,7 +60,17 @@ class Options:
     backlog: int = 60_000
     workers: int = 1
     rate: float | None = None  # offered messages/s; default: the drain rate ingest showed alone
-    pg_admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    timescaledb: bool = False  # on the TimescaleDB server instead of plain PostgreSQL
+
+    @property
+    def pg_admin_url(self) -> str:
+        """The server the run creates its database on."""
+        return TIMESCALEDB_ADMIN_URL if self.timescaledb else PG_ADMIN_URL
+
+    @property
+    def layout(self) -> storage.Mode:
+        """IOTDECK_TIMESCALEDB for the run."""
+        return "on" if self.timescaledb else "off"
 
 
 def _line(at: datetime, index: int) -> bytes:
@@ -254,7 +271,7 @@ def run(options: Options) -> dict:
 
 
 def _phases(options: Options, folder: Path, broker: Mosquitto, engine: Engine, url: str) -> dict:
-    migrate.upgrade(engine)
+    migrate.upgrade(engine, timescaledb=options.layout)
     with Session(engine) as session:
         ids = [
             devices.create_device(
@@ -268,6 +285,7 @@ def _phases(options: Options, folder: Path, broker: Mosquitto, engine: Engine, u
         IOTDECK_MQTT_URL=broker.url,
         IOTDECK_LOG_LEVEL="WARNING",
         IOTDECK_INGEST_SHARED_GROUP="bench" if options.workers > 1 else "",
+        IOTDECK_TIMESCALEDB=options.layout,
     )
     copy_rate = bare_copy_rows_per_s(engine)
     bare_rate = bare_subscriber_msgs_per_s(broker, ids, options.backlog, folder)
@@ -301,6 +319,7 @@ def _phases(options: Options, folder: Path, broker: Mosquitto, engine: Engine, u
             break
     live = attempts[-1]
     return {
+        "storage": "timescaledb" if options.timescaledb else "postgresql",
         "devices": options.devices,
         "workers": options.workers,
         **live,

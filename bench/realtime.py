@@ -30,7 +30,14 @@ from sqlmodel import Session
 from app import db, migrate
 from app.models import DeviceCreate, Role, UserCreate
 from app.services import devices, users
-from bench.services import Mosquitto, free_port, fresh_database, iotdeck_environment, wait_ready
+from bench.services import (
+    PG_ADMIN_URL,
+    Mosquitto,
+    free_port,
+    fresh_database,
+    iotdeck_environment,
+    wait_ready,
+)
 
 PASSWORD = "bench password 1"
 SUBSCRIPTION = (
@@ -44,7 +51,7 @@ class Options:
 
     subscribers: int = 1000
     seconds: float = 30.0
-    pg_admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    pg_admin_url: str = PG_ADMIN_URL
 
 
 def _rss_kb(pid: int) -> int:

@@ -42,6 +42,7 @@ from app.services.rules import RuleInput
 from bench import ingest, rules_engine
 from bench.rules_engine import TYPES, rule_texts
 from bench.services import (
+    PG_ADMIN_URL,
     LocalServer,
     Mosquitto,
     fresh_database,
@@ -71,7 +72,7 @@ class Options:
     backlog: int = 30_000
     workers: int = 1
     macro: bool = True
-    pg_admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    pg_admin_url: str = PG_ADMIN_URL
 
 
 class RedisServer(LocalServer):

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from sqlalchemy import Engine, text
 
+# the servers benchmarks create their databases on: plain PostgreSQL, and a cluster that
+# preloads TimescaleDB (`../shared/tools/timescaledb cluster`)
+PG_ADMIN_URL = os.environ.get(
+    "IOTDECK_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+TIMESCALEDB_ADMIN_URL = os.environ.get(
+    "IOTDECK_BENCH_TIMESCALEDB_ADMIN_URL", "postgresql://postgres@127.0.0.1:5433/postgres"
+)
 PROJECT_CONFIG = Path(__file__).parent.parent / "deploy" / "mosquitto" / "mosquitto.conf"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -131,3 +140,15 @@ def fresh_database(admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_compression_policy(engine: Engine) -> None:
+    """Run TimescaleDB's compression policy job now, as its schedule would."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        job = connection.execute(
+            text(
+                "SELECT job_id FROM timescaledb_information.jobs"
+                " WHERE proc_name = 'policy_compression'"
+            )
+        ).scalar_one()
+        connection.execute(text("CALL run_job(:job)"), {"job": job})

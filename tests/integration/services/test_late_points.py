@@ -16,26 +16,12 @@ from sqlmodel import Session
 from app.models import DeviceCreate
 from app.services import charts, devices, rollups, telemetry
 from app.services.rule_testing import replay
-from app.services.telemetry import Aggregate, Point
+from app.services.telemetry import Point
+from tests.aggregates import as_tuples, reference
 
 pytestmark = pytest.mark.all_backends
 
 WIDTHS = (900, 3600, 3 * 3600, 86400)
-
-
-def _reference(points: list[Point], start: datetime, end: datetime, width: int) -> list[tuple]:
-    buckets: dict[int, list[float]] = {}
-    for p in points:
-        if start <= p.time < end:
-            buckets.setdefault(int(p.time.timestamp()) // width * width, []).append(p.value)
-    return [
-        (datetime.fromtimestamp(k, UTC), pytest.approx(sum(v) / len(v)), min(v), max(v), len(v))
-        for k, v in sorted(buckets.items())
-    ]
-
-
-def _tuples(result: list[Aggregate]) -> list[tuple]:
-    return [(a.bucket, a.avg, a.min, a.max, a.count) for a in result]
 
 
 def _device(session: Session) -> uuid.UUID:
@@ -61,7 +47,7 @@ def _check_every_bucket(
             end=end,
             bucket_seconds=width,
         )
-        assert _tuples(result) == _reference(points, start, end, width), width
+        assert as_tuples(result) == reference(points, start, end, width), width
 
 
 def test_a_day_backfilled_at_once_is_exact_in_every_bucket(

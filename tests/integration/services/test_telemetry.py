@@ -11,6 +11,7 @@ from app.errors import ValidationError
 from app.models import Device, DeviceCreate, DeviceStatus, TelemetryHourly
 from app.services import devices, rollups, telemetry
 from app.services.telemetry import Point
+from tests.aggregates import as_tuples, reference
 
 pytestmark = pytest.mark.all_backends
 
@@ -29,22 +30,6 @@ def _write(session: Session, points: list[Point]) -> telemetry.WriteResult:
     result = telemetry.write_points(session=session, points=points, seen_at=datetime.now(UTC))
     session.commit()
     return result
-
-
-def _reference(points: list[Point], start: datetime, end: datetime, width: int) -> list[tuple]:
-    buckets: dict[int, list[float]] = {}
-    for p in points:
-        if start <= p.time < end:
-            key = int(p.time.timestamp()) // width * width
-            buckets.setdefault(key, []).append(p.value)
-    return [
-        (datetime.fromtimestamp(k, UTC), sum(v) / len(v), min(v), max(v), len(v))
-        for k, v in sorted(buckets.items())
-    ]
-
-
-def _as_tuples(result: list[telemetry.Aggregate]) -> list[tuple]:
-    return [(a.bucket, pytest.approx(a.avg), a.min, a.max, a.count) for a in result]
 
 
 def test_duplicates_are_stored_once_and_devices_marked_online(
@@ -145,7 +130,7 @@ def test_aggregates_match_a_python_reference_with_late_points(
     everything = on_time + late
     start = T0 + timedelta(minutes=17, seconds=3)  # not on an hour boundary
     end = T0 + timedelta(days=2, hours=5, minutes=41)
-    expected = _reference(everything, start, end, width)
+    expected = reference(everything, start, end, width)
 
     def check() -> None:
         result = telemetry.aggregate(
@@ -156,7 +141,7 @@ def test_aggregates_match_a_python_reference_with_late_points(
             end=end,
             bucket_seconds=width,
         )
-        assert _as_tuples(result) == expected
+        assert as_tuples(result) == expected
 
     check()  # late hours still pending: read from raw points
     rollups.refresh(engine=session.get_bind())
@@ -171,10 +156,9 @@ def test_rollup_table_equals_raw_hours(session: Session, device: Device) -> None
     rollups.refresh(engine=session.get_bind())
     assert rollups.refresh(engine=session.get_bind()) == 0
     rows = session.exec(select(TelemetryHourly).order_by(TelemetryHourly.bucket)).all()
-    expected = _reference(points, T0, T0 + timedelta(days=30), 3600)
+    expected = reference(points, T0, T0 + timedelta(days=30), 3600)
     assert [
-        (r.bucket, pytest.approx(r.avg_value), r.min_value, r.max_value, r.sample_count)
-        for r in rows
+        (r.bucket, r.avg_value, r.min_value, r.max_value, r.sample_count) for r in rows
     ] == expected
 
 
@@ -221,6 +205,6 @@ def test_retention_forgets_whole_hours_of_points_and_rollups(
         end=end,
         bucket_seconds=3600,
     )
-    assert _as_tuples(hourly) == _reference(kept, start, end, 3600)
+    assert as_tuples(hourly) == reference(kept, start, end, 3600)
     rows = session.exec(select(TelemetryHourly.bucket).order_by(TelemetryHourly.bucket)).all()
     assert rows == [cutoff, T0 - timedelta(hours=2)]

@@ -12,20 +12,11 @@ from sqlmodel import Session, select
 from app.models import DeviceCreate, TelemetryHourly
 from app.services import devices, rollups, telemetry
 from app.services.telemetry import Point
+from bench.services import run_compression_policy
+from tests.aggregates import as_tuples, reference
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.parametrize("database_url", ["timescaledb"], indirect=True)
-
-
-def _reference(points: list[Point], start: datetime, end: datetime, width: int) -> list[tuple]:
-    buckets: dict[int, list[float]] = {}
-    for p in points:
-        if start <= p.time < end:
-            buckets.setdefault(int(p.time.timestamp()) // width * width, []).append(p.value)
-    return [
-        (datetime.fromtimestamp(k, UTC), pytest.approx(sum(v) / len(v)), min(v), max(v), len(v))
-        for k, v in sorted(buckets.items())
-    ]
 
 
 def _aggregate(session: Session, device_id: uuid.UUID, start: datetime, end: datetime, width: int):
@@ -37,7 +28,7 @@ def _aggregate(session: Session, device_id: uuid.UUID, start: datetime, end: dat
         end=end,
         bucket_seconds=width,
     )
-    return [(a.bucket, a.avg, a.min, a.max, a.count) for a in result]
+    return as_tuples(result)
 
 
 def _write(session: Session, points: list[Point]) -> int:
@@ -56,17 +47,6 @@ def _compressed_chunks(engine: Engine) -> int:
         ).scalar_one()
 
 
-def _run_compression_policy(engine: Engine) -> None:
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        job = connection.execute(
-            text(
-                "SELECT job_id FROM timescaledb_information.jobs"
-                " WHERE proc_name = 'policy_compression'"
-            )
-        ).scalar_one()
-        connection.execute(text("CALL run_job(:job)"), {"job": job})
-
-
 def test_compressed_chunks_take_late_points_once_and_stay_exact(
     session: Session, engine: Engine
 ) -> None:
@@ -81,7 +61,7 @@ def test_compressed_chunks_take_late_points_once_and_stay_exact(
     ]
     assert _write(session, points) == len(points)
     rollups.refresh(engine=engine)
-    _run_compression_policy(engine)  # IOTDECK_COMPRESS_AFTER's default: 7 days
+    run_compression_policy(engine)  # IOTDECK_COMPRESS_AFTER's default: 7 days
     assert _compressed_chunks(engine) >= 12
 
     # a late point and a redelivered one, both in compressed chunks, in one batch
@@ -99,7 +79,7 @@ def test_compressed_chunks_take_late_points_once_and_stay_exact(
 
     for stage in ("late hour read raw", "late hour refreshed"):
         for width in (900, 3600, 86400):
-            expected = _reference(everything, start, now, width)
+            expected = reference(everything, start, now, width)
             assert _aggregate(session, device_id, start, now, width) == expected, (stage, width)
         rollups.refresh(engine=engine)
     series = telemetry.series(
@@ -122,7 +102,7 @@ def test_compressed_chunks_take_late_points_once_and_stay_exact(
     kept = [p for p in everything if p.time >= cutoff]
     assert deleted == len(everything) - len(kept)
     for width in (3600, 86400):
-        assert _aggregate(session, device_id, start, now, width) == _reference(
+        assert _aggregate(session, device_id, start, now, width) == reference(
             kept, start, now, width
         )
     oldest = session.exec(select(TelemetryHourly.bucket).order_by(TelemetryHourly.bucket)).first()
