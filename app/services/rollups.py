@@ -84,7 +84,7 @@ def mark_pending(connection: Connection, hours: set[tuple[uuid.UUID, str, dateti
     connection.execute(statement, rows)
 
 
-def bucket_column(connection: Connection, width: int) -> ColumnElement[int]:
+def _bucket_column(connection: Connection, width: int) -> ColumnElement[int]:
     """Epoch seconds of a point's time floored to a multiple of `width` (UTC-aligned)."""
     if connection.dialect.name == "postgresql":
         expression = f"floor(extract(epoch from time) / {width:d})::bigint * {width:d}"
@@ -103,7 +103,7 @@ def raw_partials(
     """Sum, min, max and count per bucket of raw points within `ranges`."""
     if not ranges:
         return {}
-    bucket = bucket_column(connection, width).label("bucket")
+    bucket = _bucket_column(connection, width).label("bucket")
     value = _POINTS.c.value
     time = _POINTS.c.time
     query = (

@@ -7,24 +7,32 @@ that broke migrations when availability decided.
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import Engine, text
+from sqlmodel import Session
 
 from app import db, migrate, storage
 from app.config import ConfigError
 from app.intervals import DAY
+from app.models import DeviceCreate
+from app.services import devices, rollups, telemetry
+from app.services.telemetry import Point
 from app.storage import Layout
 from bench.services import iotdeck_environment
+from tests.aggregates import as_tuples, reference
 
 IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
 Blank = Callable[[str], str]
 
 
 @pytest.fixture
-def engines() -> Callable[[str], Engine]:
+def engines() -> Iterator[Callable[[str], Engine]]:
     """Engines on given URLs, disposed after the test."""
     made: list[Engine] = []
 
@@ -162,3 +170,72 @@ def test_iotdeck_migrate_says_which_layout_and_why_it_refuses(
     assert "(timescaledb telemetry storage)" in done.stdout
     bad = _migrate(timescale, tmp_path, IOTDECK_COMPRESS_AFTER="soon")
     assert bad.returncode != 0 and "IOTDECK_COMPRESS_AFTER" in bad.stderr
+
+
+def test_a_database_migrated_before_005a_heals_the_hours_its_policy_missed(
+    blank_database: Blank, engines: Callable[[str], Engine]
+) -> None:
+    engine = engines(blank_database("timescaledb"))
+    config = Config()
+    config.set_main_option("script_location", str(migrate.SCRIPT_LOCATION))
+    with engine.connect() as connection:  # what earlier releases left: the seed's 003
+        config.attributes["connection"] = connection
+        config.attributes["layout"] = Layout.TIMESCALEDB
+        command.upgrade(config, "005")
+        connection.commit()
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        device_id = devices.create_device(session=session, data=DeviceCreate(name="d", type="t")).id
+        session.commit()
+        # a day backfilled at once, written as the old ingest did: no marks
+        day = [
+            Point(device_id, "t", now - timedelta(minutes=5 * i + 1), float(i)) for i in range(288)
+        ]
+        session.connection().execute(
+            text(
+                "INSERT INTO device_telemetry (time, device_id, metric_name, value)"
+                " VALUES (:time, :device_id, :metric_name, :value)"
+            ),
+            [
+                {
+                    "time": p.time,
+                    "device_id": p.device_id,
+                    "metric_name": p.metric_name,
+                    "value": p.value,
+                }
+                for p in day
+            ],
+        )
+        session.commit()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        # the seed's policy window: the only hours it ever materialised
+        connection.execute(
+            text(
+                "CALL refresh_continuous_aggregate('telemetry_hourly',"
+                " now() - interval '3 hours', now() - interval '1 hour')"
+            )
+        )
+    assert _scalar(engine, "SELECT coalesce(sum(sample_count), 0) FROM telemetry_hourly") < 48
+
+    assert migrate.upgrade(engine, timescaledb="auto") is Layout.TIMESCALEDB
+    assert _policies(engine) == {"policy_compression": "7 days"}
+    start = now - timedelta(hours=24)
+
+    def hourly() -> list[tuple]:
+        with Session(engine) as session:
+            return as_tuples(
+                telemetry.aggregate(
+                    session=session,
+                    device_id=device_id,
+                    metric_name="t",
+                    start=start,
+                    end=now,
+                    bucket_seconds=3600,
+                )
+            )
+
+    assert hourly() == reference(day, start, now, 3600)  # marked hours read raw at once
+    rollups.refresh(engine=engine)
+    assert hourly() == reference(day, start, now, 3600)
+    in_progress = sum(1 for p in day if p.time >= rollups.hour_of(now))
+    assert _scalar(engine, "SELECT sum(sample_count) FROM telemetry_hourly") == 288 - in_progress
