@@ -14,13 +14,13 @@ import httpx
 import psycopg
 from sqlalchemy import Engine, text
 
-# the servers benchmarks create their databases on: plain PostgreSQL, and a cluster that
-# preloads TimescaleDB (`../shared/tools/timescaledb cluster`)
+# the servers tests and benchmarks create their databases on: plain PostgreSQL, and a
+# cluster that preloads TimescaleDB (`../shared/tools/timescaledb cluster` starts one)
 PG_ADMIN_URL = os.environ.get(
-    "IOTDECK_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    "IOTDECK_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 TIMESCALEDB_ADMIN_URL = os.environ.get(
-    "IOTDECK_BENCH_TIMESCALEDB_ADMIN_URL", "postgresql://postgres@127.0.0.1:5433/postgres"
+    "IOTDECK_TEST_TIMESCALEDB_ADMIN_URL", "postgresql://postgres@127.0.0.1:5433/postgres"
 )
 PROJECT_CONFIG = Path(__file__).parent.parent / "deploy" / "mosquitto" / "mosquitto.conf"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -128,18 +128,30 @@ class Mosquitto(LocalServer):
         return self
 
 
-@contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database (a SQLAlchemy URL), dropped afterwards."""
-    name = f"iotdeck_bench_{uuid.uuid4().hex[:8]}"
+def pg_admin(admin_url: str, statement: str) -> None:
+    """Run one statement (CREATE DATABASE and the like) outside any transaction."""
     with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+        connection.execute(statement)
+
+
+def pg_url(admin_url: str, database: str) -> str:
+    """The SQLAlchemy URL of `database` on the server of `admin_url`."""
     base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{database}"
+
+
+@contextmanager
+def fresh_database(
+    admin_url: str, *, template: str | None = None, prefix: str = "iotdeck_bench"
+) -> Iterator[str]:
+    """A new PostgreSQL database (a SQLAlchemy URL), empty or a copy of `template`; dropped."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    cloned = f' TEMPLATE "{template}"' if template else ""
+    pg_admin(admin_url, f'CREATE DATABASE "{name}"{cloned}')
     try:
-        yield f"{base}/{name}"
+        yield pg_url(admin_url, name)
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run_compression_policy(engine: Engine) -> None:

@@ -4,7 +4,7 @@ import functools
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import psycopg
@@ -13,7 +13,14 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from app import db, migrate
-from bench.services import Mosquitto
+from bench.services import (
+    PG_ADMIN_URL,
+    TIMESCALEDB_ADMIN_URL,
+    Mosquitto,
+    fresh_database,
+    pg_admin,
+    pg_url,
+)
 
 # NiceGUI's simulated browser (`user` fixture) for tests/pages; plugins load only from here
 pytest_plugins = ["nicegui.testing.user_plugin"]
@@ -21,14 +28,6 @@ pytest_plugins = ["nicegui.testing.user_plugin"]
 # bcrypt at its lowest cost: tests create many users, and the cost is not what they test
 os.environ.setdefault("IOTDECK_BCRYPT_ROUNDS", "4")
 
-# the servers CI starts; override to point the suite at others
-PG_ADMIN_URL = os.environ.get(
-    "IOTDECK_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-# a cluster that preloads TimescaleDB: `../shared/tools/timescaledb cluster` starts one
-TIMESCALEDB_ADMIN_URL = os.environ.get(
-    "IOTDECK_TEST_TIMESCALEDB_ADMIN_URL", "postgresql://postgres@127.0.0.1:5433/postgres"
-)
 ADMIN_URLS = {"postgres": PG_ADMIN_URL, "timescaledb": TIMESCALEDB_ADMIN_URL}
 LAYOUTS = {"postgres": "off", "timescaledb": "on"}  # IOTDECK_TIMESCALEDB for each server
 # every test that takes `database_url` runs on these; the storage contract tests (marked
@@ -46,16 +45,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             return
     marked = metafunc.definition.get_closest_marker("all_backends") is not None
     metafunc.parametrize("database_url", ALL_BACKENDS if marked else BACKENDS, indirect=True)
-
-
-def _pg_url(admin_url: str, database: str) -> str:
-    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    return f"{base}/{database}"
-
-
-def _pg_admin(admin_url: str, statement: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(statement)
 
 
 @functools.cache
@@ -80,7 +69,7 @@ def pg_templates() -> Iterator[dict[str, str]]:
     made: dict[str, str] = {}
     yield made
     for backend, name in made.items():
-        _pg_admin(ADMIN_URLS[backend], f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_admin(ADMIN_URLS[backend], f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _template(backend: str, templates: dict[str, str]) -> str:
@@ -88,15 +77,15 @@ def _template(backend: str, templates: dict[str, str]) -> str:
         if backend == "timescaledb" and (reason := _timescaledb_missing()):
             pytest.skip(reason)
         name = f"iotdeck_tpl_{uuid.uuid4().hex[:12]}"
-        _pg_admin(ADMIN_URLS[backend], f'CREATE DATABASE "{name}"')
+        pg_admin(ADMIN_URLS[backend], f'CREATE DATABASE "{name}"')
         templates[backend] = name
-        engine = db.make_engine(_pg_url(ADMIN_URLS[backend], name))
+        engine = db.make_engine(pg_url(ADMIN_URLS[backend], name))
         migrate.upgrade(engine, timescaledb=LAYOUTS[backend])
         engine.dispose()
         # TimescaleDB's job scheduler connects to every database that has the extension,
         # and a template in use cannot be cloned: keep it (and everyone else) out
-        _pg_admin(ADMIN_URLS[backend], f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
-        _pg_admin(
+        pg_admin(ADMIN_URLS[backend], f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        pg_admin(
             ADMIN_URLS[backend],
             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
         )
@@ -114,31 +103,21 @@ def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
         yield url
         return
     template = _template(backend, request.getfixturevalue("pg_templates"))
-    name = f"iotdeck_test_{uuid.uuid4().hex[:12]}"
-    admin_url = ADMIN_URLS[backend]
-    _pg_admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    try:
-        yield _pg_url(admin_url, name)
-    finally:
-        _pg_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(ADMIN_URLS[backend], template=template, prefix="iotdeck_test") as url:
+        yield url
 
 
 @pytest.fixture
 def blank_database() -> Iterator[Callable[[str], str]]:
     """Make empty, unmigrated databases on "postgres" or "timescaledb"; dropped after."""
-    made: list[tuple[str, str]] = []
+    with ExitStack() as made:
 
-    def make(backend: str) -> str:
-        if backend == "timescaledb" and (reason := _timescaledb_missing()):
-            pytest.skip(reason)
-        name = f"iotdeck_blank_{uuid.uuid4().hex[:12]}"
-        _pg_admin(ADMIN_URLS[backend], f'CREATE DATABASE "{name}"')
-        made.append((backend, name))
-        return _pg_url(ADMIN_URLS[backend], name)
+        def make(backend: str) -> str:
+            if backend == "timescaledb" and (reason := _timescaledb_missing()):
+                pytest.skip(reason)
+            return made.enter_context(fresh_database(ADMIN_URLS[backend], prefix="iotdeck_blank"))
 
-    yield make
-    for backend, name in made:
-        _pg_admin(ADMIN_URLS[backend], f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield make
 
 
 @pytest.fixture
