@@ -33,6 +33,12 @@ def try_lead(connection: Connection, key: int) -> bool:
     )
 
 
+def release(connection: Connection, key: int) -> None:
+    """Give back the advisory lock `key` that `try_lead` took on `connection`."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+
+
 @asynccontextmanager
 async def leading(key: int, job: str) -> AsyncIterator[None]:
     """Wait until this process holds the lock `key`; hold it for the block."""

@@ -36,8 +36,11 @@ def upgrade(
         config.attributes["layout"] = layout
         command.upgrade(config, "head")
         connection.commit()
-        storage.apply_policies(connection, compress_after_seconds=compress_after_seconds)
-        connection.commit()
+        if layout is storage.Layout.TIMESCALEDB:
+            storage.apply_compression_policy(
+                connection, compress_after_seconds=compress_after_seconds
+            )
+            connection.commit()
     return layout
 
 

@@ -119,10 +119,8 @@ def _has_extension(connection: Connection) -> bool:
     return connection.execute(query).first() is not None
 
 
-def apply_policies(connection: Connection, *, compress_after_seconds: int) -> None:
+def apply_compression_policy(connection: Connection, *, compress_after_seconds: int) -> None:
     """Keep TimescaleDB's compression policy in step with IOTDECK_COMPRESS_AFTER."""
-    if layout(connection) is not Layout.TIMESCALEDB:
-        return
     current = connection.execute(
         text(
             "SELECT (config->>'compress_after')::interval FROM timescaledb_information.jobs"

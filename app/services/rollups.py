@@ -310,7 +310,7 @@ def _refresh_continuous(connection: Connection, current_hour: datetime) -> int:
             ).rowcount
         return cleared
     finally:
-        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": leadership.ROLLUPS})
+        leadership.release(connection, leadership.ROLLUPS)
 
 
 def apply_retention(*, engine: Engine, retention_days: int, now: datetime | None = None) -> int:
