@@ -1,11 +1,14 @@
-"""A Python reference for bucket aggregates, to compare the services' answers with."""
+"""A Python reference for bucket aggregates, and the service's answers in its shape."""
 
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import pytest
+from sqlmodel import Session
 
-from app.services.telemetry import Aggregate, Point
+from app.services import telemetry
+from app.services.telemetry import Point
 
 
 def reference(points: Iterable[Point], start: datetime, end: datetime, width: int) -> list[tuple]:
@@ -20,6 +23,22 @@ def reference(points: Iterable[Point], start: datetime, end: datetime, width: in
     ]
 
 
-def as_tuples(result: Iterable[Aggregate]) -> list[tuple]:
-    """A service's aggregates in the reference's shape."""
+def aggregated(
+    session: Session,
+    device_id: uuid.UUID,
+    metric_name: str,
+    start: datetime,
+    end: datetime,
+    *,
+    width: int,
+) -> list[tuple]:
+    """What `telemetry.aggregate` answers, in the reference's shape."""
+    result = telemetry.aggregate(
+        session=session,
+        device_id=device_id,
+        metric_name=metric_name,
+        start=start,
+        end=end,
+        bucket_seconds=width,
+    )
     return [(a.bucket, a.avg, a.min, a.max, a.count) for a in result]

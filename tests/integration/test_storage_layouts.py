@@ -21,11 +21,11 @@ from app import db, migrate, storage
 from app.config import ConfigError
 from app.intervals import DAY
 from app.models import DeviceCreate
-from app.services import devices, rollups, telemetry
+from app.services import devices, rollups
 from app.services.telemetry import Point
 from app.storage import Layout
 from bench.services import iotdeck_environment
-from tests.aggregates import as_tuples, reference
+from tests.aggregates import aggregated, reference
 
 IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
 Blank = Callable[[str], str]
@@ -223,16 +223,7 @@ def test_a_database_migrated_before_005a_heals_the_hours_its_policy_missed(
 
     def hourly() -> list[tuple]:
         with Session(engine) as session:
-            return as_tuples(
-                telemetry.aggregate(
-                    session=session,
-                    device_id=device_id,
-                    metric_name="t",
-                    start=start,
-                    end=now,
-                    bucket_seconds=3600,
-                )
-            )
+            return aggregated(session, device_id, "t", start, now, width=3600)
 
     assert hourly() == reference(day, start, now, 3600)  # marked hours read raw at once
     rollups.refresh(engine=engine)

@@ -17,7 +17,7 @@ from app.models import DeviceCreate
 from app.services import charts, devices, rollups, telemetry
 from app.services.rule_testing import replay
 from app.services.telemetry import Point
-from tests.aggregates import as_tuples, reference
+from tests.aggregates import aggregated, reference
 
 pytestmark = pytest.mark.all_backends
 
@@ -39,15 +39,10 @@ def _check_every_bucket(
     session: Session, device_id: uuid.UUID, points: list[Point], start: datetime, end: datetime
 ) -> None:
     for width in WIDTHS:
-        result = telemetry.aggregate(
-            session=session,
-            device_id=device_id,
-            metric_name="temperature",
-            start=start,
-            end=end,
-            bucket_seconds=width,
+        expected = reference(points, start, end, width)
+        assert aggregated(session, device_id, "temperature", start, end, width=width) == expected, (
+            width
         )
-        assert as_tuples(result) == reference(points, start, end, width), width
 
 
 def test_a_day_backfilled_at_once_is_exact_in_every_bucket(

@@ -11,7 +11,7 @@ from app.errors import ValidationError
 from app.models import Device, DeviceCreate, DeviceStatus, TelemetryHourly
 from app.services import devices, rollups, telemetry
 from app.services.telemetry import Point
-from tests.aggregates import as_tuples, reference
+from tests.aggregates import aggregated, reference
 
 pytestmark = pytest.mark.all_backends
 
@@ -133,15 +133,7 @@ def test_aggregates_match_a_python_reference_with_late_points(
     expected = reference(everything, start, end, width)
 
     def check() -> None:
-        result = telemetry.aggregate(
-            session=session,
-            device_id=device.id,
-            metric_name="t",
-            start=start,
-            end=end,
-            bucket_seconds=width,
-        )
-        assert as_tuples(result) == expected
+        assert aggregated(session, device.id, "t", start, end, width=width) == expected
 
     check()  # late hours still pending: read from raw points
     rollups.refresh(engine=session.get_bind())
@@ -197,14 +189,7 @@ def test_retention_forgets_whole_hours_of_points_and_rollups(
         session=session, device_id=device.id, metric_name="t", start=start, end=end
     )
     assert [s.value for s in stored] == [3.0, 4.0, 5.0]
-    hourly = telemetry.aggregate(
-        session=session,
-        device_id=device.id,
-        metric_name="t",
-        start=start,
-        end=end,
-        bucket_seconds=3600,
-    )
-    assert as_tuples(hourly) == reference(kept, start, end, 3600)
+    hourly = aggregated(session, device.id, "t", start, end, width=3600)
+    assert hourly == reference(kept, start, end, 3600)
     rows = session.exec(select(TelemetryHourly.bucket).order_by(TelemetryHourly.bucket)).all()
     assert rows == [cutoff, T0 - timedelta(hours=2)]

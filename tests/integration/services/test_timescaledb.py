@@ -2,7 +2,6 @@
 
 import random
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,22 +12,10 @@ from app.models import DeviceCreate, TelemetryHourly
 from app.services import devices, rollups, telemetry
 from app.services.telemetry import Point
 from bench.services import run_compression_policy
-from tests.aggregates import as_tuples, reference
+from tests.aggregates import aggregated, reference
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.parametrize("database_url", ["timescaledb"], indirect=True)
-
-
-def _aggregate(session: Session, device_id: uuid.UUID, start: datetime, end: datetime, width: int):
-    result = telemetry.aggregate(
-        session=session,
-        device_id=device_id,
-        metric_name="t",
-        start=start,
-        end=end,
-        bucket_seconds=width,
-    )
-    return as_tuples(result)
 
 
 def _write(session: Session, points: list[Point]) -> int:
@@ -80,7 +67,10 @@ def test_compressed_chunks_take_late_points_once_and_stay_exact(
     for stage in ("late hour read raw", "late hour refreshed"):
         for width in (900, 3600, 86400):
             expected = reference(everything, start, now, width)
-            assert _aggregate(session, device_id, start, now, width) == expected, (stage, width)
+            assert aggregated(session, device_id, "t", start, now, width=width) == expected, (
+                stage,
+                width,
+            )
         rollups.refresh(engine=engine)
     series = telemetry.series(
         session=session,
@@ -102,7 +92,7 @@ def test_compressed_chunks_take_late_points_once_and_stay_exact(
     kept = [p for p in everything if p.time >= cutoff]
     assert deleted == len(everything) - len(kept)
     for width in (3600, 86400):
-        assert _aggregate(session, device_id, start, now, width) == reference(
+        assert aggregated(session, device_id, "t", start, now, width=width) == reference(
             kept, start, now, width
         )
     oldest = session.exec(select(TelemetryHourly.bucket).order_by(TelemetryHourly.bucket)).first()
@@ -146,6 +136,6 @@ def test_a_batch_committed_during_a_refresh_keeps_its_mark(
     assert cleared == [1]
     row = session.exec(select(TelemetryHourly)).one()
     assert (row.bucket, row.sample_count, row.max_value) == (hour, 2, 3.0)
-    assert _aggregate(session, device_id, hour, hour + timedelta(hours=1), 3600) == [
+    assert aggregated(session, device_id, "t", hour, hour + timedelta(hours=1), width=3600) == [
         (hour, 2.0, 1.0, 3.0, 2)
     ]
