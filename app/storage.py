@@ -55,17 +55,6 @@ def _sqlite_table_exists(connection: Connection) -> bool:
     return connection.execute(query).first() is not None
 
 
-def layout(connection: Connection) -> Layout:
-    """The layout of a migrated database, remembered per pooled connection."""
-    if "iotdeck_layout" in connection.info:
-        return connection.info["iotdeck_layout"]
-    recorded = recorded_layout(connection)
-    if recorded is None:  # not migrated yet: nothing to remember
-        return Layout.PLAIN
-    connection.info["iotdeck_layout"] = recorded
-    return recorded
-
-
 def choose_layout(connection: Connection, mode: Mode) -> Layout:
     """The layout to migrate to and run with under `mode`; ConfigError naming the fix."""
     if mode not in ("auto", "on", "off"):

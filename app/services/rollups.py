@@ -192,7 +192,7 @@ def refresh(*, engine: Engine, now: datetime | None = None) -> int:
 
 
 def _on_timescaledb(connection: Connection) -> bool:
-    found = storage.layout(connection) is storage.Layout.TIMESCALEDB
+    found = storage.recorded_layout(connection) is storage.Layout.TIMESCALEDB
     connection.rollback()  # out of the lookup's transaction: the caller may go autocommit
     return found
 
