@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+import limits
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -43,6 +44,18 @@ class Settings(BaseSettings):
     mqtt_url: str = ""
     mqtt_embedded_port: int = Field(default=1883, ge=0, le=65535)
     mqtt_protocol: Literal["5", "3.1.1"] = "5"
+    # the CA that signs an external mqtts:// broker's certificate; unset: the platform CA
+    mqtt_ca_file: str = ""
+    # `iotdeck mqtt-broker` (SPEC 8.1): Mosquitto with per-device credentials and ACLs
+    broker_host: str = "127.0.0.1"
+    broker_port: int = Field(default=1883, ge=1, le=65535)
+    broker_tls_port: int = Field(default=8883, ge=0, le=65535)
+    # names devices use to reach the broker: its TLS certificate's subject alternative names
+    broker_hostnames: Annotated[list[str], NoDecode] = ["localhost", "127.0.0.1"]
+    broker_sync_seconds: float = Field(default=2.0, gt=0, le=10)
+    # per-device rate limit in ingest: `limits` notation, and how many may come at once
+    device_rate_limit: str = "10/second"
+    device_rate_burst: int = Field(default=600, ge=1)
     # ingest worker (`serve` runs one in-process unless this is false or --no-ingest)
     ingest: bool = True
     ingest_client_id: str = Field(default_factory=lambda: f"iotdeck-ingest-{socket.gethostname()}")
@@ -68,12 +81,12 @@ class Settings(BaseSettings):
     # wait before the first retry of a failed notification, in seconds; doubles each time
     notification_retry_seconds: float = Field(default=30, gt=0)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "broker_hostnames", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         # a comma-separated list reads better in an environment file than JSON
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
     @field_validator("compress_after")
@@ -83,6 +96,17 @@ class Settings(BaseSettings):
             parse_interval(value, "IOTDECK_COMPRESS_AFTER")
         except ValidationError as exc:
             raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("device_rate_limit")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError(
+                f"IOTDECK_DEVICE_RATE_LIMIT '{value}' is not a rate such as '10/second'"
+            ) from None
         return value
 
     @property

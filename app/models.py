@@ -97,6 +97,8 @@ class Device(SQLModel, table=True):
     config: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONDocument))
     config_updated_at: datetime | None = None
     config_published_at: datetime | None = None
+    # the last time ingest refused a message of this device for its rate limit
+    rate_limited_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -295,3 +297,72 @@ class DeviceCommand(SQLModel, table=True):
     expires_at: datetime
     error: str | None = None
     result: Any | None = Field(default=None, sa_column=Column(JSONDocument))
+
+
+class CredentialKind(StrEnum):
+    """How a device proves who it is to the broker (SPEC 8.1)."""
+
+    PASSWORD = "PASSWORD"
+    CERTIFICATE = "CERTIFICATE"
+
+
+class DeviceCredential(SQLModel, table=True):
+    """One credential a device was issued; never its secret, only what verifies it.
+
+    `device_id` has no foreign key: a revoked certificate must stay on the revocation
+    list after its device is deleted.
+    """
+
+    __tablename__ = "device_credentials"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    device_id: uuid.UUID = Field(index=True)
+    kind: CredentialKind = Field(sa_column=Column(String(20), nullable=False))
+    # PASSWORD: Mosquitto's `$7$` PBKDF2-SHA512 hash of the password
+    password_hash: str | None = Field(default=None, max_length=255)
+    # CERTIFICATE: the serial number (decimal) and the certificate itself (public)
+    serial: str | None = Field(default=None, max_length=64)
+    certificate_pem: str | None = None
+    authority_id: int | None = None  # the CA that signed the certificate
+    fingerprint: str = Field(max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class CertificateAuthority(SQLModel, table=True):
+    """The platform's CA that signs device and broker certificates (newest one issues)."""
+
+    __tablename__ = "certificate_authorities"
+
+    id: int | None = Field(default=None, primary_key=True)
+    certificate_pem: str
+    private_key_pem: str
+    created_at: datetime = Field(default_factory=utcnow)
+    # a retired CA is no longer trusted by the broker (after a rotation)
+    retired_at: datetime | None = None
+
+
+class ServiceAccount(SQLModel, table=True):
+    """An MQTT login of a platform process (ingest, command dispatcher, simulator).
+
+    The password is kept readable: every platform process reads it here to connect.
+    """
+
+    __tablename__ = "broker_service_accounts"
+
+    username: str = Field(primary_key=True, max_length=100)
+    password: str = Field(max_length=255)
+    password_hash: str = Field(max_length=255)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DeviceTypeSettings(SQLModel, table=True):
+    """Settings shared by every device of one type; None falls back to the environment."""
+
+    __tablename__ = "device_type_settings"
+
+    type: str = Field(primary_key=True, max_length=100)
+    rate_limit: str | None = Field(default=None, max_length=50)
+    rate_burst: int | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
