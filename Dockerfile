@@ -1,4 +1,7 @@
 FROM python:3.11-slim
+# Mosquitto 2.0 from Debian: `iotdeck mqtt-broker` runs it (docker-compose's broker service)
+RUN apt-get update && apt-get install -y --no-install-recommends mosquitto \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /srv/iotdeck
 COPY pyproject.toml README.md ./
 COPY app app

@@ -12,11 +12,13 @@ from app import bus, health, jobs
 from app.command_dispatch import run_command_dispatcher
 from app.config import Settings
 from app.evaluation import run_evaluator
+from app.mqtt import logins
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.embedded import EmbeddedBroker
 from app.mqtt.ingest import IngestWorker
 from app.mqtt.runner import build_worker
 from app.notifications import run_dispatcher
+from app.services import credentials
 from app.simulator import Simulator, backfill, demo_devices
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,10 @@ def broker_address(settings: Settings) -> BrokerAddress:
     if settings.mqtt_url:
         return BrokerAddress.parse(settings.mqtt_url, settings.mqtt_protocol)
     return BrokerAddress("127.0.0.1", settings.mqtt_embedded_port, protocol="3.1.1")
+
+
+def _login(settings: Settings, address: BrokerAddress, account: str) -> BrokerAddress:
+    return logins.service_address(address, account, ca_file=settings.mqtt_ca_file)
 
 
 def _tune_garbage_collector() -> None:
@@ -69,19 +75,25 @@ class Background:
         bus.set_bus(self.bus, self.hub)
         health.register_check("bus", lambda: self.bus.healthy)
         if not self.settings.mqtt_url:
-            self.broker = EmbeddedBroker(self.address.port)
+            self.broker = EmbeddedBroker(self.address.port, open_access=self.settings.demo)
             await self.broker.start()
         if self._with_ingest:
-            self.worker = build_worker(self.settings, self.address)
+            ingest_login = await asyncio.to_thread(
+                _login, self.settings, self.address, credentials.INGEST_ACCOUNT
+            )
+            self.worker = await asyncio.to_thread(build_worker, self.settings, ingest_login)
             self.worker.start()
             health.register_check("mqtt", lambda: self.worker is not None and self.worker.connected)
         self._evaluation = asyncio.create_task(run_evaluator(self.hub), name="rule-evaluator")
         self._notifications = asyncio.create_task(
             run_dispatcher(self.settings, self.hub), name="notification-dispatcher"
         )
+        commands_login = await asyncio.to_thread(
+            _login, self.settings, self.address, credentials.COMMANDS_ACCOUNT
+        )
         self._commands = asyncio.create_task(
             run_command_dispatcher(
-                self.address, self.hub, client_id=f"iotdeck-commands-{uuid.uuid4().hex[:8]}"
+                commands_login, self.hub, client_id=f"iotdeck-commands-{uuid.uuid4().hex[:8]}"
             ),
             name="command-dispatcher",
         )
@@ -92,7 +104,15 @@ class Background:
         if self.settings.demo:
             devices = await asyncio.to_thread(demo_devices)
             history = await asyncio.to_thread(backfill, devices)
-            self.simulator = Simulator(self.address, devices, rate=DEMO_RATE, signals=history)
+            device_logins = await asyncio.to_thread(
+                logins.device_addresses,
+                self.address,
+                [spec.id for spec in devices],
+                ca_file=self.settings.mqtt_ca_file,
+            )
+            self.simulator = Simulator(
+                self.address, devices, rate=DEMO_RATE, signals=history, logins=device_logins
+            )
             self.simulator.start()
 
     async def stop(self) -> None:

@@ -3,9 +3,11 @@
 import getpass
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -13,14 +15,19 @@ from sqlalchemy.engine import make_url
 
 from app import db, migrate, storage
 from app.config import ConfigError, Settings, get_settings
-from app.errors import DomainError
-from app.models import Role, UserCreate, UserUpdate
-from app.services import users
+from app.errors import DomainError, NotFoundError, ValidationError
+from app.models import CredentialKind, Role, UserCreate, UserUpdate
+from app.services import credentials, users
+from app.services.credentials import IssuedCredentials
 from app.services.seed import ADMIN_EMAIL, seed_demo
 
 cli = typer.Typer(help="iotdeck: an IoT platform in one Python application.", no_args_is_help=True)
 user_cli = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 cli.add_typer(user_cli, name="user")
+device_cli = typer.Typer(help="Manage devices.", no_args_is_help=True)
+cli.add_typer(device_cli, name="device")
+ca_cli = typer.Typer(help="The platform CA that signs device and broker certificates.")
+cli.add_typer(ca_cli, name="ca")
 bench_cli = typer.Typer(help="Benchmarks (need a source checkout, Mosquitto, PostgreSQL).")
 cli.add_typer(bench_cli, name="bench")
 
@@ -135,7 +142,11 @@ def ingest() -> None:
 def simulate(
     devices: Annotated[int, typer.Option(min=1, help="How many simulated devices.")] = 3,
     rate: Annotated[
-        float, typer.Option(help="Messages per second per device (0.2 = every 5 s).")
+        float,
+        typer.Option(
+            help="Messages per second per device (0.2 = every 5 s); ingest refuses what is "
+            "over IOTDECK_DEVICE_RATE_LIMIT (10/second) once a device's burst is spent."
+        ),
     ] = 1.0,
     broker: Annotated[
         str | None, typer.Option(help="mqtt://host:port (default: IOTDECK_MQTT_URL).")
@@ -147,6 +158,7 @@ def simulate(
 ) -> None:
     """Publish telemetry from simulated devices until SIGINT or SIGTERM."""
     from app import signals, simulator  # paho loads only here
+    from app.mqtt import logins
     from app.mqtt.connection import BrokerAddress
 
     settings = _settings()
@@ -163,7 +175,10 @@ def simulate(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    running = simulator.Simulator(address, specs, rate=rate)
+    device_logins = logins.device_addresses(
+        address, [spec.id for spec in specs], ca_file=settings.mqtt_ca_file
+    )
+    running = simulator.Simulator(address, specs, rate=rate, logins=device_logins)
     running.start()
     print(f"simulating {len(specs)} devices at {rate:g} messages/s each on {address.url}")
     sys.stdout.flush()
@@ -171,8 +186,21 @@ def simulate(
     running.stop()  # publishes `offline` for every device, then disconnects cleanly
 
 
+@cli.command("mqtt-broker")
+def mqtt_broker() -> None:
+    """Run Mosquitto for iotdeck: device passwords, certificates and ACLs from the database."""
+    from app.mqtt.broker import run_broker
+
+    settings = _settings()
+    _open_database(settings)
+    try:
+        run_broker(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
 @bench_cli.command("ingest")
-def bench_ingest(  # keyword-only: six options, each named on the command line
+def bench_ingest(  # keyword-only: seven options, each named on the command line
     *,
     devices: Annotated[int, typer.Option(help="Simulated devices (one publisher each).")] = 50,
     seconds: Annotated[float, typer.Option(help="Length of the live phase.")] = 20.0,
@@ -183,6 +211,10 @@ def bench_ingest(  # keyword-only: six options, each named on the command line
     ] = None,
     timescaledb: Annotated[
         bool, typer.Option("--timescaledb", help="On the TimescaleDB server (127.0.0.1:5433).")
+    ] = False,
+    identity: Annotated[
+        bool,
+        typer.Option("--identity", help="Again behind `iotdeck mqtt-broker`: passwords, then TLS."),
     ] = False,
 ) -> None:
     """Measure ingest against a bare subscriber and bare COPY; prints one JSON object."""
@@ -196,6 +228,7 @@ def bench_ingest(  # keyword-only: six options, each named on the command line
         workers=workers,
         rate=rate,
         timescaledb=timescaledb,
+        identity=identity,
     )
     print(json.dumps(run(options), indent=2))
 
@@ -329,6 +362,110 @@ def user_set_password(
     except DomainError as exc:
         _fail(str(exc))
     print(f"password changed for {email}")
+
+
+# the service names fields as GraphQL does; here they are options
+_CREDENTIAL_OPTIONS = {"deviceId": "--device", "kind": "--kind"}
+
+
+def _credential_kind(value: str) -> CredentialKind:
+    try:
+        return CredentialKind(value.upper())
+    except ValueError:
+        _fail(f"--kind: '{value}' is not one of password, certificate")
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"--out: cannot create the folder {folder}: {exc.strerror}")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner can read, from the first byte on."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # the mode of os.open applies to a new file only
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+
+
+def _credential_files(issued: IssuedCredentials, folder: Path | None) -> dict[str, Path]:
+    """Write what the device installs into `folder`; each file by what it holds."""
+    if folder is None:
+        return {}
+    files = {"CA certificate": folder / "ca.crt"}
+    files["CA certificate"].write_text(issued.ca_certificate_pem)
+    if issued.certificate_pem is not None and issued.private_key_pem is not None:
+        files["certificate"] = folder / f"{issued.username}.crt"
+        files["certificate"].write_text(issued.certificate_pem)
+        files["private key"] = folder / f"{issued.username}.key"
+        _write_private(files["private key"], issued.private_key_pem)
+    return files
+
+
+@device_cli.command("credentials")
+def device_credentials(
+    device: Annotated[str, typer.Option(help="The device's id.")],
+    kind: Annotated[
+        str, typer.Option(metavar="password|certificate", help="What the device signs in with.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the files: the CA certificate, and a certificate's .crt and .key "
+            "(default for a certificate: the current folder)."
+        ),
+    ] = None,
+) -> None:
+    """Issue broker credentials for a device, replacing its previous ones of that kind."""
+    wanted = _credential_kind(kind)
+    folder = out or (Path.cwd() if wanted == CredentialKind.CERTIFICATE else None)
+    settings = _settings()
+    _open_database(settings)
+    if folder is not None:
+        _make_folder(folder)
+    try:
+        with db.session_scope() as session:
+            issued = credentials.issue_credentials(session=session, device_id=device, kind=wanted)
+            # written before the commit: when a file cannot be written, nothing is issued
+            files = _credential_files(issued, folder)
+    except ValidationError as exc:
+        _fail(f"{_CREDENTIAL_OPTIONS.get(exc.field, exc.field)}: {exc.reason}")
+    except NotFoundError:
+        _fail(f"--device: no device with id {device}")
+    except OSError as exc:
+        _fail(f"--out: cannot write {exc.filename}: {exc.strerror}")
+    print(f"issued a {wanted.lower()} for device {issued.username} (any previous one is revoked)")
+    print(f"username: {issued.username}")
+    if issued.password is not None:
+        print(f"password: {issued.password}  (shown only once)")
+    for what, path in files.items():
+        print(f"{what}: {path}")
+
+
+@ca_cli.command("rotate")
+def ca_rotate() -> None:
+    """Create a new CA that signs from now on; the previous ones stay trusted until retired."""
+    settings = _settings()
+    _open_database(settings)
+    with db.session_scope() as session:
+        created = credentials.create_authority(session)
+        trusted = len(credentials.trusted_authorities(session))
+    print(f"new CA {credentials.fingerprint(created.certificate)} signs from now on")
+    print(f"trusted CAs: {trusted}; re-issue device certificates, restart iotdeck mqtt-broker,")
+    print("then `iotdeck ca retire` to stop trusting the older ones")
+
+
+@ca_cli.command("retire")
+def ca_retire() -> None:
+    """Stop trusting every CA but the newest: certificates they signed are refused."""
+    settings = _settings()
+    _open_database(settings)
+    with db.session_scope() as session:
+        current = credentials.authority(session)
+        retired = credentials.retire_authorities(session, keep=current.id)
+    print(f"retired {len(retired)} CA(s); trusted: {credentials.fingerprint(current.certificate)}")
 
 
 def main() -> None:

@@ -6,12 +6,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-import limits
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ValidationError
 from app.intervals import parse_interval
+from app.mqtt.rate_limit import per_second
 
 MIN_SECRET_BYTES = 32
 
@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # names devices use to reach the broker: its TLS certificate's subject alternative names
     broker_hostnames: Annotated[list[str], NoDecode] = ["localhost", "127.0.0.1"]
     broker_sync_seconds: float = Field(default=2.0, gt=0, le=10)
+    # EMQX's HTTP authenticator/authorizer send it in X-Iotdeck-Secret; unset: /mqtt/* is 404
+    emqx_secret: str = ""
     # per-device rate limit in ingest: `limits` notation, and how many may come at once
     device_rate_limit: str = "10/second"
     device_rate_burst: int = Field(default=600, ge=1)
@@ -102,11 +104,9 @@ class Settings(BaseSettings):
     @classmethod
     def _check_rate(cls, value: str) -> str:
         try:
-            limits.parse(value)
-        except ValueError:
-            raise ValueError(
-                f"IOTDECK_DEVICE_RATE_LIMIT '{value}' is not a rate such as '10/second'"
-            ) from None
+            per_second(value)
+        except ValueError as exc:
+            raise ValueError(f"IOTDECK_DEVICE_RATE_LIMIT: {exc}") from None
         return value
 
     @property

@@ -11,6 +11,7 @@ from app import db, health, metrics, migrate
 from app.background import Background
 from app.config import Settings, get_settings
 from app.graphql.router import create_router
+from app.mqtt import emqx
 from app.mqtt.embedded import choose_port
 from app.services.seed import SeedReport, seed_demo
 
@@ -40,6 +41,7 @@ def build(settings: Settings) -> None:
         )
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(emqx.create_router(settings))
     # before ui.run: routes added after NiceGUI's catch-all would never be reached
     app.include_router(create_router(settings))
     pages.create(settings)

@@ -194,6 +194,7 @@ class Simulator:
         signals: Mapping[uuid.UUID, Signals] | None = None,
         answer_commands: bool = True,
         reboot_seconds: float = REBOOT_SECONDS,
+        logins: Mapping[uuid.UUID, BrokerAddress] | None = None,
     ) -> None:
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError("rate must be a positive number of messages per second")
@@ -201,6 +202,8 @@ class Simulator:
         self.rate = rate
         self.answer_commands = answer_commands
         self.reboot_seconds = reboot_seconds
+        # each device's own login (logins.device_addresses); `address` for the others
+        self._logins = logins or {}
         given = signals or {}
         specs = [DeviceSpec(uuid.UUID(str(i)), t) for i, t in devices]
         actions = {kind: actions_for(kind) for kind in {spec.type for spec in specs}}
@@ -252,7 +255,8 @@ class Simulator:
     # set-up (before the loop runs) -----------------------------------------------------
 
     def _make_client(self, device: SimulatedDevice) -> Client:
-        client = connection.make_client(self.address, f"sim-{device.id}", persistent=False)
+        address = self._logins.get(uuid.UUID(device.id), self.address)
+        client = connection.make_client(address, f"sim-{device.id}", persistent=False)
         client.user_data_set(device)
         # the broker publishes this when the device vanishes without a DISCONNECT
         client.will_set(device.status_topic, b"offline", qos=1, retain=False)
@@ -267,7 +271,7 @@ class Simulator:
         client.on_socket_register_write = lambda _c, d, sock: self._watch(sock, d, read | write)
         client.on_socket_unregister_write = lambda _c, d, sock: self._watch(sock, d, read)
         client.on_socket_close = lambda _c, device, sock: self._watch(sock, device, 0)
-        connection.connect(client, self.address, persistent=False)  # records where; no I/O
+        connection.connect(client, address, persistent=False)  # records where; no I/O
         return client
 
     # the loop thread ------------------------------------------------------------------

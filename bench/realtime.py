@@ -30,6 +30,7 @@ from sqlmodel import Session
 from app import db, migrate
 from app.models import DeviceCreate, Role, UserCreate
 from app.services import devices, users
+from bench.ingest import BENCH_RATE_LIMIT
 from bench.services import (
     PG_ADMIN_URL,
     Mosquitto,
@@ -180,6 +181,8 @@ def _measure(options: Options, folder: Path, broker: Mosquitto, url: str) -> dic
         IOTDECK_INGEST_CLIENT_ID=f"rt-{uuid.uuid4().hex[:6]}",
         IOTDECK_INGEST_BATCH_MS="50",
         IOTDECK_LOG_LEVEL="WARNING",
+        # 1 message/s per device is under the default limit too; set, like every benchmark
+        **BENCH_RATE_LIMIT,
     )
     log = (folder / "serve.log").open("wb")
     server = subprocess.Popen(

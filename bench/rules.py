@@ -201,7 +201,8 @@ class _Macro:
             # stamped now, as live points are: a day-old backlog would make every device
             # look silent for a day and fire every `nodata` rule at once
             start = datetime.now(UTC)
-            ingest._publish_backlog(self.broker, self.ids, backlog, self.folder, start)
+            endpoint = ingest.Endpoint.open(self.broker)
+            ingest._publish_backlog(endpoint, self.ids, backlog, self.folder, start)
             draining = self.workers(f"{tag}-drain")
             started = time.perf_counter()
             points = backlog * len(ingest.METRICS)
@@ -226,7 +227,7 @@ class _Macro:
         with self.evaluating(tag, evaluate) as evaluator:
             attempt = ingest._live(
                 ingest.Options(seconds=seconds or self.options.seconds),
-                broker=self.broker,
+                broker=ingest.Endpoint.open(self.broker),
                 engine=self.database,
                 ids=self.ids,
                 live=self.workers(tag),
@@ -316,6 +317,7 @@ def macro(options: Options) -> dict:
                 IOTDECK_REDIS_URL=redis.url,
                 IOTDECK_LOG_LEVEL="WARNING",
                 IOTDECK_INGEST_SHARED_GROUP="bench" if options.workers > 1 else "",
+                **ingest.BENCH_RATE_LIMIT,  # the ingest benchmark's load shape
             )
             return _compare(_Macro(options, folder, broker, database, env))
         finally:

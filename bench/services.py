@@ -1,9 +1,9 @@
 """Private servers for tests and benchmarks: Mosquitto from the project's config, ports."""
 
 import os
-import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +14,12 @@ import httpx
 import psycopg
 from sqlalchemy import Engine, text
 
+from app.config import Settings
+from app.mqtt import connection, logins
+from app.mqtt.broker import MOSQUITTO, QUEUE_SETTINGS, ManagedBroker
+from app.mqtt.connection import BrokerAddress
+from app.services.credentials import INGEST_ACCOUNT
+
 # the servers tests and benchmarks create their databases on: plain PostgreSQL, and a
 # cluster that preloads TimescaleDB (`../shared/tools/timescaledb cluster` starts one)
 PG_ADMIN_URL = os.environ.get(
@@ -22,8 +28,6 @@ PG_ADMIN_URL = os.environ.get(
 TIMESCALEDB_ADMIN_URL = os.environ.get(
     "IOTDECK_TEST_TIMESCALEDB_ADMIN_URL", "postgresql://postgres@127.0.0.1:5433/postgres"
 )
-PROJECT_CONFIG = Path(__file__).parent.parent / "deploy" / "mosquitto" / "mosquitto.conf"
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 def iotdeck_environment(**settings: str) -> dict[str, str]:
@@ -98,18 +102,17 @@ class LocalServer:
 
 
 class Mosquitto(LocalServer):
-    """One Mosquitto process with the project's settings, its own port and data folder."""
+    """A Mosquitto someone else runs, open to anyone: the baseline of benchmarks, and the
+    external broker of tests about ingest's own checks. iotdeck's is `IotdeckBroker`."""
 
     scheme = "mqtt"
 
     def write_config(self) -> Path:
-        """The project's config with this instance's listener, data folder and user."""
+        """Open to anonymous clients on 127.0.0.1, with iotdeck's queue settings."""
         lines = [
-            line
-            for line in PROJECT_CONFIG.read_text().splitlines()
-            if not line.startswith(("listener", "persistence_location", "log_dest"))
-        ]
-        lines += [
+            "allow_anonymous true",
+            *QUEUE_SETTINGS,
+            "persistence true",
             f"listener {self.port} 127.0.0.1",
             f"persistence_location {self.folder}/",
             f"log_dest file {self.folder / 'mosquitto.log'}",
@@ -164,3 +167,116 @@ def run_compression_policy(engine: Engine) -> None:
             )
         ).scalar_one()
         connection.execute(text("CALL run_job(:job)"), {"job": job})
+
+
+class IotdeckBroker:
+    """`iotdeck mqtt-broker` in this process: Mosquitto on private ports, synced on a thread.
+
+    It serves the process-wide database (`app.db`), like the command does. Devices log in
+    with real credentials issued through the credentials service (`device_address`).
+    """
+
+    def __init__(self, folder: Path, *, sync_seconds: float = 0.5) -> None:
+        self.folder = folder
+        self.port, self.tls_port = free_port(), free_port()
+        self.settings = Settings(
+            data_dir=folder,
+            broker_port=self.port,
+            broker_tls_port=self.tls_port,
+            broker_sync_seconds=sync_seconds,
+        )
+        self.log = folder / "mosquitto.log"
+        self.manager = ManagedBroker(self.settings, log_file=self.log)
+        self._stop = threading.Event()
+        self._syncing: threading.Thread | None = None
+        self._devices: dict[tuple[uuid.UUID, bool, str], BrokerAddress] = {}
+
+    @property
+    def url(self) -> str:
+        """The password listener, as IOTDECK_MQTT_URL (no credentials: services find theirs)."""
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        """The certificate listener, as IOTDECK_MQTT_URL."""
+        return f"mqtts://127.0.0.1:{self.tls_port}"
+
+    def start(self) -> "IotdeckBroker":
+        """Write the files, start Mosquitto, wait for both listeners, keep syncing."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.manager.start()
+        wait_for_port(self.port)
+        wait_for_port(self.tls_port)
+        self._stop.clear()
+        self._syncing = threading.Thread(target=self.manager.run, args=(self._stop,), daemon=True)
+        self._syncing.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop syncing, then Mosquitto (it saves its sessions)."""
+        self._stop.set()
+        if self._syncing is not None:
+            self._syncing.join(10)
+        self.manager.stop()
+
+    def service_address(self, account: str = "", *, protocol: str = "5") -> BrokerAddress:
+        """A platform process's login (default: ingest's) on the password listener."""
+        address = BrokerAddress("127.0.0.1", self.port, protocol=protocol)
+        return logins.service_address(address, account or INGEST_ACCOUNT)
+
+    def device_address(
+        self, device_id: uuid.UUID, *, tls: bool = False, protocol: str = "5"
+    ) -> BrokerAddress:
+        """The device's own login (a password, or a certificate with `tls`), issued once."""
+        return self.device_addresses([device_id], tls=tls, protocol=protocol)[device_id]
+
+    def device_addresses(
+        self, device_ids: list[uuid.UUID], *, tls: bool = False, protocol: str = "5"
+    ) -> dict[uuid.UUID, BrokerAddress]:
+        """Each device's own login, issued on first use; returns once the broker takes them."""
+        missing = [i for i in device_ids if (i, tls, protocol) not in self._devices]
+        if missing:
+            port = self.tls_port if tls else self.port
+            address = BrokerAddress("127.0.0.1", port, tls=tls, protocol=protocol)
+            issued = logins.device_addresses(address, missing)
+            self.manager.sync()
+            wait_accepted(issued[missing[-1]])
+            self._devices |= {(i, tls, protocol): login for i, login in issued.items()}
+        return {i: self._devices[(i, tls, protocol)] for i in device_ids}
+
+
+def connection_result(address: BrokerAddress, timeout: float = 5.0) -> str:
+    """How the broker answers a connection with this login: 'Success', 'Not authorized'..."""
+    answered = threading.Event()
+    outcome: list[str] = []
+
+    def on_connect(*args: object) -> None:
+        outcome.append(str(args[3]))
+        answered.set()
+
+    def on_disconnect(*args: object) -> None:
+        outcome.append(f"disconnected: {args[3]}")
+        answered.set()
+
+    client = connection.make_client(address, f"probe-{uuid.uuid4().hex[:8]}", persistent=False)
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    client.reconnect_delay_set(60, 60)  # one attempt: the answer is what we want
+    connection.connect(client, address, persistent=False)
+    client.loop_start()
+    try:
+        if not answered.wait(timeout):
+            return "no answer"
+        return outcome[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def wait_accepted(address: BrokerAddress, timeout: float = 10.0) -> None:
+    """Return once the broker accepts this login (after a reload); fail otherwise."""
+    deadline = time.monotonic() + timeout
+    while (answer := connection_result(address)) != "Success":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the broker still answers {answer!r} for {address.username}")
+        time.sleep(0.1)  # polling the broker's reload: there is no event to wait on

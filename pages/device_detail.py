@@ -28,6 +28,7 @@ from components.telemetry_chart import CUSTOM, RangePicker, TelemetryChart, seri
 from pages.alerts import DeviceAlerts
 from pages.auth import acting_user, current_user, flash
 from pages.device_commands import DeviceCommands
+from pages.device_credentials import DeviceCredentials
 
 DEFAULT_RANGE = "1 h"
 
@@ -85,11 +86,22 @@ def _details(device: Device, badges: list[StatusBadge]) -> ui.label:
             badges.append(status_badge(device.status))
         with _field("Last seen"):
             last_seen = time_label(device.last_seen_at).classes("text-sm").mark("last-seen")
+        if device.rate_limited_at is not None:
+            _rate_limited(device.rate_limited_at)
         with _field("Created"):
             time_label(device.created_at, relative=False).classes("text-sm")
         with _field("Updated"):
             time_label(device.updated_at, relative=False).classes("text-sm")
     return last_seen
+
+
+def _rate_limited(moment: datetime) -> None:
+    """A warning: ingest refused messages of this device for its rate limit, last at `moment`."""
+    with _field("Rate limit"):
+        chip = ui.chip("rate limited", icon="speed", color="amber-1", text_color="amber-10")
+        chip.props("dense").classes("text-xs m-0").mark("rate-limited")
+        chip.tooltip("Messages over this device's rate limit were acknowledged but not stored")
+        time_label(moment).classes("text-sm").mark("rate-limited-at")
 
 
 class DeviceTelemetry:
@@ -337,6 +349,8 @@ class DeviceDetail:
                     metadata_view(device.metadata_)
             with ui.column().classes("gap-5 min-w-0").mark("device-side"):
                 self.last_seen = _details(device, self.badges)
+                if self.is_admin:
+                    DeviceCredentials(device.id).create()
                 self.commands.create_side()
 
     def _not_found(self) -> None:

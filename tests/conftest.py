@@ -16,6 +16,7 @@ from app import db, migrate
 from bench.services import (
     PG_ADMIN_URL,
     TIMESCALEDB_ADMIN_URL,
+    IotdeckBroker,
     Mosquitto,
     fresh_database,
     pg_admin,
@@ -143,8 +144,21 @@ def session(engine: Engine) -> Iterator[Session]:
 
 
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A private Mosquitto with the project's configuration, stopped after the test."""
+def mosquitto(engine: Engine, tmp_path: Path) -> Iterator[IotdeckBroker]:
+    """`iotdeck mqtt-broker` on private ports for this test's database, stopped after it.
+
+    Authentication is on, as in production: devices log in with credentials issued
+    through the service (`mosquitto.device_address`), platform code with service accounts.
+    """
+    del engine  # the broker reads credentials through the process-wide engine it points
+    broker = IotdeckBroker(tmp_path / "broker").start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def open_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A Mosquitto someone else runs, open to anonymous clients (an external broker)."""
     folder = tmp_path / "mosquitto"
     folder.mkdir()
     broker = Mosquitto(folder).start()

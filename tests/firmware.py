@@ -6,21 +6,45 @@ import uuid
 import orjson
 import paho.mqtt.client as mqtt
 
-from bench.services import Mosquitto
+from app.mqtt import connection
+from app.mqtt.connection import BrokerAddress
+from app.services.credentials import COMMANDS_ACCOUNT
+from bench.services import IotdeckBroker
+
+
+def connected_device(broker: IotdeckBroker, device_id: uuid.UUID) -> mqtt.Client:
+    """An MQTT 5 client logged in as the device (its own password), connected and looping."""
+    return _connected(broker.device_address(device_id), f"device-{device_id}")
+
+
+def connected_service(broker: IotdeckBroker, account: str = COMMANDS_ACCOUNT) -> mqtt.Client:
+    """An MQTT 5 client logged in as a platform service (default: the command dispatcher)."""
+    return _connected(broker.service_address(account), f"{account}-{uuid.uuid4().hex[:8]}")
+
+
+def _connected(address: BrokerAddress, client_id: str) -> mqtt.Client:
+    client = connection.make_client(address, client_id, persistent=False)
+    connected = threading.Event()
+    client.on_connect = lambda *_: connected.set()
+    client.connect(address.host, address.port)
+    client.loop_start()
+    assert connected.wait(5), f"the broker did not accept {address.username}"
+    return client
 
 
 class Firmware:
     """A device's MQTT side: what it received on its commands and config topics."""
 
-    def __init__(self, mosquitto: Mosquitto, device_id: uuid.UUID) -> None:
+    def __init__(self, mosquitto: IotdeckBroker, device_id: uuid.UUID) -> None:
         self.device_id = device_id
         self.commands: list[dict] = []
         self.configs: list[dict] = []
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        address = mosquitto.device_address(device_id)
+        self.client = connection.make_client(address, f"firmware-{device_id}", persistent=False)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_: self.subscribed.set()
-        self.client.connect("127.0.0.1", mosquitto.port)
+        self.client.connect(address.host, address.port)
         self.client.loop_start()
         topics = [f"devices/{device_id}/commands", f"devices/{device_id}/config"]
         self.client.subscribe([(topic, 1) for topic in topics])

@@ -1,9 +1,13 @@
 """Batch functions for per-device fields, so `devices { metrics }` costs one worker thread."""
 
+import uuid
 from collections.abc import Sequence
 
+from sqlmodel import Session
+
 from app.graphql.context import in_session
-from app.services import telemetry
+from app.models import DeviceCredential
+from app.services import credentials, telemetry
 from app.services.telemetry import Sample
 
 
@@ -24,3 +28,14 @@ async def latest_samples(keys: Sequence[tuple[str, str]]) -> list[Sample | None]
             for device_id, name in keys
         ]
     )
+
+
+async def device_credentials(device_ids: Sequence[str]) -> list[list[DeviceCredential]]:
+    """The live credentials of each device, in one query."""
+    ids = [uuid.UUID(device_id) for device_id in device_ids]
+
+    def load(session: Session) -> list[list[DeviceCredential]]:
+        found = credentials.live_credentials(session=session, device_ids=ids)
+        return [found.get(device_id, []) for device_id in ids]
+
+    return await in_session(load)

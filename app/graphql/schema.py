@@ -10,6 +10,8 @@ from strawberry.types import ExecutionContext
 from app.config import Settings
 from app.graphql.alerts import AlertsMutation, AlertsQuery
 from app.graphql.commands import CommandsMutation, CommandsQuery, CommandsSubscription
+from app.graphql.credentials import CredentialsMutation
+from app.graphql.device_types import DeviceTypesMutation, DeviceTypesQuery
 from app.graphql.devices import DevicesMutation, DevicesQuery
 from app.graphql.errors import GraphQLErrorCodes, log_unexpected
 from app.graphql.subscriptions import Subscription as DeviceSubscription
@@ -18,12 +20,19 @@ from app.graphql.users import UsersMutation, UsersQuery
 
 
 @strawberry.type
-class Query(UsersQuery, DevicesQuery, TelemetryQuery, AlertsQuery, CommandsQuery):
+class Query(UsersQuery, DevicesQuery, TelemetryQuery, AlertsQuery, CommandsQuery, DeviceTypesQuery):
     """Every query."""
 
 
 @strawberry.type
-class Mutation(UsersMutation, DevicesMutation, AlertsMutation, CommandsMutation):
+class Mutation(
+    UsersMutation,
+    DevicesMutation,
+    AlertsMutation,
+    CommandsMutation,
+    CredentialsMutation,
+    DeviceTypesMutation,
+):
     """Every mutation."""
 
 

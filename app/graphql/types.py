@@ -15,6 +15,13 @@ from app.services.telemetry import Aggregate, Sample
 # the models' enums are the GraphQL enums: one name per concept, no copy to keep in step
 Role = strawberry.enum(models.Role, name="Role")
 DeviceStatus = strawberry.enum(models.DeviceStatus, name="DeviceStatus")
+CredentialKind = strawberry.enum(
+    models.CredentialKind,
+    name="CredentialKind",
+    description="PASSWORD: username and password, the username being the device id; "
+    "CERTIFICATE: an X.509 client certificate whose CN is the device id, signed by the "
+    "platform CA.",
+)
 
 
 def iso_utc(moment: datetime) -> str:
@@ -129,6 +136,31 @@ class TelemetryAggregation:
         )
 
 
+@strawberry.type(description="A live broker credential of a device; never its secret.")
+class DeviceCredentialInfo:
+    """What identifies a credential: its kind, when it was issued, its fingerprint."""
+
+    kind: CredentialKind
+    created_at: str
+    fingerprint: str = strawberry.field(
+        description="CERTIFICATE: SHA-256 of the certificate (colon-separated hex); PASSWORD: "
+        "a short hash telling one password from the next."
+    )
+    expires_at: str | None = strawberry.field(
+        description="When the certificate expires; null for a password."
+    )
+
+    @classmethod
+    def from_model(cls, credential: models.DeviceCredential) -> "DeviceCredentialInfo":
+        """The GraphQL view of a stored credential."""
+        return cls(
+            kind=models.CredentialKind(credential.kind),
+            created_at=iso_utc(credential.created_at),
+            fingerprint=credential.fingerprint,
+            expires_at=iso_utc_or_none(credential.expires_at),
+        )
+
+
 @strawberry.type(description="A physical or simulated thing that publishes telemetry.")
 class Device:
     """A device as GraphQL shows it."""
@@ -145,6 +177,11 @@ class Device:
         description="The configuration last pushed with `updateDeviceConfig` (retained on "
         "devices/{id}/config); null when none was."
     )
+    rate_limited_at: str | None = strawberry.field(
+        default=None,
+        description="The last time ingest refused a message of this device for its rate "
+        "limit (noted at most once a minute); null when it never did.",
+    )
 
     @classmethod
     def from_model(cls, device: models.Device) -> "Device":
@@ -159,6 +196,7 @@ class Device:
             created_at=iso_utc(device.created_at),
             updated_at=iso_utc(device.updated_at),
             config=device.config,
+            rate_limited_at=iso_utc_or_none(device.rate_limited_at),
         )
 
     @classmethod
@@ -174,6 +212,7 @@ class Device:
             created_at=iso_utc_text(device["created_at"]),
             updated_at=iso_utc_text(device["updated_at"]),
             config=device.get("config"),
+            rate_limited_at=iso_utc_text_or_none(device.get("rate_limited_at")),
         )
 
     @strawberry.field(description="The metrics this device has reported, sorted by name.")
@@ -187,6 +226,12 @@ class Device:
         name = arguments.metric_name(metric_name)
         found = await info.context.loader(loaders.latest_samples).load((str(self.id), name))
         return None if found is None else TelemetryPoint.from_sample(found)
+
+    @strawberry.field(description="The device's live broker credentials (never a secret).")
+    async def credentials(self, info: Info) -> list[DeviceCredentialInfo]:
+        """What the device may connect with (batched across the devices of one request)."""
+        found = await info.context.loader(loaders.device_credentials).load(str(self.id))
+        return [DeviceCredentialInfo.from_model(credential) for credential in found]
 
 
 @strawberry.enum(description="What happened to a device.")

@@ -15,6 +15,7 @@ reconnect, and the revoked one is refused).
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -28,18 +29,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from app import db
 from app.config import ConfigError, Settings
 from app.models import utcnow
+from app.mqtt import access
 from app.services import credentials
 from app.services.credentials import Authority, BrokerState
 
 logger = logging.getLogger(__name__)
 
-MOSQUITTO = "/usr/sbin/mosquitto"
+# Debian puts it in /usr/sbin, which is not on every PATH
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 SERVER_CERTIFICATE_DAYS = 397
 RENEW_BEFORE = timedelta(days=30)
+# ingest acknowledges only after its batch is committed: no in-flight cap (v5 clients still
+# bound it with their Receive Maximum); a stopped or slow ingest's backlog waits here
+QUEUE_SETTINGS = ("max_inflight_messages 0", "max_queued_messages 10000000", "max_queued_bytes 0")
 CRL_DAYS = 7  # OpenSSL refuses every certificate once the list is past its next update
 CRL_REISSUE = timedelta(days=1)
-DEVICE_READS = ("commands", "config")
-DEVICE_WRITES = ("telemetry", "status", "commands/ack")
 
 
 def acl_text(state: BrokerState) -> str:
@@ -49,8 +53,8 @@ def acl_text(state: BrokerState) -> str:
         lines += ["", f"user {username}", "topic readwrite devices/#"]
     for device in state.devices:
         lines += ["", f"user {device}"]
-        lines += [f"topic write devices/{device}/{leaf}" for leaf in DEVICE_WRITES]
-        lines += [f"topic read devices/{device}/{leaf}" for leaf in DEVICE_READS]
+        lines += [f"topic write devices/{device}/{leaf}" for leaf in access.PUBLISH_LEAVES]
+        lines += [f"topic read devices/{device}/{leaf}" for leaf in access.SUBSCRIBE_LEAVES]
     return "\n".join(lines) + "\n"
 
 
@@ -141,10 +145,7 @@ class ManagedBroker:
             "persistence true",
             f"persistence_location {self.files.persistence}/",
             "autosave_interval 60",
-            # ingest acknowledges only after its batch is committed: no in-flight cap
-            "max_inflight_messages 0",
-            "max_queued_messages 10000000",
-            "max_queued_bytes 0",
+            *QUEUE_SETTINGS,
             f"log_dest {'file ' + str(self._log_file) if self._log_file else 'stdout'}",
             "log_type error",
             "log_type warning",

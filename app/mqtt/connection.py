@@ -1,7 +1,9 @@
 """paho-mqtt clients configured from an `mqtt://` or `mqtts://` URL."""
 
 import ssl
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from paho.mqtt.client import CallbackAPIVersion, Client, MQTTProtocolVersion
@@ -24,6 +26,9 @@ class BrokerAddress:
     username: str | None = None
     password: str | None = None
     protocol: str = "5"
+    # TLS: the CAs to trust (PEM; empty: the system's) and a client certificate and key
+    ca_pem: str = ""
+    certificate: tuple[str, str] | None = None
 
     @classmethod
     def parse(cls, url: str, protocol: str = "5") -> "BrokerAddress":
@@ -65,9 +70,23 @@ def make_client(
     if address.username:
         client.username_pw_set(address.username, address.password)
     if address.tls:
-        client.tls_set_context(ssl.create_default_context())
+        client.tls_set_context(tls_context(address))
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
+
+
+def tls_context(address: BrokerAddress) -> ssl.SSLContext:
+    """Verify the broker against `ca_pem` (or the system CAs); present the certificate, if any."""
+    context = ssl.create_default_context(cadata=address.ca_pem or None)
+    if address.certificate is not None:
+        # the ssl module loads a key pair from files only: a private folder, gone at once
+        with tempfile.TemporaryDirectory() as folder:
+            certificate, key = Path(folder, "client.pem"), Path(folder, "client.key")
+            certificate.write_text(address.certificate[0])
+            key.touch(0o600)
+            key.write_text(address.certificate[1])
+            context.load_cert_chain(certificate, key)
+    return context
 
 
 def connect(client: Client, address: BrokerAddress, *, persistent: bool) -> None:

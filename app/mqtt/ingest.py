@@ -36,7 +36,8 @@ from app.mqtt.payloads import (
     parse_status,
     parse_telemetry,
 )
-from app.services import commands, devices, telemetry
+from app.mqtt.rate_limit import RateLimiter
+from app.services import commands, device_types, devices, telemetry
 from app.services.commands import Answer
 from app.services.telemetry import Point
 
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 TOPICS = ("devices/+/telemetry", "devices/+/status", "devices/+/commands/ack")
 _UNKNOWN_DEVICE_TTL = 10.0  # seconds before an unknown id is looked up again
+_KNOWN_DEVICE_TTL = 30.0  # seconds before known ids are looked up again (a type may change)
 # labelled children resolved once: labels() costs microseconds per call on the hot path
 _RECEIVED = {
     kind: metrics.MESSAGES_RECEIVED.labels(kind) for kind in ("telemetry", "status", "ack")
@@ -68,6 +70,9 @@ class _Parsed:
     messages: list[Received]
     candidates: list[tuple[Received, uuid.UUID, str, object]] = field(default_factory=list)
     rejected: int = 0
+    # decided once, on the first commit attempt: a retried batch must not spend tokens twice
+    over_limit: set[int] | None = None  # indexes into candidates
+    reported: set[uuid.UUID] = field(default_factory=set)  # their rate_limited_at to set
 
 
 @dataclass
@@ -80,29 +85,41 @@ class BatchResult:
 
 
 class _KnownDevices:
-    """Which device ids exist, asked of the database once per id (misses expire)."""
+    """Which device ids exist and their types, asked of the database in one query per batch.
+
+    Misses expire after _UNKNOWN_DEVICE_TTL; hits after _KNOWN_DEVICE_TTL, so that a
+    device's new type reaches its rate limit.
+    """
 
     def __init__(self) -> None:
-        self._known: set[uuid.UUID] = set()
+        self._known: dict[uuid.UUID, str] = {}
         self._unknown_until: dict[uuid.UUID, float] = {}
+        self._known_until = 0.0
 
-    def filter_known(self, session: Session, ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    def filter_known(self, session: Session, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """The known devices among `ids`, with their types."""
         now = time.monotonic()
-        ask = {i for i in ids - self._known if self._unknown_until.get(i, 0.0) <= now}
+        if now >= self._known_until:
+            self._known.clear()
+            self._known_until = now + _KNOWN_DEVICE_TTL
+        ask = {i for i in ids - self._known.keys() if self._unknown_until.get(i, 0.0) <= now}
         if ask:
-            found = set(session.exec(select(Device.id).where(col(Device.id).in_(ask))))
-            self._known |= found
-            for missing in ask - found:
+            query = select(Device.id, Device.type).where(col(Device.id).in_(ask))
+            found = dict(session.exec(query).all())
+            self._known.update(found)
+            for missing in ask - found.keys():
                 self._unknown_until[missing] = now + _UNKNOWN_DEVICE_TTL
-        return ids & self._known
+        return {i: self._known[i] for i in ids if i in self._known}
 
     def forget(self, ids: set[uuid.UUID]) -> None:
-        self._known -= ids
+        for device_id in ids:
+            self._known.pop(device_id, None)
 
 
-def _reject(message: Received, reason: str, detail: str) -> None:
+def _reject(message: Received, reason: str, detail: str, *, log: bool = True) -> None:
     metrics.TELEMETRY_REJECTED.labels(reason).inc()
-    logger.warning("rejected message on %s: %s: %s", message.topic, reason, detail)
+    if log:
+        logger.warning("rejected message on %s: %s: %s", message.topic, reason, detail)
 
 
 class IngestWorker:
@@ -116,6 +133,8 @@ class IngestWorker:
         shared_group: str = "",
         batch_messages: int = 2000,
         batch_ms: int = 200,
+        rate_limit: str = "10/second",
+        rate_burst: int = 600,
     ) -> None:
         self.address = address
         self._shared_group = shared_group
@@ -125,6 +144,7 @@ class IngestWorker:
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._known = _KnownDevices()
+        self._limiter = RateLimiter(rate_limit, rate_burst)
         self._listeners: list[Callable[[BatchResult], None]] = []
         # parsing batch N+1 overlaps the database writing batch N; one parsed batch waits
         self._parsed: queue.Queue[_Parsed | None] = queue.Queue(maxsize=1)
@@ -290,12 +310,11 @@ class IngestWorker:
         answers: list[tuple[Received, uuid.UUID, Answer]] = []
         last_telemetry: dict[uuid.UUID, int] = {}
         with Session(db.get_engine(), expire_on_commit=False) as session:
-            known = self._known.filter_known(session, {c[1] for c in parsed.candidates})
+            skipped = self._screen(session, parsed, result)
             for index, (message, device_id, kind, content) in enumerate(parsed.candidates):
-                if device_id not in known:
-                    _reject(message, "unknown_device", f"no device {device_id}")
-                    result.rejected += 1
-                elif kind == "telemetry":
+                if index in skipped:
+                    continue
+                if kind == "telemetry":
                     points.extend(content)
                     last_telemetry[device_id] = index
                 elif kind == "ack":
@@ -325,6 +344,9 @@ class IngestWorker:
                         answer.command_id,
                         refused,
                     )
+            device_types.record_rate_limited(
+                session=session, device_ids=parsed.reported, at=arrival
+            )
             session.commit()
         if written.dropped_devices:
             self._known.forget(set(written.dropped_devices))
@@ -332,6 +354,41 @@ class IngestWorker:
         metrics.POINTS_INGESTED.inc(written.stored)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         return result
+
+    def _screen(self, session: Session, parsed: "_Parsed", result: BatchResult) -> set[int]:
+        """The candidates not to store: those of unknown devices or over their rate limit."""
+        known = self._known.filter_known(session, {c[1] for c in parsed.candidates})
+        if parsed.over_limit is None:
+            self._police(session, parsed, known)
+        skipped = set(parsed.over_limit or ())  # already counted and reported by _police
+        for index, (message, device_id, _kind, _content) in enumerate(parsed.candidates):
+            if device_id not in known:
+                _reject(message, "unknown_device", f"no device {device_id}")
+                skipped.add(index)
+        result.rejected += len(skipped)
+        return skipped
+
+    def _police(self, session: Session, parsed: "_Parsed", known: dict[uuid.UUID, str]) -> None:
+        """Mark the candidates over their device's rate limit; count them, report some.
+
+        Every message kind counts. A device's refusals are logged, and its rate_limited_at
+        set, at most once a minute; the others are only counted.
+        """
+        now = time.monotonic()
+        self._limiter.refresh(now, lambda: device_types.rate_overrides(session=session))
+        parsed.over_limit = set()
+        for index, (message, device_id, _kind, _content) in enumerate(parsed.candidates):
+            device_type = known.get(device_id)
+            if device_type is None or self._limiter.allow(device_id, device_type, now):
+                continue
+            parsed.over_limit.add(index)
+            if not self._limiter.report_due(device_id, now):
+                _reject(message, "rate_limited", "", log=False)
+                continue
+            parsed.reported.add(device_id)
+            limit = self._limiter.limit_for(device_type)
+            detail = f"over the limit of its type {device_type} ({limit}); for a minute, "
+            _reject(message, "rate_limited", detail + "its further refusals are only counted")
 
     def _parse(self, batch: list[Received]) -> "_Parsed":
         """Each message validated into (message, device, kind, content); rejections counted."""

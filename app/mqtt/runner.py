@@ -9,20 +9,33 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from app import bus, db, jobs, storage
 from app.config import ConfigError, Settings
+from app.mqtt import logins
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
+from app.services import credentials
 
 logger = logging.getLogger(__name__)
 
 
 def build_worker(settings: Settings, address: BrokerAddress) -> IngestWorker:
-    """An ingest worker configured from settings."""
+    """An ingest worker configured from settings (it reads its shared group's secret)."""
     return IngestWorker(
         address,
         client_id=settings.ingest_client_id,
-        shared_group=settings.ingest_shared_group,
+        shared_group=logins.shared_group(settings.ingest_shared_group),
         batch_messages=settings.ingest_batch_messages,
         batch_ms=settings.ingest_batch_ms,
+        rate_limit=settings.device_rate_limit,
+        rate_burst=settings.device_rate_burst,
+    )
+
+
+def ingest_address(settings: Settings) -> BrokerAddress:
+    """IOTDECK_MQTT_URL, logged in as the ingest service account unless it has credentials."""
+    return logins.service_address(
+        BrokerAddress.parse(settings.mqtt_url, settings.mqtt_protocol),
+        credentials.INGEST_ACCOUNT,
+        ca_file=settings.mqtt_ca_file,
     )
 
 
@@ -33,8 +46,8 @@ def run_ingest(settings: Settings) -> None:
             "IOTDECK_MQTT_URL is not set: `iotdeck ingest` consumes an external broker "
             "(the embedded one lives inside `iotdeck serve`)"
         )
-    address = BrokerAddress.parse(settings.mqtt_url, settings.mqtt_protocol)
     storage.verify(db.init_engine(settings.database_url), settings.timescaledb)
+    address = ingest_address(settings)
     if settings.redis_url:
         bus.set_bus(bus.RedisBus(settings.redis_url))  # publish only: web processes listen
     else:

@@ -17,6 +17,7 @@ import hmac
 import ipaddress
 import secrets
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -118,7 +119,10 @@ def create_authority(session: Session) -> Authority:
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "iotdeck"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"iotdeck device CA {now:%Y-%m-%d %H:%M:%S}"),
+            # unique: OpenSSL finds a certificate's CA and revocation list by this name
+            x509.NameAttribute(
+                NameOID.COMMON_NAME, f"iotdeck device CA {now:%Y-%m-%d} {secrets.token_hex(4)}"
+            ),
         ]
     )
     certificate = (
@@ -275,10 +279,20 @@ def _device(session: Session, device_id: uuid.UUID | str) -> Device:
 
 
 def _live(session: Session, device_id: uuid.UUID) -> list[DeviceCredential]:
+    return live_credentials(session=session, device_ids=[device_id]).get(device_id, [])
+
+
+def live_credentials(
+    *, session: Session, device_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, list[DeviceCredential]]:
+    """The live credentials of each device, PASSWORD before CERTIFICATE, in one query."""
     query = select(DeviceCredential).where(
-        DeviceCredential.device_id == device_id, col(DeviceCredential.revoked_at).is_(None)
+        col(DeviceCredential.device_id).in_(device_ids), col(DeviceCredential.revoked_at).is_(None)
     )
-    return list(session.exec(query.order_by(col(DeviceCredential.kind))))
+    found: dict[uuid.UUID, list[DeviceCredential]] = {}
+    for credential in session.exec(query.order_by(col(DeviceCredential.kind).desc())):
+        found.setdefault(credential.device_id, []).append(credential)
+    return found
 
 
 def credentials_of(*, session: Session, device_id: uuid.UUID | str) -> list[DeviceCredential]:

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from app.errors import NotFoundError, ValidationError
 from app.models import Device, DeviceCreate, DeviceStatus, DeviceUpdate, utcnow
-from app.services import events, validation
+from app.services import credentials, events, validation
 from app.services.validation import parse_id
 
 _TYPE = re.compile(r"^[a-z0-9_-]{1,100}$")
@@ -158,6 +158,8 @@ def mark_silent_offline(*, session: Session, silent_since: datetime) -> list[uui
 def delete_device(*, session: Session, device_id: uuid.UUID | str) -> uuid.UUID:
     """Remove a device (its telemetry, alerts and commands go with it)."""
     device = _existing(session, device_id)
+    # revoked, not deleted: the broker must cut it off, and its certificate stays on the CRL
+    credentials.revoke_credentials(session=session, device_id=device.id)
     events.device_event(session, "DELETED", device, utcnow().isoformat())
     session.delete(device)
     session.flush()

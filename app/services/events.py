@@ -45,6 +45,7 @@ def device_payload(device: Device) -> dict[str, Any]:
         "created_at": device.created_at.isoformat(),
         "updated_at": device.updated_at.isoformat(),
         "config": device.config,
+        "rate_limited_at": moment(device.rate_limited_at),
     }
 
 

@@ -3,13 +3,14 @@
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
@@ -38,6 +39,7 @@ class Server:
     """A running `iotdeck serve` and the demo accounts `iotdeck seed` created."""
 
     url: str
+    env: dict[str, str] = field(default_factory=dict)  # its IOTDECK_* settings
     admin_email: str = "admin@example.com"
     viewer_email: str = "viewer@example.com"
     password: str = ADMIN_PASSWORD  # `iotdeck seed` gives every demo account this password
@@ -59,7 +61,7 @@ def running_server(root: Path, args: list[str], env: dict[str, str]) -> Iterator
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, log, timeout=STARTUP_SECONDS)
-        yield Server(url=url)
+        yield Server(url=url, env=env)
     finally:
         process.terminate()
         try:
@@ -79,6 +81,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "IOTDECK_JWT_SECRET": "e2e-" + "k" * 44,
         "IOTDECK_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "IOTDECK_BCRYPT_ROUNDS": "4",
+        # the telemetry page test uploads a week of history at once (2,520 messages):
+        # more than a device's default burst of 600
+        "IOTDECK_DEVICE_RATE_BURST": "5000",
     }
     seed = [IOTDECK, "seed"]
     subprocess.run(seed, env=iotdeck_environment(**env), cwd=root, check=True, capture_output=True)
@@ -94,6 +99,41 @@ def broker_port(server: Server, tmp_path_factory: pytest.TempPathFactory) -> int
         if match := _BROKER_LINE.search(log.read_text()):
             return int(match.group(1))
     raise AssertionError("iotdeck serve did not print its embedded broker's port")
+
+
+def device_login(server: Server, device_id: str) -> tuple[str, str]:
+    """A new password for a seeded device, as an admin issues it (`iotdeck device credentials`)."""
+    done = subprocess.run(
+        [IOTDECK, "device", "credentials", "--device", device_id, "--kind", "password"],
+        env=iotdeck_environment(**server.env),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    password = re.search(r"password: (\S+)", done.stdout)
+    assert password is not None, done.stdout
+    return device_id, password.group(1)
+
+
+@pytest.fixture
+def connect_device(server: Server, broker_port: int) -> Iterator[Callable[..., mqtt.Client]]:
+    """Connect as a seeded device (MQTT 3.1.1, its own password); disconnected after."""
+    clients: list[mqtt.Client] = []
+
+    def connect(device_id: str, *, will: bool = False) -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        client.username_pw_set(*device_login(server, device_id))
+        if will:  # `offline` as its last will
+            client.will_set(f"devices/{device_id}/status", b"offline", qos=1)
+        client.connect("127.0.0.1", broker_port, keepalive=30)
+        client.loop_start()
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.e2e.conftest import SCREENSHOTS, Server, graphql_as, sign_in
+from tests.e2e.conftest import SCREENSHOTS, Server, device_login, graphql_as, sign_in
 
 # a seeded thermostat (seeds/demo.json) no other browser test uses
 WAREHOUSE = "6f1c2a8e-0c1b-4a51-9d1e-1a0000000003"
@@ -28,10 +28,11 @@ RECEIVE_SECONDS = 10
 class Thermostat:
     """The device's side: its MQTT 3.1.1 connection, the commands it got, its answers."""
 
-    def __init__(self, broker_port: int) -> None:
+    def __init__(self, broker_port: int, login: tuple[str, str]) -> None:
         self.received: queue.Queue[dict[str, Any]] = queue.Queue()
         self.configs: queue.Queue[dict[str, Any]] = queue.Queue()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client.username_pw_set(*login)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", broker_port, keepalive=30)
         self.client.subscribe(f"devices/{WAREHOUSE}/commands", qos=1)
@@ -60,9 +61,9 @@ class Thermostat:
 
 
 @pytest.fixture
-def thermostat(broker_port: int) -> Iterator[Thermostat]:
+def thermostat(server: Server, broker_port: int) -> Iterator[Thermostat]:
     """The warehouse thermostat, connected and listening for its commands."""
-    device = Thermostat(broker_port)
+    device = Thermostat(broker_port, device_login(server, WAREHOUSE))
     yield device
     device.close()
 

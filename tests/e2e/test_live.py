@@ -1,6 +1,6 @@
 """Live dashboard in Chromium: MQTT traffic reaches open pages without a reload."""
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -17,23 +17,10 @@ PUSH_MS = 2_000  # a pushed point must show within this, with no reload and no 3
 _NO_RELOAD = "window.__sameDocument === true"
 
 
-def _device(broker_port: int, device_id: str, *, will: bool = False) -> mqtt.Client:
-    """A device's MQTT 3.1.1 connection, optionally with `offline` as its last will."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    if will:
-        client.will_set(f"devices/{device_id}/status", b"offline", qos=1)
-    client.connect("127.0.0.1", broker_port, keepalive=30)
-    client.loop_start()
-    return client
-
-
 @pytest.fixture
-def open_space(broker_port: int) -> Iterator[mqtt.Client]:
+def open_space(connect_device: Callable[..., mqtt.Client]) -> mqtt.Client:
     """The open-space sensor, connected."""
-    client = _device(broker_port, OPEN_SPACE)
-    yield client
-    client.disconnect()
-    client.loop_stop()
+    return connect_device(OPEN_SPACE)
 
 
 def _send(client: mqtt.Client, device_id: str, co2: float) -> None:
@@ -85,9 +72,9 @@ async def test_device_chart_gains_a_point_published_over_mqtt_without_reload(
 
 
 async def test_last_will_flips_the_badge_on_the_devices_list(
-    page: Page, server: Server, broker_port: int
+    page: Page, server: Server, connect_device: Callable[..., mqtt.Client]
 ) -> None:
-    device = _device(broker_port, MEETING_ROOM, will=True)
+    device = connect_device(MEETING_ROOM, will=True)
     _send(device, MEETING_ROOM, 480)  # telemetry brings it online
     await sign_in(page, server, server.admin_email)
     row = page.locator("tr", has=page.get_by_role("link", name="Meeting room air quality"))

@@ -6,7 +6,7 @@ violating value over MQTT and the alert appears on /alerts without a reload; the
 acknowledges it and the stored alert says so.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -30,14 +30,9 @@ PUSH_MS = 5_000
 
 
 @pytest.fixture
-def chiller(broker_port: int) -> Iterator[mqtt.Client]:
+def chiller(connect_device: Callable[..., mqtt.Client]) -> mqtt.Client:
     """The chiller's MQTT connection."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    client.connect("127.0.0.1", broker_port, keepalive=30)
-    client.loop_start()
-    yield client
-    client.disconnect()
-    client.loop_stop()
+    return connect_device(CHILLER)
 
 
 def _publish(client: mqtt.Client, value: float, at: datetime | None = None) -> None:

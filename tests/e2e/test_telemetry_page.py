@@ -3,13 +3,12 @@
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import paho.mqtt.client as mqtt
-import pytest
 from playwright.async_api import Locator, Page, expect
 
 from tests.e2e.conftest import SCREENSHOTS, Server, sign_in
@@ -18,17 +17,6 @@ from tests.e2e.conftest import SCREENSHOTS, Server, sign_in
 SERVER_ROOM = "6f1c2a8e-0c1b-4a51-9d1e-1a0000000002"
 COLD_STORE = "6f1c2a8e-0c1b-4a51-9d1e-1a0000000004"
 HISTORY_STEP = timedelta(minutes=4)  # 2,520 points in 7 days: the 7-day view must bucket
-
-
-@pytest.fixture
-def device_client(broker_port: int) -> Iterator[mqtt.Client]:
-    """A device's MQTT 3.1.1 connection to the server's embedded broker."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    client.connect("127.0.0.1", broker_port)
-    client.loop_start()
-    yield client
-    client.disconnect()
-    client.loop_stop()
 
 
 def _publish(client: mqtt.Client, topic: str, payload: object) -> mqtt.MQTTMessageInfo:
@@ -97,8 +85,9 @@ async def _trace_points(page: Page, metric: str) -> int:
 
 
 async def test_device_page_shows_mqtt_telemetry_live(
-    page: Page, server: Server, device_client: mqtt.Client
+    page: Page, server: Server, connect_device: Callable[..., mqtt.Client]
 ) -> None:
+    device_client = connect_device(SERVER_ROOM)
     now = datetime.now(UTC)
     _publish_history(device_client, SERVER_ROOM, now)
     topic = f"devices/{SERVER_ROOM}/telemetry"
@@ -149,8 +138,9 @@ async def test_device_page_shows_mqtt_telemetry_live(
 
 
 async def test_devices_list_shows_online_and_offline_devices(
-    page: Page, server: Server, device_client: mqtt.Client
+    page: Page, server: Server, connect_device: Callable[..., mqtt.Client]
 ) -> None:
+    device_client = connect_device(COLD_STORE)
     topic = f"devices/{COLD_STORE}/telemetry"
     _publish(device_client, topic, {"temperature": -18.5}).wait_for_publish(5)
     await sign_in(page, server, server.admin_email)

@@ -10,21 +10,28 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import Engine
 
-from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
-from bench.services import Mosquitto, free_port
-from tests.firmware import Firmware
+from bench.services import IotdeckBroker, free_port
+from tests.firmware import Firmware, connected_device, connected_service
 from tests.receivers import Mailbox, Receivers
 
 Publish = Callable[[str, bytes | dict], None]
 
 
 @pytest.fixture
-def ingest(engine: Engine, mosquitto: Mosquitto) -> Iterator[IngestWorker]:
-    """A running ingest worker on this test's broker, writing to this test's database."""
+def ingest(
+    request: pytest.FixtureRequest, engine: Engine, mosquitto: IotdeckBroker
+) -> Iterator[IngestWorker]:
+    """A running ingest worker on this test's broker, writing to this test's database.
+
+    Indirect parametrization passes more IngestWorker options (e.g. `rate_limit`).
+    """
     del engine  # the worker writes through the process-wide engine that fixture points
-    address = BrokerAddress("127.0.0.1", mosquitto.port)
-    worker = IngestWorker(address, client_id=f"ingest-{uuid.uuid4().hex[:8]}", batch_ms=20)
+    address = mosquitto.service_address()
+    options: dict[str, Any] = getattr(request, "param", {})
+    worker = IngestWorker(
+        address, client_id=f"ingest-{uuid.uuid4().hex[:8]}", batch_ms=20, **options
+    )
     worker.start()
     assert worker.wait_connected(10)
     yield worker
@@ -32,23 +39,49 @@ def ingest(engine: Engine, mosquitto: Mosquitto) -> Iterator[IngestWorker]:
 
 
 @pytest.fixture
-def publisher(mosquitto: Mosquitto) -> Iterator[mqtt.Client]:
-    """A device-side MQTT 5 client on this test's broker."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", mosquitto.port)
-    client.loop_start()
+def device_clients(mosquitto: IotdeckBroker) -> Iterator[Callable[[uuid.UUID], mqtt.Client]]:
+    """Connected MQTT 5 clients, each logged in as its device; closed after the test."""
+    clients: dict[uuid.UUID, mqtt.Client] = {}
+
+    def client_for(device_id: uuid.UUID) -> mqtt.Client:
+        if device_id not in clients:
+            clients[device_id] = connected_device(mosquitto, device_id)
+        return clients[device_id]
+
+    yield client_for
+    for client in clients.values():
+        client.disconnect()
+        client.loop_stop()
+
+
+@pytest.fixture
+def publish(device_clients: Callable[[uuid.UUID], mqtt.Client]) -> Publish:
+    """Publish JSON (a dict) or raw bytes at QoS 1 as the topic's device; wait for PUBACK."""
+
+    def send(topic: str, payload: bytes | dict) -> None:
+        raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        client = device_clients(uuid.UUID(topic.split("/")[1]))
+        client.publish(topic, raw, qos=1).wait_for_publish(5)
+
+    return send
+
+
+@pytest.fixture
+def platform_publisher(mosquitto: IotdeckBroker) -> Iterator[mqtt.Client]:
+    """An MQTT 5 client logged in as the command dispatcher's service account."""
+    client = connected_service(mosquitto)
     yield client
     client.disconnect()
     client.loop_stop()
 
 
 @pytest.fixture
-def publish(publisher: mqtt.Client) -> Publish:
-    """Publish JSON (a dict) or raw bytes at QoS 1 and wait for the broker's PUBACK."""
+def platform_publish(platform_publisher: mqtt.Client) -> Publish:
+    """Publish as the platform does (commands, configuration) at QoS 1; wait for PUBACK."""
 
-    def send(topic: str, payload: bytes | dict) -> None:
+    def send(topic: str, payload: bytes | dict, *, retain: bool = False) -> None:
         raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        publisher.publish(topic, raw, qos=1).wait_for_publish(5)
+        platform_publisher.publish(topic, raw, qos=1, retain=retain).wait_for_publish(5)
 
     return send
 
@@ -80,7 +113,7 @@ def receivers() -> Iterator[Receivers]:
 
 
 @pytest.fixture
-def firmware(mosquitto: Mosquitto) -> Iterator[Callable[[uuid.UUID], Firmware]]:
+def firmware(mosquitto: IotdeckBroker) -> Iterator[Callable[[uuid.UUID], Firmware]]:
     """Device-side clients for this test's broker, closed afterwards."""
     made: list[Firmware] = []
 

@@ -25,7 +25,7 @@ from app import db
 from app.auth import create_token
 from app.models import DeviceCreate, Role, UserCreate
 from app.services import devices, users
-from bench.services import Mosquitto
+from bench.services import IotdeckBroker
 from tests.e2e.conftest import running_server
 from tests.integration.conftest import Publish
 from tests.receivers import Mailbox, Receivers
@@ -126,7 +126,7 @@ async def test_a_rule_catches_mqtt_telemetry_and_notifies_everyone(
     *,
     database_url: str,
     accounts: tuple[str, str],
-    mosquitto: Mosquitto,
+    mosquitto: IotdeckBroker,
     smtp_server: Callable[..., tuple[Mailbox, int]],
     receivers: Receivers,
     publish: Publish,

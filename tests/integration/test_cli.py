@@ -1,11 +1,19 @@
 """The `iotdeck` command as an operator runs it."""
 
+import stat
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from sqlalchemy import Engine
 
+from app import db
+from app.models import DeviceCreate
+from app.services import credentials, devices
 from bench.services import iotdeck_environment
 
 IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
@@ -99,3 +107,65 @@ def test_migrate_reports_the_latest_revision(env: dict[str, str]) -> None:
     result = _run(["migrate"], env)
     assert result.returncode == 0, result.stderr
     assert "database at the latest revision" in result.stdout
+
+
+def _device_id() -> str:
+    with db.session_scope() as session:
+        data = DeviceCreate(name="Gate", type="door")
+        return str(devices.create_device(session=session, data=data).id)
+
+
+def test_device_certificate_files_with_a_private_key_for_the_owner_only(
+    env: dict[str, str], engine: Engine, tmp_path: Path
+) -> None:
+    del engine  # the process-wide engine, to register the device in this test's database
+    device_id = _device_id()
+    out = tmp_path / "new" / "folder"
+    args = ["device", "credentials", "--device", device_id, "--kind", "certificate"]
+    result = _run([*args, "--out", str(out)], env)
+    assert result.returncode == 0, result.stderr
+    files = {name: out / name for name in (f"{device_id}.crt", f"{device_id}.key", "ca.crt")}
+    assert sorted(path.name for path in out.iterdir()) == sorted(files)
+    for path in files.values():
+        assert str(path) in result.stdout
+    assert stat.S_IMODE(files[f"{device_id}.key"].stat().st_mode) == 0o600
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
+    certificate = x509.load_pem_x509_certificate(files[f"{device_id}.crt"].read_bytes())
+    [common_name] = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    assert common_name.value == device_id
+    certificate.verify_directly_issued_by(
+        x509.load_pem_x509_certificate(files["ca.crt"].read_bytes())
+    )
+
+
+def test_device_password_is_printed_and_verifies(
+    env: dict[str, str], engine: Engine, tmp_path: Path
+) -> None:
+    del engine
+    device_id = _device_id()
+    args = ["device", "credentials", "--device", device_id, "--kind", "password"]
+    result = _run([*args, "--out", str(tmp_path / "ca")], env)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+    assert lines["username"] == device_id
+    assert lines["CA certificate"] == str(tmp_path / "ca" / "ca.crt")
+    password = lines["password"].split()[0]
+    with db.session_scope() as session:
+        login = {"username": device_id, "password": password}
+        assert credentials.password_credential(session=session, **login)
+
+
+@pytest.mark.parametrize(
+    ("device", "kind", "message"),
+    [
+        ("nope", "password", "--device: 'nope' is not a valid id"),
+        (str(uuid.UUID(int=7)), "password", f"--device: no device with id {uuid.UUID(int=7)}"),
+        (str(uuid.UUID(int=7)), "token", "--kind: 'token' is not one of password, certificate"),
+    ],
+)
+def test_device_credentials_refusals_name_the_option(
+    env: dict[str, str], device: str, kind: str, message: str
+) -> None:
+    result = _run(["device", "credentials", "--device", device, "--kind", kind], env)
+    assert result.returncode == 2
+    assert message in result.stderr

@@ -17,11 +17,11 @@ from sqlmodel import Session
 from app import bus, db
 from app.command_dispatch import CommandDispatcher
 from app.models import CommandStatus, DeviceCommand, DeviceCreate, DeviceStatus
-from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
 from app.services import commands, devices
 from app.services.commands import CommandInput
-from bench.services import Mosquitto
+from app.services.credentials import COMMANDS_ACCOUNT
+from bench.services import IotdeckBroker
 from tests.firmware import Firmware
 from tests.integration.conftest import Publish
 
@@ -37,13 +37,13 @@ def hub(engine: Engine) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def _platform(mosquitto: Mosquitto, *, poll: float = 30.0) -> AsyncIterator[bus.Hub]:
+async def _platform(mosquitto: IotdeckBroker, *, poll: float = 30.0) -> AsyncIterator[bus.Hub]:
     """A hub on this loop with the dispatcher running (a long poll: the bus must wake it)."""
     hub = bus.Hub(asyncio.get_running_loop())
     local = bus.LocalBus()
     await local.start(hub)
     bus.set_bus(local, hub)
-    address = BrokerAddress("127.0.0.1", mosquitto.port)
+    address = mosquitto.service_address(COMMANDS_ACCOUNT)
     dispatcher = CommandDispatcher(
         address, client_id=f"cmd-{uuid.uuid4().hex[:6]}", poll_seconds=poll
     )
@@ -92,7 +92,7 @@ def _device_status(device_id: uuid.UUID) -> DeviceStatus:
 async def test_a_command_to_an_online_device_is_sent_then_answered(
     hub: None,
     ingest: IngestWorker,
-    mosquitto: Mosquitto,
+    mosquitto: IotdeckBroker,
     publish: Publish,
     firmware: Callable[[uuid.UUID], Firmware],
 ) -> None:
@@ -122,7 +122,7 @@ async def test_a_command_to_an_online_device_is_sent_then_answered(
 async def test_an_offline_device_gets_its_command_when_online_and_an_expired_one_never(
     hub: None,
     ingest: IngestWorker,
-    mosquitto: Mosquitto,
+    mosquitto: IotdeckBroker,
     publish: Publish,
     firmware: Callable[[uuid.UUID], Firmware],
 ) -> None:
@@ -146,7 +146,7 @@ async def test_an_offline_device_gets_its_command_when_online_and_an_expired_one
 async def test_a_dispatcher_started_later_sends_what_waited_and_expires_on_time(
     hub: None,
     ingest: IngestWorker,
-    mosquitto: Mosquitto,
+    mosquitto: IotdeckBroker,
     publish: Publish,
     firmware: Callable[[uuid.UUID], Firmware],
 ) -> None:
@@ -171,7 +171,7 @@ def _refused(reason: str) -> float:
 async def test_answers_for_another_device_or_an_unknown_command_are_refused_and_counted(
     hub: None,
     ingest: IngestWorker,
-    mosquitto: Mosquitto,
+    mosquitto: IotdeckBroker,
     firmware: Callable[[uuid.UUID], Firmware],
 ) -> None:
     del hub, ingest, mosquitto
@@ -187,7 +187,7 @@ async def test_answers_for_another_device_or_an_unknown_command_are_refused_and_
 
 
 async def test_a_config_is_published_retained(
-    hub: None, mosquitto: Mosquitto, firmware: Callable[[uuid.UUID], Firmware]
+    hub: None, mosquitto: IotdeckBroker, firmware: Callable[[uuid.UUID], Firmware]
 ) -> None:
     del hub
     device_id = _device()

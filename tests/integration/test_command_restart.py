@@ -17,7 +17,7 @@ from sqlmodel import Session
 from app import db
 from app.models import CommandStatus, DeviceCommand, DeviceCreate, DeviceStatus
 from app.services import commands, devices
-from bench.services import Mosquitto
+from bench.services import IotdeckBroker
 from tests.e2e.conftest import running_server
 from tests.firmware import Firmware
 from tests.integration.conftest import Publish
@@ -60,7 +60,7 @@ async def test_after_a_restart_answers_are_recorded_pending_goes_out_expiry_happ
     *,
     engine: Engine,
     database_url: str,
-    mosquitto: Mosquitto,
+    mosquitto: IotdeckBroker,
     publish: Publish,
     firmware: Callable[[uuid.UUID], Firmware],
     tmp_path: Path,

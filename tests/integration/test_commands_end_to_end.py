@@ -24,7 +24,7 @@ from app.models import DeviceCreate, Role, UserCreate
 from app.mqtt.connection import BrokerAddress
 from app.services import devices, users
 from app.simulator import Simulator
-from bench.services import Mosquitto
+from bench.services import IotdeckBroker
 from tests.e2e.conftest import Server, running_server
 
 SECRET = "commands-end-to-end-" + "k" * 40
@@ -55,9 +55,13 @@ def _thermostat(name: str) -> uuid.UUID:
 
 
 @contextmanager
-def _simulated(mosquitto: Mosquitto, device_id: uuid.UUID, **options: Any) -> Iterator[None]:
+def _simulated(mosquitto: IotdeckBroker, device_id: uuid.UUID, **options: Any) -> Iterator[None]:
     simulator = Simulator(
-        BrokerAddress("127.0.0.1", mosquitto.port), [(device_id, "thermostat")], rate=2, **options
+        BrokerAddress("127.0.0.1", mosquitto.port),
+        [(device_id, "thermostat")],
+        rate=2,
+        logins=mosquitto.device_addresses([device_id]),
+        **options,
     )
     simulator.start()
     assert simulator.wait_connected(10)
@@ -113,7 +117,7 @@ async def _online(server: Server, token: str, device_id: uuid.UUID) -> None:
 
 
 async def test_commands_go_out_and_every_step_comes_back(
-    *, database_url: str, mosquitto: Mosquitto, operator: str, tmp_path: Path
+    *, database_url: str, mosquitto: IotdeckBroker, operator: str, tmp_path: Path
 ) -> None:
     answering, silent = _thermostat("answering"), _thermostat("old firmware")
     env = {

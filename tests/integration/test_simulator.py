@@ -22,7 +22,7 @@ from app.services import devices, telemetry
 from app.services.seed import seed_demo
 from app.signals import DEFAULT_TYPES
 from app.simulator import DeviceSpec, Simulator, backfill, demo_devices, ensure_devices
-from bench.services import Mosquitto, free_port, iotdeck_environment, wait_for_port
+from bench.services import IotdeckBroker, free_port, iotdeck_environment, wait_for_port
 from tests.waiting import wait_until
 
 IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
@@ -89,12 +89,13 @@ def _simulated(engine: Engine) -> list[Device]:
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_devices_report_their_metrics_then_go_offline_on_stop(
-    engine: Engine, ingest: IngestWorker, mosquitto: Mosquitto, protocol: str
+    engine: Engine, ingest: IngestWorker, mosquitto: IotdeckBroker, protocol: str
 ) -> None:
     specs = ensure_devices(3, DEFAULT_TYPES)
     assert sorted(spec.type for spec in specs) == sorted(DEFAULT_TYPES)
     address = BrokerAddress("127.0.0.1", mosquitto.port, protocol=protocol)
-    simulator = Simulator(address, specs, rate=20)
+    logins = mosquitto.device_addresses([spec.id for spec in specs], protocol=protocol)
+    simulator = Simulator(address, specs, rate=20, logins=logins)
     simulator.start()
     try:
         assert simulator.wait_connected(10)
@@ -179,7 +180,7 @@ def test_works_with_a_broker_that_speaks_only_3_1_1(amqtt_port: int) -> None:
         watcher.loop_stop()
 
 
-def _start_command(env: dict[str, str], mosquitto: Mosquitto, devices: int) -> subprocess.Popen:
+def _start_command(env: dict[str, str], mosquitto: IotdeckBroker, devices: int) -> subprocess.Popen:
     return subprocess.Popen(
         [IOTDECK, "simulate", "--devices", str(devices), "--rate", "5", "--broker", mosquitto.url],
         env=env,
@@ -190,7 +191,7 @@ def _start_command(env: dict[str, str], mosquitto: Mosquitto, devices: int) -> s
 
 
 def test_simulate_command_stops_cleanly_on_sigterm(
-    engine: Engine, ingest: IngestWorker, mosquitto: Mosquitto, env: dict[str, str]
+    engine: Engine, ingest: IngestWorker, mosquitto: IotdeckBroker, env: dict[str, str]
 ) -> None:
     process = _start_command(env, mosquitto, devices=2)
     try:
@@ -211,7 +212,7 @@ def test_simulate_command_stops_cleanly_on_sigterm(
 
 
 def test_a_killed_simulator_goes_offline_through_its_last_will(
-    engine: Engine, ingest: IngestWorker, mosquitto: Mosquitto, env: dict[str, str]
+    engine: Engine, ingest: IngestWorker, mosquitto: IotdeckBroker, env: dict[str, str]
 ) -> None:
     process = _start_command(env, mosquitto, devices=1)
     try:

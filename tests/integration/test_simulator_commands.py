@@ -1,6 +1,6 @@
 """Simulated devices answer commands and apply configuration as docs/commands.md asks.
 
-Against a private Mosquitto, first with a plain paho client in the platform's place, then
+Against a private broker, first with a paho client on the platform's login in its place, then
 end to end with the real command dispatcher and ingest worker, on both databases.
 """
 
@@ -26,9 +26,11 @@ from app.models import CommandStatus, DeviceCommand
 from app.mqtt.connection import BrokerAddress
 from app.services import commands
 from app.services.commands import CommandInput
+from app.services.credentials import COMMANDS_ACCOUNT
 from app.simulated_firmware import EXPIRED
 from app.simulator import SimulatedDevice, Simulator, ensure_devices
-from bench.services import Mosquitto
+from bench.services import IotdeckBroker
+from tests.firmware import connected_service
 from tests.integration.conftest import Publish
 from tests.waiting import wait_until
 
@@ -39,16 +41,14 @@ Simulate = Callable[..., Simulator]
 class Watcher:
     """Everything the broker routes under `devices/#`, in arrival order (the platform's view)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, broker: IotdeckBroker) -> None:
         self._messages: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = connected_service(broker)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.connect("127.0.0.1", port)
         self.client.subscribe("devices/#", qos=1)
-        self.client.loop_start()
         assert subscribed.wait(10)
 
     def _on_message(self, _client: object, _userdata: object, message: mqtt.MQTTMessage) -> None:
@@ -79,23 +79,30 @@ class Watcher:
 
 
 @pytest.fixture
-def watcher(mosquitto: Mosquitto) -> Iterator[Watcher]:
-    """A subscriber to every device topic of this test's broker."""
-    watching = Watcher(mosquitto.port)
+def publish(platform_publish: Publish) -> Publish:
+    """Commands and configuration come from the platform's side here."""
+    return platform_publish
+
+
+@pytest.fixture
+def watcher(mosquitto: IotdeckBroker) -> Iterator[Watcher]:
+    """A subscriber to every device topic of this test's broker, as the platform."""
+    watching = Watcher(mosquitto)
     yield watching
     watching.close()
 
 
 @pytest.fixture
-def simulate(engine: Engine, mosquitto: Mosquitto, watcher: Watcher) -> Iterator[Simulate]:
+def simulate(engine: Engine, mosquitto: IotdeckBroker, watcher: Watcher) -> Iterator[Simulate]:
     """Start a simulator for registered devices of the given types; stopped after the test."""
     del engine  # ensure_devices registers them through the process-wide engine
     started: list[Simulator] = []
 
     def start(*types: str, **options: Any) -> Simulator:
         specs = ensure_devices(len(types), types)
+        logins = mosquitto.device_addresses([spec.id for spec in specs])
         address = BrokerAddress("127.0.0.1", mosquitto.port)
-        simulator = Simulator(address, specs, rate=RATE, **options)
+        simulator = Simulator(address, specs, rate=RATE, logins=logins, **options)
         started.append(simulator)
         simulator.start()
         assert simulator.wait_connected(10)
@@ -246,7 +253,6 @@ def test_each_type_executes_its_own_commands(
 def test_configuration_is_applied_when_retained_and_when_it_changes(
     simulate: Simulate,
     publish: Publish,
-    publisher: mqtt.Client,
     watcher: Watcher,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -255,7 +261,7 @@ def test_configuration_is_applied_when_retained_and_when_it_changes(
     topic = f"devices/{spec.id}/config"
     # as the dispatcher does: retained, so the device finds it when it connects
     retained = orjson.dumps({"interval": 0.25, "colour": "red"})
-    publisher.publish(topic, retained, qos=1, retain=True).wait_for_publish(5)
+    publish(topic, retained, retain=True)
     (device,) = simulate("air_quality").devices
     wait_until(lambda: device.interval == 0.25)
     assert "'colour' is not a setting of this device: ignored" in caplog.text
@@ -272,10 +278,10 @@ def test_configuration_is_applied_when_retained_and_when_it_changes(
 
 
 @pytest.fixture
-def dispatcher(engine: Engine, mosquitto: Mosquitto) -> Iterator[CommandDispatcher]:
+def dispatcher(engine: Engine, mosquitto: IotdeckBroker) -> Iterator[CommandDispatcher]:
     """The command dispatcher on its own event loop, polling often; cancelled after."""
     del engine  # it reads and writes through the process-wide engine
-    address = BrokerAddress("127.0.0.1", mosquitto.port)
+    address = mosquitto.service_address(COMMANDS_ACCOUNT)
     dispatching = CommandDispatcher(address, client_id="commands-test", poll_seconds=0.2)
     running = threading.Event()
     control: dict[str, Any] = {}

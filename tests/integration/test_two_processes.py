@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
 import websockets
 from sqlalchemy import Engine
@@ -22,7 +21,8 @@ from app import db
 from app.auth import create_token
 from app.models import DeviceCreate, Role, UserCreate
 from app.services import devices, users
-from bench.services import Mosquitto, free_port, iotdeck_environment
+from bench.services import IotdeckBroker, free_port, iotdeck_environment
+from tests.firmware import connected_device
 from tests.waiting import wait_until
 
 IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
@@ -36,7 +36,7 @@ SUBSCRIBE = {
 UPDATE = "mutation($id: ID!, $name: String!) { updateDevice(input: {id: $id, name: $name}) { id } }"
 
 
-def _environment(database_url: str, mosquitto: Mosquitto, data: Path) -> dict[str, str]:
+def _environment(database_url: str, mosquitto: IotdeckBroker, data: Path) -> dict[str, str]:
     return iotdeck_environment(
         IOTDECK_DATABASE_URL=database_url,
         IOTDECK_REDIS_URL=REDIS_URL,
@@ -75,7 +75,7 @@ def _ready(url: str, process: subprocess.Popen, log: Path) -> bool:
 
 
 @pytest.fixture
-def apps(database_url: str, mosquitto: Mosquitto, tmp_path: Path) -> Iterator[list[str]]:
+def apps(database_url: str, mosquitto: IotdeckBroker, tmp_path: Path) -> Iterator[list[str]]:
     """The base URLs of two ready app processes; one ingest process consumes the broker."""
     env = _environment(database_url, mosquitto, tmp_path / "data")
     urls = []
@@ -145,16 +145,9 @@ async def _until(condition: Callable[[], object], timeout: float = TIMEOUT) -> N
             await asyncio.sleep(0.02)
 
 
-def _publisher(mosquitto: Mosquitto) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", mosquitto.port)
-    client.loop_start()
-    return client
-
-
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_one_point_and_one_edit_reach_the_subscribers_of_both_processes(
-    engine: Engine, apps: list[str], mosquitto: Mosquitto
+    engine: Engine, apps: list[str], mosquitto: IotdeckBroker
 ) -> None:
     del engine
     with db.session_scope() as session:
@@ -165,7 +158,7 @@ async def test_one_point_and_one_edit_reach_the_subscribers_of_both_processes(
             devices.create_device(session=session, data=DeviceCreate(name="d", type="t")).id
         )
     topic = f"devices/{device_id}/telemetry"
-    publisher = _publisher(mosquitto)
+    publisher = connected_device(mosquitto, device_id)
 
     def publish(payload: dict[str, float]) -> None:
         publisher.publish(topic, json.dumps(payload), qos=1).wait_for_publish(5)

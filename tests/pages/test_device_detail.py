@@ -1,12 +1,13 @@
 """One device's page: fields, metadata, edit, delete, not found, role-based buttons."""
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from nicegui.testing import User
 
 from app import db
-from app.models import Device, DeviceStatus
-from app.services import devices
+from app.models import Device, DeviceStatus, utcnow
+from app.services import device_types, devices
 from tests.pages.conftest import Account
 
 
@@ -129,3 +130,19 @@ async def test_viewer_sees_no_edit_or_delete(
     await user.should_not_see(marker="delete-device")
     await user.should_not_see("Edit")
     await user.should_not_see("Delete")
+
+
+async def test_a_rate_limited_device_says_so_with_the_time(
+    user: User, add_device: Callable[..., Device], viewer: Account
+) -> None:
+    del viewer
+    calm, noisy = add_device("Calm"), add_device("Chatty")
+    with db.session_scope() as session:
+        refused_at = utcnow() - timedelta(minutes=3)
+        device_types.record_rate_limited(session=session, device_ids=[noisy.id], at=refused_at)
+    await user.open(f"/devices/{calm.id}")
+    await user.should_see(marker="device-name")
+    await user.should_not_see("rate limited")
+    await user.open(f"/devices/{noisy.id}")
+    await user.should_see("rate limited")
+    await user.should_see("3 min ago")

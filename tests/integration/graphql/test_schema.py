@@ -29,7 +29,15 @@ type User { id: ID! email: String! name: String role: Role! createdAt: String!
 type AuthPayload { token: String! user: User! }
 type Device { id: ID! name: String! type: String! status: DeviceStatus!
   metadata: JSON lastSeenAt: String createdAt: String! updatedAt: String!
-  metrics: [String!]! latest(metricName: String!): TelemetryPoint config: JSON }
+  metrics: [String!]! latest(metricName: String!): TelemetryPoint config: JSON
+  credentials: [DeviceCredentialInfo!]! rateLimitedAt: String }
+enum CredentialKind { PASSWORD CERTIFICATE }
+type DeviceCredentials { username: String! password: String certificatePem: String
+  privateKeyPem: String caCertificatePem: String! }
+type DeviceCredentialInfo { kind: CredentialKind! createdAt: String! fingerprint: String!
+  expiresAt: String }
+type DeviceTypeSettings { type: String! rateLimit: String rateBurst: Int
+  effectiveRateLimit: String! effectiveRateBurst: Int! }
 type TelemetryPoint { time: String! value: Float! unit: String metricName: String }
 type TelemetrySeries { metricName: String! points: [TelemetryPoint!]! }
 type TelemetryAggregation { bucket: String! avg: Float! min: Float! max: Float! count: Int! }
@@ -52,7 +60,8 @@ type Query { me: User! devices(type: String, status: DeviceStatus, search: Strin
   validateRule(expression: String!): [RuleDiagnostic!]!
   testRule(expression: String!, from: String!, to: String!, deviceIds: [ID!]): [RuleTestResult!]!
   deviceCommands(deviceId: ID!, status: CommandStatus, limit: Int = 50): [Command!]!
-  command(id: ID!): Command }
+  command(id: ID!): Command
+  deviceTypeSettings(type: String!): DeviceTypeSettings! }
 type Mutation { login(email: String!, password: String!): AuthPayload!
   createDevice(input: CreateDeviceInput!): Device!
   updateDevice(input: UpdateDeviceInput!): Device!
@@ -66,7 +75,10 @@ type Mutation { login(email: String!, password: String!): AuthPayload!
   resolveAlert(id: ID!, message: String): Alert!
   sendCommand(input: SendCommandInput!): Command!
   cancelCommand(id: ID!): Command!
-  updateDeviceConfig(deviceId: ID!, config: JSON!): Device! }
+  updateDeviceConfig(deviceId: ID!, config: JSON!): Device!
+  issueDeviceCredentials(deviceId: ID!, kind: CredentialKind!): DeviceCredentials!
+  revokeDeviceCredentials(deviceId: ID!): Device!
+  updateDeviceTypeSettings(type: String!, rateLimit: String, rateBurst: Int): DeviceTypeSettings! }
 enum AlertSeverity { INFO WARNING CRITICAL }
 enum AlertStatus { ACTIVE ACKNOWLEDGED RESOLVED }
 type Alert { id: ID! deviceId: ID! device: Device severity: AlertSeverity! status: AlertStatus!

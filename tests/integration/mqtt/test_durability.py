@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, func, select
@@ -18,7 +17,8 @@ from sqlmodel import Session, func, select
 from app import db, migrate
 from app.models import DeviceCreate, TelemetryPoint
 from app.services import devices
-from bench.services import Mosquitto, iotdeck_environment
+from bench.services import IotdeckBroker, iotdeck_environment
+from tests.firmware import connected_device
 from tests.postgres_server import PostgresServer
 from tests.waiting import wait_until
 
@@ -34,11 +34,9 @@ def _stamp(index: int) -> datetime:
 class Stream:
     """A device publishing MESSAGES seed-format messages of two metrics at QoS 1."""
 
-    def __init__(self, port: int, device_id: uuid.UUID) -> None:
+    def __init__(self, broker: IotdeckBroker, device_id: uuid.UUID) -> None:
         self.device_id = device_id
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
+        self.client = connected_device(broker, device_id)
         self.thread = threading.Thread(target=self._publish_all, daemon=True)
 
     def _publish_all(self) -> None:
@@ -101,13 +99,16 @@ class Ingest:
         return code
 
 
-def _env(database_url: str, mosquitto: Mosquitto) -> dict[str, str]:
+def _env(database_url: str, mosquitto: IotdeckBroker) -> dict[str, str]:
     return iotdeck_environment(
         IOTDECK_DATABASE_URL=database_url,
         IOTDECK_MQTT_URL=mosquitto.url,
         IOTDECK_INGEST_CLIENT_ID=f"ingest-{uuid.uuid4().hex[:8]}",
         IOTDECK_INGEST_BATCH_MS="50",
         IOTDECK_INGEST_BATCH_MESSAGES="200",
+        # one device streams as fast as it can: far above a device's normal rate limit
+        IOTDECK_DEVICE_RATE_LIMIT="100000/second",
+        IOTDECK_DEVICE_RATE_BURST="100000",
     )
 
 
@@ -119,10 +120,10 @@ def _device(engine: Engine) -> uuid.UUID:
 
 
 def test_sigkill_mid_stream_loses_and_duplicates_nothing(
-    engine: Engine, database_url: str, mosquitto: Mosquitto
+    engine: Engine, database_url: str, mosquitto: IotdeckBroker
 ) -> None:
     env = _env(database_url, mosquitto)
-    stream = Stream(mosquitto.port, _device(engine))
+    stream = Stream(mosquitto, _device(engine))
     worker = Ingest(env)
     stream.thread.start()
     wait_until(lambda: _stored(engine) >= MESSAGES // 2, timeout=60)
@@ -145,12 +146,12 @@ def private_postgres() -> Iterator[PostgresServer]:
 
 
 def test_postgres_restart_mid_stream_loses_and_duplicates_nothing(
-    private_postgres: PostgresServer, mosquitto: Mosquitto
+    private_postgres: PostgresServer, mosquitto: IotdeckBroker
 ) -> None:
     url = private_postgres.url()
     engine = db.init_engine(url)
     migrate.upgrade(engine)
-    stream = Stream(mosquitto.port, _device(engine))
+    stream = Stream(mosquitto, _device(engine))
     worker = Ingest(_env(url, mosquitto))
     try:
         stream.thread.start()
