@@ -260,6 +260,9 @@ def _no_telemetry(device_id: uuid.UUID) -> None:
                     ui.button(icon="content_copy", on_click=lambda: _copy_topic(topic)).props(
                         "flat round dense size=sm color=secondary"
                     ).tooltip("Copy topic").mark("copy-topic")
+            ui.label(
+                "It logs in to the broker with its own password or certificate (Credentials)."
+            ).classes("text-xs text-slate-500").mark("telemetry-login-hint")
 
 
 def _copy_topic(topic: str) -> None:
