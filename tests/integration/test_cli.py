@@ -10,6 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from app import db
 from app.models import DeviceCreate
@@ -169,3 +170,20 @@ def test_device_credentials_refusals_name_the_option(
     result = _run(["device", "credentials", "--device", device, "--kind", kind], env)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_ca_rotate_then_retire_leaves_only_the_newest_ca_trusted(
+    env: dict[str, str], engine: Engine
+) -> None:
+    first = _run(["ca", "rotate"], env)
+    assert first.returncode == 0, first.stderr
+    second = _run(["ca", "rotate"], env)
+    assert second.returncode == 0, second.stderr
+    newest = second.stdout.split("new CA ", 1)[1].split()[0]
+    assert "trusted CAs: 2" in second.stdout
+    retired = _run(["ca", "retire"], env)
+    assert retired.returncode == 0, retired.stderr
+    assert "retired 1 CA(s)" in retired.stdout
+    with Session(engine) as session:
+        assert len(credentials.trusted_authorities(session)) == 1
+        assert credentials.fingerprint(credentials.authority(session).certificate) == newest
