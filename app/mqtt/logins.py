@@ -48,20 +48,35 @@ def service_address(address: BrokerAddress, account: str, *, ca_file: str = "") 
     return dataclasses.replace(address, **changes)
 
 
+def _unguessable(name: str) -> str:
+    """`name` plus a suffix derived from the ingest account's password.
+
+    Every platform process computes the same suffix; no device can, so no device can name
+    what carries it.
+    """
+    with db.session_scope() as session:
+        _, secret = credentials.service_login(session=session, username=credentials.INGEST_ACCOUNT)
+    return f"{name}-{hashlib.sha256(f'{secret}:{name}'.encode()).hexdigest()[:16]}"
+
+
 def shared_group(group: str) -> str:
     """The `$share` group ingest workers really join: `group` plus a secret suffix.
 
     Mosquitto 2.0's acl_file does not check SUBSCRIBE (only what it delivers), and a shared
     group hands each message to one member: a device that joined ingest's group would make
-    its share vanish. The suffix is derived from the ingest account's password, so every
-    ingest worker of this platform computes it and no device can.
+    its share vanish.
     """
-    if not group:
-        return ""
-    with db.session_scope() as session:
-        _, secret = credentials.service_login(session=session, username=credentials.INGEST_ACCOUNT)
-    digest = hashlib.sha256(f"{secret}:{group}".encode()).hexdigest()[:16]
-    return f"{group}-{digest}"
+    return _unguessable(group) if group else ""
+
+
+def session_client_id(client_id: str) -> str:
+    """The client id ingest really connects with: IOTDECK_INGEST_CLIENT_ID plus a secret suffix.
+
+    Mosquitto 2.0 lets any logged-in client take over the session of a client id it names,
+    subscriptions and queued messages included; what it then may not read is dropped. A
+    device that guessed ingest's id would make ingest's backlog vanish.
+    """
+    return _unguessable(client_id)
 
 
 def device_addresses(

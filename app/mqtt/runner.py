@@ -18,10 +18,10 @@ logger = logging.getLogger(__name__)
 
 
 def build_worker(settings: Settings, address: BrokerAddress) -> IngestWorker:
-    """An ingest worker configured from settings (it reads its shared group's secret)."""
+    """An ingest worker configured from settings (its group and id get a secret suffix)."""
     return IngestWorker(
         address,
-        client_id=settings.ingest_client_id,
+        client_id=logins.session_client_id(settings.ingest_client_id),
         shared_group=logins.shared_group(settings.ingest_shared_group),
         batch_messages=settings.ingest_batch_messages,
         batch_ms=settings.ingest_batch_ms,

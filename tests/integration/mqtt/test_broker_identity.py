@@ -50,14 +50,15 @@ def _stored(engine: Engine, device_id: uuid.UUID) -> int:
 class Device:
     """A device's connection that records what the broker answered."""
 
-    def __init__(self, address: BrokerAddress) -> None:
+    def __init__(self, address: BrokerAddress, client_id: str = "") -> None:
         self.connected = threading.Event()
         self.disconnected = threading.Event()
         self.suback: list[ReasonCode] = []
         self.puback: list[ReasonCode] = []
         self.messages: list[str] = []
         self.subscribed = threading.Event()
-        self.client = connection.make_client(address, f"t-{uuid.uuid4().hex[:8]}", persistent=False)
+        client_id = client_id or f"t-{uuid.uuid4().hex[:8]}"
+        self.client = connection.make_client(address, client_id, persistent=False)
         self.client.reconnect_delay_set(60, 60)  # a cut-off device stays cut off for the test
         self.client.on_connect = lambda *a: self.connected.set()
         self.client.on_disconnect = lambda *a: self.disconnected.set()
@@ -299,3 +300,28 @@ def test_a_rotated_ca_signs_new_certificates_and_a_retired_one_is_refused(
         credentials.retire_authorities(session, keep=new_ca.id)  # `iotdeck ca retire`
     wait_until(lambda: _refused(connection_result(old_login, timeout=3)), timeout=CUT_OFF_SECONDS)
     assert connection_result(new_login) == "Success"
+
+
+def test_a_device_naming_ingests_client_id_takes_over_nothing(
+    engine: Engine, mosquitto: IotdeckBroker, connect: Callable[[BrokerAddress], Device]
+) -> None:
+    a, b = _device("a"), _device("b")
+    configured = "iotdeck-ingest-host"  # IOTDECK_INGEST_CLIENT_ID: a guessable name
+    worker = IngestWorker(
+        mosquitto.service_address(),
+        client_id=logins.session_client_id(configured),
+        batch_ms=20,
+    )
+    worker.start()
+    try:
+        assert worker.wait_connected(10)
+        thief = Device(mosquitto.device_address(a), client_id=configured)
+        sender = connect(mosquitto.device_address(b))
+        for index in range(20):
+            payload = f'{{"n": {index}, "ts": {1_700_000_000_000 + index}}}'.encode()
+            assert str(sender.publish(f"devices/{b}/telemetry", payload)) == "Success"
+        wait_until(lambda: _stored(engine, b) == 20)
+        assert worker.connected
+        thief.close()
+    finally:
+        worker.stop()
