@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Locator, Page, expect
 
 from tests.e2e.conftest import SCREENSHOTS, Server, graphql_as, sign_in
 
@@ -33,6 +33,22 @@ PUSH_MS = 5_000
 def chiller(connect_device: Callable[..., mqtt.Client]) -> mqtt.Client:
     """The chiller's MQTT connection."""
     return connect_device(CHILLER)
+
+
+async def _open_details(row: Locator) -> None:
+    """Open an alert's details (its timeline), clicking again if a redraw swallowed the click.
+
+    The row is drawn anew when the acknowledgement comes back over the bus; a click that
+    lands on the row being replaced is lost. An open row's button shows `expand_more`.
+    """
+    for _ in range(5):
+        await row.locator("button").first.click()
+        try:
+            await expect(row.get_by_text("expand_more")).to_be_visible(timeout=3_000)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError("the alert's details did not open")
 
 
 def _publish(client: mqtt.Client, value: float, at: datetime | None = None) -> None:
@@ -138,7 +154,7 @@ async def test_broken_rule_to_acknowledged_alert(
     await row.get_by_role("button", name="Acknowledge").click()
     await expect(row.get_by_text("Acknowledged", exact=True)).to_be_visible()
     assert _stored_status(server, RULE_NAME) == "ACKNOWLEDGED"
-    await row.locator("button").first.click()  # the details, with the timeline
+    await _open_details(row)
     await expect(page.get_by_text("Timeline")).to_be_visible()
     await screenshot(page, "53-alert-acknowledged")
 
