@@ -22,6 +22,8 @@ import redis
 import redis.asyncio as aredis
 from prometheus_client import Counter
 
+from app.redaction import redacted
+
 logger = logging.getLogger(__name__)
 
 VERSION = 1
@@ -259,14 +261,15 @@ class RedisBus:
                 async with client.pubsub() as pubsub:
                     await pubsub.psubscribe(PATTERN)
                     self._listening, delay = True, 0.5
-                    logger.info("bus: listening on %s (%s)", self.url, PATTERN)
+                    logger.info("bus: listening on %s (%s)", redacted(self.url), PATTERN)
                     async for raw in pubsub.listen():
                         if raw["type"] == "pmessage":
                             channel = raw["channel"].decode()
                             hub.deliver(channel, orjson.loads(raw["data"]))
             except (redis.RedisError, OSError) as exc:
                 # a dropped subscription loses what was published meanwhile: say so
-                logger.warning("bus: subscription to %s lost (%s); reconnecting", self.url, exc)
+                shown = redacted(self.url)
+                logger.warning("bus: subscription to %s lost (%s); reconnecting", shown, exc)
             finally:
                 self._listening = False
                 await client.aclose()

@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from sqlalchemy.engine import make_url
 
 from app import db, migrate, storage
 from app.config import ConfigError, Settings, get_settings
 from app.errors import DomainError, NotFoundError, ValidationError
 from app.models import CredentialKind, Role, UserCreate, UserUpdate
+from app.redaction import redacted
 from app.services import credentials, users
 from app.services.credentials import IssuedCredentials
-from app.services.seed import ADMIN_EMAIL, seed_demo
+from app.services.seed import ADMIN_EMAIL, SeedReport, seed_demo
 
 cli = typer.Typer(help="iotdeck: an IoT platform in one Python application.", no_args_is_help=True)
 user_cli = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
@@ -57,6 +57,21 @@ def _open_database(settings: Settings) -> storage.Layout:
         _fail(str(exc))
 
 
+# NiceGUI takes a process whose environment has these for one of its own tests (it then
+# demands a screen-test port, or simulates the browser instead of serving); a server that
+# an integrator's pytest run starts inherits them: `iotdeck serve` is never such a test
+_TEST_RUNNER_VARIABLES = (
+    "PYTEST_CURRENT_TEST",
+    "NICEGUI_SCREEN_TEST_PORT",
+    "NICEGUI_USER_SIMULATION",
+)
+
+
+def _forget_test_runner() -> None:
+    for name in _TEST_RUNNER_VARIABLES:
+        os.environ.pop(name, None)
+
+
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
@@ -69,6 +84,7 @@ def serve(
     ] = False,
 ) -> None:
     """Run the dashboard, /graphql, health endpoints and (unless --no-ingest) MQTT ingest."""
+    _forget_test_runner()
     from app import main  # imports NiceGUI, which other commands do not need
 
     settings = _settings(demo=demo)
@@ -87,9 +103,9 @@ def serve(
             print(f"MQTT port {wanted_mqtt_port} is taken; the embedded broker uses {port} instead")
         print(f"embedded MQTT broker (3.1.1): mqtt://127.0.0.1:{port}")
     if settings.demo:
-        print(f"demo database: {settings.database_url}")
-        if report is not None and report.admin_password:
-            print(f"admin login: {ADMIN_EMAIL} / {report.admin_password}  (shown only once)")
+        print(f"demo database: {redacted(settings.database_url)}")
+        if ADMIN_EMAIL in _print_generated_logins(report):
+            pass  # its password is on the line above
         elif settings.admin_password:
             print(f"admin login: {ADMIN_EMAIL} / the password in IOTDECK_ADMIN_PASSWORD")
         else:
@@ -102,12 +118,21 @@ def serve(
     main.run(settings)
 
 
+def _print_generated_logins(report: SeedReport | None) -> set[str]:
+    """Print each generated demo password (its only showing); the e-mails printed."""
+    logins = report.generated if report is not None else []
+    for login in logins:
+        role = login.role.value.lower()
+        print(f"{role} login: {login.email} / {login.password}  (shown only once)")
+    return {login.email for login in logins}
+
+
 @cli.command("migrate")
 def migrate_command() -> None:
     """Upgrade the database schema to the latest revision."""
     settings = _settings()
     layout = _open_database(settings)
-    shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    shown = redacted(settings.database_url)
     print(f"database at the latest revision ({layout} telemetry storage): {shown}")
 
 
@@ -117,13 +142,17 @@ def seed() -> None:
     settings = _settings()
     _open_database(settings)
     with db.session_scope() as session:
-        report = seed_demo(session=session, admin_password=settings.admin_password)
+        report = seed_demo(
+            session=session,
+            admin_password=settings.admin_password,
+            operator_password=settings.operator_password,
+            viewer_password=settings.viewer_password,
+        )
     print(
         f"users created: {len(report.users_created)}, devices: {len(report.devices_created)},"
         f" rules: {len(report.rules_created)}"
     )
-    if report.admin_password:
-        print(f"admin login: {ADMIN_EMAIL} / {report.admin_password}  (shown only once)")
+    _print_generated_logins(report)
 
 
 @cli.command()

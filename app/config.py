@@ -29,7 +29,10 @@ class Settings(BaseSettings):
     database_url: str = ""
     jwt_secret: str = ""
     jwt_expire_hours: float = Field(default=12, gt=0)
+    # the demo accounts `seed`/`--demo` create; unset: each gets its own generated password
     admin_password: str = ""
+    operator_password: str = ""
+    viewer_password: str = ""
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     demo: bool = False
     host: str = "127.0.0.1"

@@ -27,7 +27,12 @@ def prepare(settings: Settings) -> SeedReport | None:
     if not settings.demo:
         return None
     with db.session_scope() as session:
-        return seed_demo(session=session, admin_password=settings.admin_password)
+        return seed_demo(
+            session=session,
+            admin_password=settings.admin_password,
+            operator_password=settings.operator_password,
+            viewer_password=settings.viewer_password,
+        )
 
 
 def build(settings: Settings) -> None:

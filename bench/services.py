@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import psycopg
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DataError
 
 from app.config import Settings
 from app.mqtt import connection, logins
@@ -33,11 +34,10 @@ TIMESCALEDB_ADMIN_URL = os.environ.get(
 def iotdeck_environment(**settings: str) -> dict[str, str]:
     """This environment for an `iotdeck` subprocess: no inherited IOTDECK_*, plus `settings`.
 
-    PYTEST_* and NICEGUI_* go too: NiceGUI takes a process that has PYTEST_CURRENT_TEST for
-    one of its own screen tests and refuses to serve.
+    The test runner's own variables (PYTEST_CURRENT_TEST...) stay, as in an integrator's
+    suite: `iotdeck serve` must not care who started it.
     """
-    dropped = ("IOTDECK_", "PYTEST_", "NICEGUI_")
-    clean = {key: value for key, value in os.environ.items() if not key.startswith(dropped)}
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("IOTDECK_")}
     return clean | settings
 
 
@@ -157,8 +157,13 @@ def fresh_database(
         pg_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def run_compression_policy(engine: Engine) -> None:
-    """Run TimescaleDB's compression policy job now, as its schedule would."""
+def run_compression_policy(engine: Engine, attempts: int = 5) -> None:
+    """Run TimescaleDB's compression policy job now, as its schedule would.
+
+    The job's schedule is paused first: TimescaleDB's scheduler would otherwise run the same
+    job beside this call, and each run then fails on the chunks the other is converting. A
+    run the scheduler began before the pause may still hold chunks: try again after it.
+    """
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         job = connection.execute(
             text(
@@ -166,7 +171,15 @@ def run_compression_policy(engine: Engine) -> None:
                 " WHERE proc_name = 'policy_compression'"
             )
         ).scalar_one()
-        connection.execute(text("CALL run_job(:job)"), {"job": job})
+        connection.execute(text("SELECT alter_job(:job, scheduled => false)"), {"job": job})
+        for attempt in range(attempts):
+            try:
+                connection.execute(text("CALL run_job(:job)"), {"job": job})
+                return
+            except DataError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5)  # the scheduler's own run finishing: no event to wait on
 
 
 class IotdeckBroker:

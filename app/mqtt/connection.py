@@ -11,6 +11,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from app.config import ConfigError
+from app.redaction import redacted
 
 SESSION_EXPIRY_SECONDS = 7 * 24 * 3600  # a persistent session outlives any restart
 RECEIVE_MAXIMUM = 65535  # batches are acked after commit: allow many messages in flight
@@ -35,7 +36,10 @@ class BrokerAddress:
         """Read `mqtt://[user:pass@]host[:port]` (or `mqtts://`, TLS, default port 8883)."""
         parts = urlsplit(url)
         if parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
-            raise ConfigError(f"IOTDECK_MQTT_URL '{url}' is not mqtt://host[:port] or mqtts://...")
+            shown = redacted(url)
+            raise ConfigError(
+                f"IOTDECK_MQTT_URL '{shown}' is not mqtt://host[:port] or mqtts://..."
+            )
         tls = parts.scheme == "mqtts"
         return cls(
             host=parts.hostname,

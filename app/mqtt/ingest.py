@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
 from paho.mqtt.reasoncodes import ReasonCode
@@ -135,8 +135,10 @@ class IngestWorker:
         batch_ms: int = 200,
         rate_limit: str = "10/second",
         rate_burst: int = 600,
+        retention_days: int = 90,
     ) -> None:
         self.address = address
+        self._max_age = timedelta(days=retention_days)  # older telemetry would be purged at once
         self._shared_group = shared_group
         self._batch_messages = batch_messages
         self._batch_seconds = batch_ms / 1000
@@ -399,7 +401,9 @@ class IngestWorker:
             try:
                 device_id = device_id_from_topic(message.topic)
                 if kind == "telemetry":
-                    content: object = parse_telemetry(device_id, message.payload, message.arrival)
+                    content: object = parse_telemetry(
+                        device_id, message.payload, message.arrival, self._max_age
+                    )
                 elif kind == "ack":
                     content = parse_answer(message.payload)
                 else:

@@ -20,6 +20,7 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_METRICS = 1000
 MAX_UNIT_LENGTH = 50
 MAX_FUTURE = timedelta(minutes=5)
+DEFAULT_MAX_AGE = timedelta(days=90)  # IOTDECK_RETENTION_DAYS' default
 _RESERVED_FLAT_KEYS = {"device_id", "timestamp", "ts"}
 _MILLISECONDS_FROM = 10**11  # epoch numbers above this are milliseconds (year 5138 in seconds)
 
@@ -48,22 +49,43 @@ def _refuse_constant(token: str) -> float:
     raise Rejected("non_finite_value", f"{token} is not a finite number")
 
 
+def _refuse_overflow(number: str) -> float:
+    # float() of a numeral never raises: too large a one is infinite (and 10**400 is too)
+    if not math.isfinite(float(number)):
+        raise Rejected("non_finite_value", "a number overflows to infinity")
+    return 0.0
+
+
 def _load(payload: bytes) -> object:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise Rejected("oversized", f"payload is {len(payload)} bytes, at most {MAX_PAYLOAD_BYTES}")
     try:
         return orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        # only failures pay for the slower parser, to tell NaN/Infinity from broken JSON
+        # only failures pay for the slower parser, to tell NaN/Infinity/1e400 from broken JSON
         try:
-            json.loads(payload, parse_constant=_refuse_constant)
-        except ValueError:
-            raise Rejected("malformed_json", str(exc)) from None
-        # what the standard parser accepts and orjson refuses is an overflowing number
-        raise Rejected("non_finite_value", "a number overflows to infinity") from None
+            json.loads(
+                payload,
+                parse_constant=_refuse_constant,
+                parse_float=_refuse_overflow,
+                parse_int=_refuse_overflow,
+            )
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than orjson's 1024
+            pass
+        # anything else orjson refuses (lone surrogates, a BOM, deep nesting) is malformed
+        raise Rejected("malformed_json", str(exc)) from None
 
 
-def _time(value: object, field: str, arrival: datetime) -> datetime:
+def _shown(value: object) -> str:
+    # str() of a deeply nested list raises RecursionError: show only strings and scalars
+    if isinstance(value, str):
+        return value[:40]
+    if value is None or isinstance(value, bool | int | float):
+        return str(value)
+    return f"<{type(value).__name__}>"
+
+
+def _moment(value: object, field: str) -> datetime:
     if isinstance(value, bool):
         raise Rejected("invalid_timestamp", f"{field} must be an ISO 8601 time with a zone")
     if isinstance(value, int | float):
@@ -83,9 +105,23 @@ def _time(value: object, field: str, arrival: datetime) -> datetime:
             raise Rejected("invalid_timestamp", f"{field} '{value[:40]}' has no time zone")
     else:
         raise Rejected("invalid_timestamp", f"{field} must be an ISO 8601 time with a zone")
+    return moment
+
+
+def _time(value: object, field: str, arrival: datetime, max_age: timedelta) -> datetime:
+    moment = _moment(value, field)
+    try:
+        # 0001-01-01T00:00:00+01:00 parses, but lies before the first UTC instant
+        moment = moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise Rejected("invalid_timestamp", f"{field} '{_shown(value)}' is out of range") from None
     if moment - arrival > MAX_FUTURE:
         raise Rejected("future_timestamp", f"{field} is more than 5 minutes in the future")
-    return moment.astimezone(UTC)
+    if arrival - moment > max_age:
+        raise Rejected(
+            "invalid_timestamp", f"{field} is older than the {max_age.days}-day retention"
+        )
+    return moment
 
 
 def _value(value: object, field: str) -> float:
@@ -101,7 +137,7 @@ def _value(value: object, field: str) -> float:
 
 def _metric_name(name: object, field: str) -> str:
     if not isinstance(name, str) or not METRIC_NAME.fullmatch(name):
-        shown = str(name)[:40]
+        shown = _shown(name)
         raise Rejected("invalid_metric_name", f"{field} '{shown}' must be {METRIC_NAME_RULE}")
     return name
 
@@ -139,18 +175,25 @@ def _flat_metrics(document: dict, device_id: uuid.UUID, at: datetime) -> list[Po
     ]
 
 
-def parse_telemetry(topic_device: uuid.UUID, payload: bytes, arrival: datetime) -> list[Point]:
+def parse_telemetry(
+    topic_device: uuid.UUID,
+    payload: bytes,
+    arrival: datetime,
+    max_age: timedelta = DEFAULT_MAX_AGE,
+) -> list[Point]:
     """The points of one telemetry message, in the seed format or the flat form."""
     document = _load(payload)
     if not isinstance(document, dict):
         raise Rejected("invalid_format", "payload must be a JSON object")
     claimed = document.get("device_id")
-    if claimed is not None and str(claimed).lower() != str(topic_device):
-        raise Rejected("device_id_mismatch", f"device_id '{str(claimed)[:40]}' is not the topic's")
+    if claimed is not None and (
+        not isinstance(claimed, str) or claimed.lower() != str(topic_device)
+    ):
+        raise Rejected("device_id_mismatch", f"device_id '{_shown(claimed)}' is not the topic's")
     if "timestamp" in document:
-        at = _time(document["timestamp"], "timestamp", arrival)
+        at = _time(document["timestamp"], "timestamp", arrival, max_age)
     elif "ts" in document:
-        at = _time(document["ts"], "ts", arrival)
+        at = _time(document["ts"], "ts", arrival, max_age)
     else:
         at = arrival
     if "metrics" in document:
@@ -183,8 +226,9 @@ def parse_answer(payload: bytes) -> Answer:
     document = _load(payload)
     if not isinstance(document, dict):
         raise Rejected("invalid_ack", "the answer must be a JSON object")
+    raw_id = document.get("command_id")
     try:
-        command_id = uuid.UUID(str(document.get("command_id")))
+        command_id = uuid.UUID(raw_id if isinstance(raw_id, str) else "")
     except ValueError:
         raise Rejected("invalid_ack", "command_id must be the command's id (a UUID)") from None
     status = document.get("status")
@@ -194,7 +238,11 @@ def parse_answer(payload: bytes) -> Answer:
     if error is not None and not isinstance(error, str):
         raise Rejected("invalid_ack", "error must be a string")
     result = document.get("result")
-    if result is not None and len(orjson.dumps(result)) > MAX_ANSWER_RESULT_BYTES:
+    try:
+        size = 0 if result is None else len(orjson.dumps(result))
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255 levels)
+        raise Rejected("invalid_ack", "result is nested too deeply") from None
+    if size > MAX_ANSWER_RESULT_BYTES:
         raise Rejected("invalid_ack", f"result must be at most {MAX_ANSWER_RESULT_BYTES} bytes")
     shortened = None if error is None else error[:MAX_ANSWER_ERROR]
     return Answer(command_id, status.lower(), shortened, result)

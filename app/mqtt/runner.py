@@ -27,6 +27,7 @@ def build_worker(settings: Settings, address: BrokerAddress) -> IngestWorker:
         batch_ms=settings.ingest_batch_ms,
         rate_limit=settings.device_rate_limit,
         rate_burst=settings.device_rate_burst,
+        retention_days=settings.retention_days,
     )
 
 

@@ -23,33 +23,55 @@ DEMO_FILE = Path(seeds.__file__).parent / "demo.json"
 ADMIN_EMAIL = "admin@example.com"
 
 
+@dataclass(frozen=True)
+class GeneratedLogin:
+    """A demo account created with a generated password, to be shown once."""
+
+    role: Role
+    email: str
+    password: str
+
+
 @dataclass
 class SeedReport:
-    """What a seed run created; `admin_password` is set only when it was generated."""
+    """What a seed run created; `generated` lists the accounts whose password it made up."""
 
     users_created: list[str] = field(default_factory=list)
     devices_created: list[str] = field(default_factory=list)
     rules_created: list[str] = field(default_factory=list)
-    admin_password: str | None = None
+    generated: list[GeneratedLogin] = field(default_factory=list)
 
 
-def seed_demo(*, session: Session, admin_password: str = "") -> SeedReport:
-    """Create the demo users and devices that do not exist yet (safe to run again)."""
+def seed_demo(
+    *,
+    session: Session,
+    admin_password: str = "",
+    operator_password: str = "",
+    viewer_password: str = "",
+) -> SeedReport:
+    """Create the demo users and devices that do not exist yet (safe to run again).
+
+    Each account gets its configured password, or one of its own generated here: a shared
+    password would let whoever knows the viewer's sign in as admin.
+    """
     data = json.loads(DEMO_FILE.read_text())
+    configured = {
+        Role.ADMIN: admin_password,
+        Role.OPERATOR: operator_password,
+        Role.VIEWER: viewer_password,
+    }
     report = SeedReport()
-    password = admin_password
     for entry in data["users"]:
         if users.get_user_by_email(session=session, email=entry["email"]) is not None:
-            continue
+            continue  # existing accounts keep whatever password they have now
+        role = Role(entry["role"])
+        password = configured[role]
         if not password:
-            password = report.admin_password = secrets.token_urlsafe(12)
-        create = UserCreate(
-            email=entry["email"], name=entry["name"], role=Role(entry["role"]), password=password
-        )
+            password = secrets.token_urlsafe(12)
+            report.generated.append(GeneratedLogin(role, entry["email"], password))
+        create = UserCreate(email=entry["email"], name=entry["name"], role=role, password=password)
         users.create_user(session=session, data=create)
         report.users_created.append(entry["email"])
-    if ADMIN_EMAIL not in report.users_created:
-        report.admin_password = None
     for entry in data["devices"]:
         device_id = uuid.UUID(entry["id"])
         if session.get(Device, device_id) is not None:

@@ -42,7 +42,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)  # its IOTDECK_* settings
     admin_email: str = "admin@example.com"
     viewer_email: str = "viewer@example.com"
-    password: str = ADMIN_PASSWORD  # `iotdeck seed` gives every demo account this password
+    password: str = ADMIN_PASSWORD  # every demo account gets it: the fixture sets all three
 
 
 @contextmanager
@@ -80,6 +80,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "IOTDECK_DATABASE_URL": f"sqlite:///{root / 'data' / 'iotdeck.db'}",
         "IOTDECK_JWT_SECRET": "e2e-" + "k" * 44,
         "IOTDECK_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        # one password for every demo account, so the tests can sign in as any of them
+        "IOTDECK_OPERATOR_PASSWORD": ADMIN_PASSWORD,
+        "IOTDECK_VIEWER_PASSWORD": ADMIN_PASSWORD,
         "IOTDECK_BCRYPT_ROUNDS": "4",
         # the telemetry page test uploads a week of history at once (2,520 messages):
         # more than a device's default burst of 600

@@ -1,5 +1,6 @@
 """The `iotdeck` command as an operator runs it."""
 
+import re
 import stat
 import subprocess
 import sys
@@ -10,11 +11,13 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from app import db
+from app.errors import AuthenticationError
 from app.models import DeviceCreate
-from app.services import credentials, devices
+from app.services import credentials, devices, users
 from bench.services import iotdeck_environment
 
 IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
@@ -42,15 +45,51 @@ def env(database_url: str, tmp_path: Path) -> dict[str, str]:
     )
 
 
-def test_seed_is_idempotent_and_prints_the_generated_password_once(env: dict[str, str]) -> None:
+_GENERATED_LOGIN = re.compile(r"^(\w+) login: (\S+) / (\S+)  \(shown only once\)$", re.MULTILINE)
+
+
+def test_seed_gives_each_demo_account_its_own_password_printed_once(
+    env: dict[str, str], engine: Engine
+) -> None:
     first = _run(["seed"], env)
     assert first.returncode == 0, first.stderr
     assert "users created: 3, devices: 10, rules: 5" in first.stdout
-    assert "admin login: admin@example.com / " in first.stdout
+    logins = _GENERATED_LOGIN.findall(first.stdout)
+    assert sorted(email for _, email, _ in logins) == [
+        "admin@example.com",
+        "operator@example.com",
+        "viewer@example.com",
+    ]
+    passwords = [password for _, _, password in logins]
+    assert len(set(passwords)) == 3
+    assert all(first.stdout.count(password) == 1 for password in passwords)
+    with db.session_scope() as session:
+        for role, email, password in logins:
+            user = users.authenticate(session=session, email=email, password=password)
+            assert user.role.lower() == role
+        with pytest.raises(AuthenticationError):  # no account takes another's password
+            users.authenticate(session=session, email=logins[0][1], password=passwords[1])
     second = _run(["seed"], env)
     assert second.returncode == 0, second.stderr
     assert "users created: 0, devices: 0, rules: 0" in second.stdout
-    assert "admin login" not in second.stdout
+    assert "login" not in second.stdout
+
+
+def test_seed_uses_the_configured_passwords_and_prints_none(
+    env: dict[str, str], engine: Engine
+) -> None:
+    configured = {
+        "admin@example.com": "admin password here",
+        "operator@example.com": "operator password here",
+        "viewer@example.com": "viewer password here",
+    }
+    names = ["IOTDECK_ADMIN_PASSWORD", "IOTDECK_OPERATOR_PASSWORD", "IOTDECK_VIEWER_PASSWORD"]
+    result = _run(["seed"], env | dict(zip(names, configured.values(), strict=True)))
+    assert result.returncode == 0, result.stderr
+    assert "login" not in result.stdout
+    with db.session_scope() as session:
+        for email, password in configured.items():
+            users.authenticate(session=session, email=email, password=password)
 
 
 def test_user_create_reads_the_password_from_stdin(env: dict[str, str]) -> None:
@@ -108,6 +147,18 @@ def test_migrate_reports_the_latest_revision(env: dict[str, str]) -> None:
     result = _run(["migrate"], env)
     assert result.returncode == 0, result.stderr
     assert "database at the latest revision" in result.stdout
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_migrate_never_prints_the_database_password(env: dict[str, str]) -> None:
+    url = make_url(env["IOTDECK_DATABASE_URL"])
+    # local trust authentication accepts any password; a configured one is kept as it is
+    secret = url.password or "migrate-s3cr3t-pw"
+    with_password = url.set(password=secret).render_as_string(hide_password=False)
+    result = _run(["migrate"], env | {"IOTDECK_DATABASE_URL": with_password})
+    assert result.returncode == 0, result.stderr
+    assert f"{url.username}:***@" in result.stdout
+    assert secret not in result.stdout + result.stderr
 
 
 def _device_id() -> str:

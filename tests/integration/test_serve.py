@@ -121,3 +121,31 @@ def test_demo_falls_back_to_a_free_broker_port_and_stores_what_a_device_publishe
         assert status == ("ONLINE",)
     finally:
         server.stop()
+
+
+def test_serve_started_from_inside_a_pytest_run_serves(tmp_path: Path) -> None:
+    # an integrator's suite starts `iotdeck serve` as we do: with pytest's and NiceGUI's own
+    # test variables in its environment, which NiceGUI alone would take for its own test
+    web_port = free_port()
+    env = iotdeck_environment(
+        IOTDECK_DATA_DIR=str(tmp_path / "data"),
+        IOTDECK_MQTT_EMBEDDED_PORT="0",
+        PYTEST_CURRENT_TEST="tests/test_integrator.py::test_it (call)",
+        NICEGUI_USER_SIMULATION="true",
+    )
+    assert "NICEGUI_SCREEN_TEST_PORT" not in env  # what NiceGUI would then demand
+    server = Server(["--demo", "--port", str(web_port)], env)
+    try:
+
+        def ready() -> bool:
+            assert server.process.poll() is None, "".join(server.lines)  # it must not exit
+            try:
+                return httpx.get(f"http://127.0.0.1:{web_port}/health/ready").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout=60)
+        page = httpx.get(f"http://127.0.0.1:{web_port}/login")
+        assert page.status_code == 200 and "iotdeck" in page.text
+    finally:
+        server.stop()

@@ -41,6 +41,11 @@ def _device(name: str) -> uuid.UUID:
         return devices.create_device(session=session, data=DeviceCreate(name=name, type="t")).id
 
 
+def _recent_ms() -> int:
+    """A millisecond timestamp of a minute ago: well inside the retention period."""
+    return int(time.time() * 1000) - 60_000
+
+
 def _stored(engine: Engine, device_id: uuid.UUID) -> int:
     with Session(engine) as session:
         query = select(func.count()).where(TelemetryPoint.device_id == device_id)
@@ -204,7 +209,7 @@ def test_a_device_joining_the_shared_group_steals_no_telemetry(
         thief.subscribe("$share/iotdeck/devices/+/telemetry")
         sender = connect(mosquitto.device_address(b))
         for index in range(20):
-            payload = f'{{"n": {index}, "ts": {1_700_000_000_000 + index}}}'.encode()
+            payload = f'{{"n": {index}, "ts": {_recent_ms() + index}}}'.encode()
             assert str(sender.publish(f"devices/{b}/telemetry", payload)) == "Success"
         wait_until(lambda: _stored(engine, b) == 20)
         assert thief.messages == []
@@ -318,7 +323,7 @@ def test_a_device_naming_ingests_client_id_takes_over_nothing(
         thief = Device(mosquitto.device_address(a), client_id=configured)
         sender = connect(mosquitto.device_address(b))
         for index in range(20):
-            payload = f'{{"n": {index}, "ts": {1_700_000_000_000 + index}}}'.encode()
+            payload = f'{{"n": {index}, "ts": {_recent_ms() + index}}}'.encode()
             assert str(sender.publish(f"devices/{b}/telemetry", payload)) == "Success"
         wait_until(lambda: _stored(engine, b) == 20)
         assert worker.connected
