@@ -232,10 +232,12 @@ class IotdeckBroker:
             self._syncing.join(10)
         self.manager.stop()
 
-    def service_address(self, account: str = "", *, protocol: str = "5") -> BrokerAddress:
+    def service_address(
+        self, account: str = INGEST_ACCOUNT, *, protocol: str = "5"
+    ) -> BrokerAddress:
         """A platform process's login (default: ingest's) on the password listener."""
         address = BrokerAddress("127.0.0.1", self.port, protocol=protocol)
-        return logins.service_address(address, account or INGEST_ACCOUNT)
+        return logins.service_address(address, account)
 
     def device_address(
         self, device_id: uuid.UUID, *, tls: bool = False, protocol: str = "5"

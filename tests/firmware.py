@@ -14,21 +14,22 @@ from bench.services import IotdeckBroker
 
 def connected_device(broker: IotdeckBroker, device_id: uuid.UUID) -> mqtt.Client:
     """An MQTT 5 client logged in as the device (its own password), connected and looping."""
-    return _connected(broker.device_address(device_id), f"device-{device_id}")
+    return connected(broker.device_address(device_id), f"device-{device_id}")
 
 
 def connected_service(broker: IotdeckBroker, account: str = COMMANDS_ACCOUNT) -> mqtt.Client:
     """An MQTT 5 client logged in as a platform service (default: the command dispatcher)."""
-    return _connected(broker.service_address(account), f"{account}-{uuid.uuid4().hex[:8]}")
+    return connected(broker.service_address(account), f"{account}-{uuid.uuid4().hex[:8]}")
 
 
-def _connected(address: BrokerAddress, client_id: str) -> mqtt.Client:
+def connected(address: BrokerAddress, client_id: str) -> mqtt.Client:
+    """A paho client logged in as `address` says, connected and looping."""
     client = connection.make_client(address, client_id, persistent=False)
-    connected = threading.Event()
-    client.on_connect = lambda *_: connected.set()
+    accepted = threading.Event()
+    client.on_connect = lambda _c, _u, _f, reason, _p: reason.is_failure or accepted.set()
     client.connect(address.host, address.port)
     client.loop_start()
-    assert connected.wait(5), f"the broker did not accept {address.username}"
+    assert accepted.wait(5), f"the broker did not accept {address.username}"
     return client
 
 

@@ -68,7 +68,7 @@ def crl_text(state: BrokerState) -> str:
     now = utcnow()
     parts = []
     for row in state.authorities:
-        ca = credentials._loaded(row)
+        ca = credentials.load_authority(row)
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(ca.certificate.subject)

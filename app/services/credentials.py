@@ -104,7 +104,8 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
     ).decode()
 
 
-def _loaded(row: CertificateAuthority) -> Authority:
+def load_authority(row: CertificateAuthority) -> Authority:
+    """The signing CA of a `certificate_authorities` row."""
     key = serialization.load_pem_private_key(row.private_key_pem.encode(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     certificate = x509.load_pem_x509_certificate(row.certificate_pem.encode())
@@ -158,7 +159,7 @@ def create_authority(session: Session) -> Authority:
     )
     session.add(row)
     session.flush()
-    return _loaded(row)
+    return load_authority(row)
 
 
 def trusted_authorities(session: Session) -> list[CertificateAuthority]:
@@ -170,7 +171,7 @@ def trusted_authorities(session: Session) -> list[CertificateAuthority]:
 def authority(session: Session) -> Authority:
     """The CA that signs now (the newest trusted one), created on first use."""
     rows = trusted_authorities(session)
-    return _loaded(rows[-1]) if rows else create_authority(session)
+    return load_authority(rows[-1]) if rows else create_authority(session)
 
 
 def retire_authorities(session: Session, keep: int) -> list[int]:
