@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ValidationError
@@ -39,7 +39,37 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     cors_origins: Annotated[list[str], NoDecode] = []
     graphql_max_depth: int = Field(default=10, ge=2)
+    # aliases in one document, and its cost (every field 1, a list field times its page)
+    graphql_max_aliases: int = Field(default=30, ge=1)
+    graphql_max_cost: int = Field(default=50_000, ge=1)
+    # introspection and GraphiQL; unset: on in demo mode only
+    graphql_introspection: bool | None = None
+    # live GraphQL subscriptions one WebSocket, and one user over all of them, may hold
+    graphql_max_subscriptions_per_connection: int = Field(default=50, ge=1)
+    graphql_max_subscriptions_per_user: int = Field(default=200, ge=1)
     max_page_size: int = Field(default=1000, ge=1)
+    # requests per client IP on every HTTP route and GraphQL operation (`limits` notation)
+    rate_limit: str = "100/second"
+    # reverse proxies whose X-Forwarded-For names the client (addresses or CIDR networks)
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    # tokens signed with these keys are still accepted until they expire (rotation)
+    jwt_previous_secrets: Annotated[list[str], NoDecode] = []
+    # a signed-in browser session ends after this much inactivity
+    session_idle_minutes: float = Field(default=60, gt=0)
+    # HTTPS for `serve`: PEM certificate chain and private key
+    tls_cert: str = ""
+    tls_key: str = ""
+    # single sign-on with an OpenID Connect provider; unset issuer: off
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    # the ID-token/userinfo claim holding the role(s), and the button's label
+    oidc_role_claim: str = "roles"
+    # claim value -> role, e.g. "iot-admins=ADMIN,iot-ops=OPERATOR"; role names map to themselves
+    oidc_role_map: Annotated[dict[str, str], NoDecode] = {}
+    oidc_name: str = "single sign-on"
+    # webhooks may reach loopback, private, link-local and metadata addresses (SPEC 8.2)
+    webhook_allow_private: bool = False
     log_level: str = "INFO"
     # Redis pub/sub between processes; unset: the in-process bus (one process only)
     redis_url: str = ""
@@ -86,12 +116,32 @@ class Settings(BaseSettings):
     # wait before the first retry of a failed notification, in seconds; doubles each time
     notification_retry_seconds: float = Field(default=30, gt=0)
 
-    @field_validator("cors_origins", "broker_hostnames", mode="before")
+    @field_validator(
+        "cors_origins", "broker_hostnames", "trusted_proxies", "jwt_previous_secrets", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         # a comma-separated list reads better in an environment file than JSON
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("oidc_role_map", mode="before")
+    @classmethod
+    def _split_map(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+        if any(not sep or not key.strip() or not role.strip() for key, sep, role in pairs):
+            raise ValueError("IOTDECK_OIDC_ROLE_MAP: write claim-value=ROLE pairs, comma-separated")
+        return {key.strip(): role.strip().upper() for key, _, role in pairs}
+
+    @field_validator("oidc_role_map")
+    @classmethod
+    def _check_roles(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value.values()) - {"ADMIN", "OPERATOR", "VIEWER"})
+        if unknown:
+            raise ValueError(f"IOTDECK_OIDC_ROLE_MAP: unknown role {unknown[0]}")
         return value
 
     @field_validator("compress_after")
@@ -103,14 +153,19 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from None
         return value
 
-    @field_validator("device_rate_limit")
+    @field_validator("device_rate_limit", "rate_limit")
     @classmethod
-    def _check_rate(cls, value: str) -> str:
+    def _check_rate(cls, value: str, info: ValidationInfo) -> str:
         try:
             per_second(value)
         except ValueError as exc:
-            raise ValueError(f"IOTDECK_DEVICE_RATE_LIMIT: {exc}") from None
+            raise ValueError(f"IOTDECK_{str(info.field_name).upper()}: {exc}") from None
         return value
+
+    @property
+    def introspection(self) -> bool:
+        """Whether GraphQL introspection and GraphiQL are served."""
+        return self.demo if self.graphql_introspection is None else self.graphql_introspection
 
     @property
     def compress_after_seconds(self) -> int:
