@@ -39,3 +39,13 @@ class PermissionDeniedError(DomainError):
     """A known user whose role does not allow the action."""
 
     code = "FORBIDDEN"
+
+
+class RateLimitedError(DomainError):
+    """Too many requests or attempts; `retry_after` says in how many seconds to try again."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

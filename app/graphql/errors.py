@@ -5,12 +5,15 @@ Every error a client sees carries `extensions.code`:
 - BAD_USER_INPUT, with `extensions.field` (camelCase): a service `ValidationError`, or an
   argument value graphql-core refused before any resolver ran (wrong enum value or scalar
   type, missing required argument, bad variable value);
+- RATE_LIMITED, with `extensions.retryAfter` (whole seconds) when known: too many requests
+  or sign-in attempts (`app.errors.RateLimitedError`);
 - GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED: the document itself is wrong (syntax,
   unknown field or argument, depth limit);
 - INTERNAL_SERVER_ERROR: anything else, logged with its traceback and masked.
 """
 
 import logging
+import math
 import re
 from collections.abc import Iterable, Iterator
 
@@ -33,7 +36,7 @@ from graphql import ExecutionResult as GraphQLExecutionResult
 from strawberry.extensions import SchemaExtension
 from strawberry.types.execution import ExecutionResult, StreamExecutionResult
 
-from app.errors import DomainError, ValidationError
+from app.errors import DomainError, RateLimitedError, ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ BAD_USER_INPUT = "BAD_USER_INPUT"
 PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+RATE_LIMITED = "RATE_LIMITED"
 INTERNAL_MESSAGE = "internal server error"
 
 # graphql-core names a missing argument only in its message (3.3 and 3.2 wordings)
@@ -128,7 +132,10 @@ def _from_domain(error: GraphQLError, domain: DomainError) -> GraphQLError:
     """The error a service raised on purpose, with its code (and field for bad input)."""
     if isinstance(domain, ValidationError):
         return bad_input(error, domain.field, domain.reason)
-    return _rebuild(error, str(domain), {"code": domain.code}, keep_original=True)
+    extensions: dict[str, object] = {"code": domain.code}
+    if isinstance(domain, RateLimitedError) and domain.retry_after is not None:
+        extensions["retryAfter"] = max(1, math.ceil(domain.retry_after))
+    return _rebuild(error, str(domain), extensions, keep_original=True)
 
 
 class _ArgumentValues(Visitor):
