@@ -6,28 +6,39 @@ twice), sends each in its own task under its own timeout, so a slow or dead rece
 never holds up another, and records every attempt on the delivery row. It wakes when an
 alert is triggered (`iot:alerts`), when an attempt ends or a retry falls due, and polls
 every few seconds in case another process wrote the delivery.
+
+A failed attempt's reason is stored on the delivery and shown to every signed-in user,
+VIEWERs included, so it is a fixed phrase ("connection failed", "HTTP 503 Service
+Unavailable", "refused: the address is not public"), never an address, a port or an
+error text of the network stack, which would map the internal network for whoever wrote
+the rule; the details go to the log, with the target's host only (URLs carry tokens).
 """
 
 import asyncio
+import base64
 import email.utils
 import hashlib
 import hmac
 import logging
+import socket
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from http import HTTPStatus
 from ssl import SSLContext
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
+import httpcore
 import httpx
 import orjson
 from prometheus_client import Counter
 
-from app import bus, db
+from app import bus, db, outbound
 from app.config import Settings
 from app.models import utcnow
 from app.rounds import Rounds
@@ -45,13 +56,21 @@ WEBHOOK_KEY_LABEL = b"iotdeck webhook signing key"
 LEASE_MARGIN = timedelta(seconds=30)  # a claim outlives the send timeout by this much
 
 
-class DeliveryError(Exception):
-    """One attempt failed; `permanent` when trying again cannot help."""
+REFUSED = "refused: the address is not public"
 
-    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+
+class DeliveryError(Exception):
+    """One attempt failed; `permanent` when trying again cannot help.
+
+    `reason` is stored and shown to every user: a fixed phrase. `detail` (what the
+    network stack said, the address refused) is for the operators' log only.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool = False, detail: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+        self.detail = detail
 
 
 class Sender(Protocol):
@@ -190,16 +209,22 @@ class EmailSender:
                 timeout=self.timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as error:
-            reasons = "; ".join(f"{r.code} {r.message}" for r in error.recipients)
-            raise DeliveryError(f"SMTP refused the recipient: {reasons}", permanent=True) from None
+            # the server's own words may name its hosts: the codes are stored, the words logged
+            codes = ", ".join(str(r.code) for r in error.recipients)
+            detail = "; ".join(f"{r.code} {r.message}" for r in error.recipients)
+            raise DeliveryError(
+                f"SMTP refused the recipient ({codes})", permanent=True, detail=detail
+            ) from None
         except aiosmtplib.SMTPResponseException as error:
             raise DeliveryError(
-                f"SMTP {error.code} {error.message}", permanent=500 <= error.code < 600
+                f"SMTP error {error.code}",
+                permanent=500 <= error.code < 600,
+                detail=f"{error.code} {error.message}",
             ) from None
         except aiosmtplib.SMTPTimeoutError:
             raise DeliveryError(f"SMTP timed out after {self.timeout:g} s") from None
         except (aiosmtplib.SMTPException, OSError) as error:
-            raise DeliveryError(f"SMTP: {error}") from None
+            raise DeliveryError("SMTP connection failed", detail=_detail(error)) from None
 
     async def aclose(self) -> None:
         """Nothing to release: one connection per e-mail."""
@@ -226,50 +251,130 @@ def sign(key: bytes, timestamp: int, body: bytes) -> str:
 
 def _where(url: str) -> str:
     # webhook URLs often carry a token in their path: logs get the host only
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/..."
+    return outbound.host_only(url)
+
+
+def _detail(error: BaseException) -> str:
+    """What went wrong, with its cause, for the log (never stored)."""
+    cause = error.__cause__ or error.__context__
+    text = f"{type(error).__name__}: {error}"
+    return f"{text} ({type(cause).__name__}: {cause})" if cause is not None else text
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `error` or anything in its chain of causes is a `kind`."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _http_failure(status: int) -> DeliveryError:
+    # the standard phrase, not the receiver's own words
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return DeliveryError(f"HTTP {status} {phrase}".strip())
+
+
+def _basic_auth(url: httpx.URL) -> str:
+    # credentials in a webhook URL are sent as Basic authentication, as httpx did
+    pair = f"{url.username}:{url.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def _connection_failure(error: Exception) -> DeliveryError:
+    """The stored phrase for a failed exchange; what the network stack said goes to `detail`."""
+    detail = _detail(error)
+    if isinstance(error, httpcore.UnsupportedProtocol):
+        return DeliveryError("invalid webhook URL", permanent=True, detail=detail)
+    if _caused_by(error, socket.gaierror):
+        return DeliveryError("host name not found", detail=detail)
+    if _caused_by(error, ssl.SSLError):
+        return DeliveryError("TLS handshake failed", detail=detail)
+    if isinstance(error, httpcore.ProtocolError):
+        return DeliveryError("invalid HTTP answer", detail=detail)
+    if isinstance(error, httpcore.ReadError | httpcore.WriteError):
+        return DeliveryError("connection lost", detail=detail)
+    if not isinstance(error, OSError | httpcore.NetworkError):
+        logger.error("webhook: unexpected error", exc_info=error)
+    return DeliveryError("connection failed", detail=detail)
 
 
 class WebhookSender:
-    """POSTs the alert as signed JSON; any answer but 2xx, or no answer in time, is a failure."""
+    """POSTs the alert as signed JSON; any answer but 2xx, or no answer in time, is a failure.
 
-    def __init__(self, key: bytes, *, timeout: float) -> None:
+    Requests go through `outbound.pinned_pool`: unless `allow_private`
+    (IOTDECK_WEBHOOK_ALLOW_PRIVATE), the target's host must be, and resolve to, public
+    addresses only, checked at each connection and connected to as checked (no DNS
+    rebinding between check and connect); redirects are not followed. `resolver` replaces
+    the system's DNS lookups (tests).
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        timeout: float,
+        allow_private: bool = False,
+        resolver: outbound.Resolver = outbound.system_resolver,
+    ) -> None:
         self.key = key
         self.timeout = timeout
-        self.client = httpx.AsyncClient(
-            timeout=timeout,
-            follow_redirects=False,
-            headers={"User-Agent": "iotdeck-webhook/1"},
+        self.pool = outbound.pinned_pool(allow_private=allow_private, resolver=resolver)
+
+    def _request(self, claim: Claim, body: bytes) -> tuple[httpcore.URL, list[tuple[str, str]]]:
+        try:
+            url = outbound.request_url(claim.target)
+        except ValueError as error:
+            raise DeliveryError("invalid webhook URL", permanent=True, detail=str(error)) from None
+        timestamp = int(time.time())
+        headers = [
+            ("Host", url.netloc.decode("ascii")),  # brackets an IPv6 literal, unlike httpcore
+            ("User-Agent", "iotdeck-webhook/1"),
+            ("Content-Type", "application/json"),
+            ("X-Iotdeck-Timestamp", str(timestamp)),
+            ("X-Iotdeck-Signature", sign(self.key, timestamp, body)),
+            ("X-Iotdeck-Delivery", str(claim.delivery_id)),
+        ]
+        if url.userinfo:
+            headers.append(("Authorization", _basic_auth(url)))
+        target = httpcore.URL(
+            scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
         )
+        return target, headers
 
     async def send(self, claim: Claim) -> None:
-        """POST one alert to `claim.target`."""
-        if urlsplit(claim.target).scheme not in ("http", "https"):
-            raise DeliveryError(f"{claim.target!r} is not an http(s) URL", permanent=True)
+        """POST one alert to `claim.target`; DeliveryError with a fixed reason on failure."""
         if not self.key:
             raise DeliveryError(
                 "no signing key: set IOTDECK_WEBHOOK_SECRET or IOTDECK_JWT_SECRET", permanent=True
             )
         body = orjson.dumps(claim.notice.payload())
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "X-Iotdeck-Timestamp": str(timestamp),
-            "X-Iotdeck-Signature": sign(self.key, timestamp, body),
-            "X-Iotdeck-Delivery": str(claim.delivery_id),
-        }
+        url, headers = self._request(claim, body)
+        seconds = self.timeout
+        timeouts = {"connect": seconds, "read": seconds, "write": seconds, "pool": seconds}
         try:
-            response = await self.client.post(claim.target, content=body, headers=headers)
-        except httpx.TimeoutException:
-            raise DeliveryError(f"timed out after {self.timeout:g} s") from None
-        except httpx.HTTPError as error:
-            raise DeliveryError(f"{type(error).__name__}: {error}") from None
-        if not response.is_success:
-            raise DeliveryError(f"HTTP {response.status_code} {response.reason_phrase}".strip())
+            async with asyncio.timeout(seconds):  # DNS too, which httpcore does not time
+                async with self.pool.stream(
+                    "POST", url, headers=headers, content=body, extensions={"timeout": timeouts}
+                ) as response:
+                    status = response.status  # the body is not read: only the status counts
+        except outbound.RefusedAddressError as error:
+            raise DeliveryError(REFUSED, permanent=True, detail=str(error)) from None
+        except (TimeoutError, httpcore.TimeoutException) as error:
+            raise DeliveryError(f"timed out after {seconds:g} s", detail=_detail(error)) from None
+        except Exception as error:
+            raise _connection_failure(error) from None
+        if not 200 <= status < 300:
+            raise _http_failure(status)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self.client.aclose()
+        await self.pool.aclose()
 
 
 # --- the dispatcher -----------------------------------------------------------------------
@@ -307,7 +412,11 @@ class Dispatcher:
             logger.warning("notification e-mails cannot be sent: %s", email_sender.problem)
         senders: dict[str, Sender] = {
             "email": email_sender,
-            "webhook": WebhookSender(webhook_key(settings), timeout=timeout),
+            "webhook": WebhookSender(
+                webhook_key(settings),
+                timeout=timeout,
+                allow_private=settings.webhook_allow_private,
+            ),
         }
         backoff = notifications.Backoff(base=settings.notification_retry_seconds)
         return cls(senders, timeout=timeout, backoff=backoff, **options)
@@ -372,7 +481,7 @@ class Dispatcher:
             failure = DeliveryError(f"timed out after {self.timeout:g} s")
         except Exception as error:  # a bug in a sender must not stop the others
             logger.exception("notification %s: unexpected error", claim.delivery_id)
-            failure = DeliveryError(f"{type(error).__name__}: {error}")
+            failure = DeliveryError("internal error", detail=_detail(error))
         try:
             retry_at = await asyncio.to_thread(self._record, claim, failure)
         except Exception:  # the lease runs out and the delivery is tried again
@@ -409,9 +518,10 @@ class Dispatcher:
             )
             retry_at = delivery.next_attempt_at
         ATTEMPTS.labels(claim.channel, "retry" if retry_at else "failed").inc()
+        reason = f"{failure.reason} [{failure.detail}]" if failure.detail else failure.reason
         logger.warning(
             "alert %s: %s to %s failed (attempt %d): %s; %s",
-            claim.notice.alert_id, claim.channel, where, claim.attempt, failure.reason,
+            claim.notice.alert_id, claim.channel, where, claim.attempt, reason,
             f"next attempt at {retry_at.isoformat()}" if retry_at else "giving up",
         )  # fmt: skip
         return retry_at

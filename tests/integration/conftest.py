@@ -10,6 +10,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import Engine
 
+from app.config import get_settings
 from app.mqtt.ingest import IngestWorker
 from bench.services import IotdeckBroker, free_port
 from tests.firmware import Firmware, connected_device, connected_service
@@ -102,6 +103,15 @@ def smtp_server() -> Iterator[Callable[..., tuple[Mailbox, int]]]:
     yield start
     for controller in controllers:
         controller.stop()
+
+
+@pytest.fixture
+def allow_private_webhooks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """IOTDECK_WEBHOOK_ALLOW_PRIVATE=true: the local receivers listen on 127.0.0.1."""
+    monkeypatch.setenv("IOTDECK_WEBHOOK_ALLOW_PRIVATE", "true")
+    get_settings.cache_clear()  # the rule service reads the process-wide settings
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -144,6 +144,7 @@ async def test_a_rule_catches_mqtt_telemetry_and_notifies_everyone(
         "IOTDECK_SMTP_FROM": "iotdeck@example.com",
         "IOTDECK_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "IOTDECK_NOTIFICATION_RETRY_SECONDS": "0.5",
+        "IOTDECK_WEBHOOK_ALLOW_PRIVATE": "true",  # the receivers listen on 127.0.0.1
     }
     topic = f"devices/{device_id}/telemetry"
     with running_server(tmp_path, ["--host", "127.0.0.1"], env) as server:
