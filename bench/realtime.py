@@ -183,6 +183,8 @@ def _measure(options: Options, folder: Path, broker: Mosquitto, url: str) -> dic
         IOTDECK_LOG_LEVEL="WARNING",
         # 1 message/s per device is under the default limit too; set, like every benchmark
         **BENCH_RATE_LIMIT,
+        # every subscriber signs in as the one bench account (200 by default)
+        IOTDECK_GRAPHQL_MAX_SUBSCRIPTIONS_PER_USER=str(options.subscribers),
     )
     log = (folder / "serve.log").open("wb")
     server = subprocess.Popen(

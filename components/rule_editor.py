@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from nicegui import ui
 
+from app.services.rules import MAX_EXPRESSION_LENGTH
 from rules.checks import validate
 from rules.errors import Diagnostic, RuleSyntaxError
 from rules.parser import parse_rule
@@ -118,6 +119,9 @@ def check_text(
     text: str, *, retention_days: int, known_metrics: set[str] | None
 ) -> list[Diagnostic]:
     """What is wrong with an editor's text, as the save would find it (one rule, no errors)."""
+    if len(text) > MAX_EXPRESSION_LENGTH:  # refused unparsed, as the save refuses it
+        message = f"the text is {len(text)} characters long; at most {MAX_EXPRESSION_LENGTH}"
+        return [Diagnostic(1, 1, message, "ERROR")]
     found = validate(text, retention_days=retention_days, known_metrics=known_metrics)
     if any(d.severity == "ERROR" for d in found):
         return found

@@ -15,7 +15,7 @@ from app.graphql.types import (
     iso_utc_text,
     iso_utc_text_or_none,
 )
-from app.services import alerts, devices, notifications
+from app.services import alerts, devices, notifications, rule_testing
 from app.services.rule_testing import DeviceReplay
 from rules.errors import Diagnostic
 
@@ -198,6 +198,15 @@ class RuleTestResult:
         description="The metric the condition reads first: the one to chart."
     )
     firings: list[RuleFiring]
+    truncated: bool = strawberry.field(
+        description="True when the replay stopped early (its time budget, or "
+        f"{rule_testing.MAX_FIRINGS:,} firings in all): the firings cover `from` up to "
+        "`replayedUntil` only.",
+    )
+    replayed_until: str = strawberry.field(
+        description="How far the replay got: `to`, or when `truncated` the time of the last "
+        "point replayed (`from` when none was).",
+    )
 
     @strawberry.field(description="How many alerts it would have opened.")
     def fired_count(self) -> int:
@@ -207,6 +216,7 @@ class RuleTestResult:
     @classmethod
     def from_replay(cls, replay: DeviceReplay) -> "RuleTestResult":
         """The GraphQL view of one device's replay."""
+        assert replay.replayed_until is not None, "replay() sets how far it got"
         return cls(
             device_id=strawberry.ID(str(replay.device_id)),
             device_name=replay.device_name,
@@ -219,6 +229,8 @@ class RuleTestResult:
                 )
                 for firing in replay.firings
             ],
+            truncated=replay.truncated,
+            replayed_until=iso_utc(replay.replayed_until),
         )
 
 

@@ -3,6 +3,7 @@
 from typing import Annotated, Any
 
 import strawberry
+from anyio import to_thread
 
 from app.errors import ValidationError
 from app.graphql import arguments
@@ -23,7 +24,7 @@ from app.services.rules import RuleInput
 from rules.checks import validate
 
 DEFAULT_HISTORY_LIMIT = 100
-MAX_TEST_DEVICES = 1000
+DEFAULT_LIMIT = 100
 # `from` is a Python keyword: the argument keeps its GraphQL name, the parameter cannot
 From = Annotated[str, strawberry.argument(name="from")]
 # clause fields `updateAlertRule` can only change together with a new condition
@@ -69,21 +70,34 @@ class AlertsQuery:
     """Read access to alerts and rules, for every signed-in role."""
 
     @strawberry.field(
-        description="Open (ACTIVE or ACKNOWLEDGED) alerts, newest first.",
+        description="Open (ACTIVE or ACKNOWLEDGED) alerts, newest first, one page; `limit` is "
+        "1 to the server's page size.",
         extensions=requires(IsAuthenticated()),
     )
     async def active_alerts(
         self,
+        info: Info,
         device_id: strawberry.ID | None = strawberry.UNSET,
         severity: AlertSeverity | None = strawberry.UNSET,
+        limit: int | None = DEFAULT_LIMIT,
+        offset: int | None = 0,
     ) -> list[Alert]:
-        """The open alerts matching every given filter."""
+        """One page of the open alerts matching every given filter."""
         device = device_id if given(device_id) else None
         level = severity if given(severity) else None
+        max_limit = info.context.settings.max_page_size
+        count, skip = arguments.page(limit, offset, default=DEFAULT_LIMIT, max_limit=max_limit)
         return await in_session(
             lambda session: [
                 Alert.from_model(alert)
-                for alert in alerts.active_alerts(session=session, device_id=device, severity=level)
+                for alert in alerts.active_alerts(
+                    session=session,
+                    device_id=device,
+                    severity=level,
+                    limit=count,
+                    offset=skip,
+                    max_limit=max_limit,
+                )
             ]
         )
 
@@ -121,49 +135,67 @@ class AlertsQuery:
         )
 
     @strawberry.field(
-        description="Alert rules by name; with `deviceId`, those scoped to that device.",
+        description="Alert rules by name, one page; with `deviceId`, those scoped to that "
+        "device; `limit` is 1 to the server's page size.",
         extensions=requires(IsAuthenticated()),
     )
     async def alert_rules(
-        self, device_id: strawberry.ID | None = strawberry.UNSET
+        self,
+        info: Info,
+        device_id: strawberry.ID | None = strawberry.UNSET,
+        limit: int | None = DEFAULT_LIMIT,
+        offset: int | None = 0,
     ) -> list[AlertRule]:
-        """The rules, optionally of one device."""
+        """One page of the rules, optionally of one device."""
         device = device_id if given(device_id) else None
+        max_limit = info.context.settings.max_page_size
+        count, skip = arguments.page(limit, offset, default=DEFAULT_LIMIT, max_limit=max_limit)
         return await in_session(
             lambda session: [
                 AlertRule.from_model(rule)
-                for rule in rules.list_rules(session=session, device_id=device)
+                for rule in rules.list_rules(
+                    session=session, device_id=device, limit=count, offset=skip, max_limit=max_limit
+                )
             ]
         )
 
     @strawberry.field(
-        description="Diagnostics of a rule text (one or several rules); empty when it is valid.",
+        description="Diagnostics of a rule text (one or several rules, at most "
+        f"{rules.MAX_EXPRESSION_LENGTH:,} characters); empty when it is valid.",
         extensions=requires(IsAuthenticated()),
     )
-    def validate_rule(self, info: Info, expression: str) -> list[RuleDiagnostic]:
+    async def validate_rule(self, info: Info, expression: str) -> list[RuleDiagnostic]:
         """Syntax errors, or else the semantic findings, each at its line and column."""
+        rules.check_length(expression)
         retention = info.context.settings.retention_days
-        found = validate(expression, retention_days=retention, known_metrics=None)
+        # parsing is CPU work: in a worker thread, the event loop keeps serving others
+        found = await to_thread.run_sync(
+            lambda: validate(expression, retention_days=retention, known_metrics=None)
+        )
         return [RuleDiagnostic.from_diagnostic(diagnostic) for diagnostic in found]
 
     @strawberry.field(
         description="Replay a draft rule (one rule, or a bare condition) over the stored "
         "telemetry of from <= time < to (at most 31 days): when it would have fired and "
-        "cleared, per device in its scope (or of `deviceIds`). Nothing is stored.",
+        "cleared, per device in its scope (or of `deviceIds`), at most "
+        f"{rule_testing.MAX_DEVICES} devices. Nothing is stored. A replay stops after "
+        f"{rule_testing.BUDGET_SECONDS:g} s of work or {rule_testing.MAX_FIRINGS:,} firings "
+        "(`truncated`); one runs at a time per user (RATE_LIMITED otherwise).",
         extensions=requires(IsAuthenticated()),
     )
     async def test_rule(
         self,
+        info: Info,
         expression: str,
         from_: From,
         to: str,
         device_ids: list[strawberry.ID] | None = strawberry.UNSET,
     ) -> list[RuleTestResult]:
         """One result per device, by device name."""
+        user = await info.context.require_user()
+        rules.check_length(expression)
         start, end = arguments.moment(from_, "from"), arguments.moment(to, "to")
         chosen = list(device_ids) if given(device_ids) and device_ids is not None else None
-        if chosen is not None and len(chosen) > MAX_TEST_DEVICES:
-            raise ValidationError("deviceIds", f"at most {MAX_TEST_DEVICES} ids")
         return await in_session(
             lambda session: [
                 RuleTestResult.from_replay(result)
@@ -173,6 +205,7 @@ class AlertsQuery:
                     start=start,
                     end=end,
                     device_ids=chosen,
+                    user_id=user.id,
                 )
             ]
         )

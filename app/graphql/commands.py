@@ -12,7 +12,7 @@ from app.errors import NotFoundError
 from app.graphql import arguments
 from app.graphql.context import Info, in_session
 from app.graphql.permissions import IsAuthenticated, IsOperator, requires
-from app.graphql.subscriptions import UserCheck, hub_subscription
+from app.graphql.subscriptions import UserCheck, subscribed
 from app.graphql.types import Device, given, iso_utc_text, iso_utc_text_or_none
 from app.services import commands, validation
 
@@ -120,7 +120,8 @@ class CommandsQuery:
     """Command history, for every signed-in role."""
 
     @strawberry.field(
-        description="A device's commands, newest first; `limit` is 1 to the server's page size.",
+        description="A device's commands, newest first, one page; `limit` is 1 to the "
+        "server's page size.",
         extensions=requires(IsAuthenticated()),
     )
     async def device_commands(
@@ -129,12 +130,13 @@ class CommandsQuery:
         device_id: strawberry.ID,
         status: CommandStatus | None = strawberry.UNSET,
         limit: int | None = DEFAULT_LIMIT,
+        offset: int | None = 0,
     ) -> list[Command]:
         """NOT_FOUND when no device has this id."""
         device = arguments.device_id(device_id)
         wanted = status if given(status) else None
         max_limit = info.context.settings.max_page_size
-        count = arguments.page_limit(limit, DEFAULT_LIMIT, max_limit)
+        count, skip = arguments.page(limit, offset, default=DEFAULT_LIMIT, max_limit=max_limit)
         return await in_session(
             lambda session: [
                 Command.from_model(command)
@@ -144,6 +146,7 @@ class CommandsQuery:
                     status=wanted,
                     limit=count,
                     max_limit=max_limit,
+                    offset=skip,
                 )
             ]
         )
@@ -229,7 +232,7 @@ class CommandsSubscription:
         """The command's current state first, so no step is missed between send and here."""
         ident = validation.parse_id(command_id, "commandId")
         recheck = UserCheck(info)
-        with hub_subscription(bus.COMMANDS) as changes:
+        async with subscribed(info, bus.COMMANDS) as changes:
             current = await in_session(
                 lambda session: commands.get_command(session=session, command_id=ident)
             )

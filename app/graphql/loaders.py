@@ -1,7 +1,8 @@
 """Batch functions for per-device fields, so `devices { metrics }` costs one worker thread."""
 
+import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlmodel import Session
 
@@ -11,13 +12,21 @@ from app.services import credentials, telemetry
 from app.services.telemetry import Sample
 
 
-async def metric_names(device_ids: Sequence[str]) -> list[list[str]]:
-    """The sorted metric names of each device, in one session."""
-    return await in_session(
-        lambda session: [
-            telemetry.metric_names(session=session, device_id=device_id) for device_id in device_ids
-        ]
-    )
+@functools.cache
+def metric_names(limit: int) -> Callable[[Sequence[str]], Awaitable[list[list[str]]]]:
+    """The batch function of the first `limit` metric names of each device (one per limit)."""
+
+    async def load(device_ids: Sequence[str]) -> list[list[str]]:
+        return await in_session(
+            lambda session: [
+                telemetry.metric_names(
+                    session=session, device_id=device_id, limit=limit, max_limit=limit
+                )
+                for device_id in device_ids
+            ]
+        )
+
+    return load
 
 
 async def latest_samples(keys: Sequence[tuple[str, str]]) -> list[Sample | None]:

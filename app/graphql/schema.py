@@ -1,10 +1,7 @@
 """The root schema, composed from the per-domain Query and Mutation pieces."""
 
-import functools
-
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import QueryDepthLimiter
 from strawberry.types import ExecutionContext
 
 from app.config import Settings
@@ -14,6 +11,7 @@ from app.graphql.credentials import CredentialsMutation
 from app.graphql.device_types import DeviceTypesMutation, DeviceTypesQuery
 from app.graphql.devices import DevicesMutation, DevicesQuery
 from app.graphql.errors import GraphQLErrorCodes, log_unexpected
+from app.graphql.limits import query_limits
 from app.graphql.subscriptions import Subscription as DeviceSubscription
 from app.graphql.telemetry import TelemetryQuery
 from app.graphql.users import UsersMutation, UsersQuery
@@ -53,14 +51,14 @@ class Schema(strawberry.Schema):
 
 
 def create_schema(settings: Settings) -> Schema:
-    """The schema for these settings (the depth limit comes from them)."""
+    """The schema for these settings (depth, alias and cost limits, introspection)."""
     return Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=[
             # factories, not instances: strawberry builds fresh extensions per operation
-            functools.partial(QueryDepthLimiter, max_depth=settings.graphql_max_depth),
+            query_limits(settings),
             GraphQLErrorCodes,
         ],
     )

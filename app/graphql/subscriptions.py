@@ -4,18 +4,26 @@ Each GraphQL subscription is ONE bounded hub subscription (`app.bus`), never a R
 subscription of its own: the process holds one `iot:*` subscription and fans out. A client
 that reads too slowly loses its oldest messages (counted in `bus_dropped_total`). The hub
 subscription closes when the client unsubscribes or disconnects.
+
+A connection holds at most `IOTDECK_GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION` live
+subscriptions and a user `IOTDECK_GRAPHQL_MAX_SUBSCRIPTIONS_PER_USER` over all their
+connections to this process; one more is refused with RATE_LIMITED, the others go on.
 """
 
 import contextlib
+import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterator
+import weakref
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
 import strawberry
 from sqlmodel import Session
 
 from app import bus
-from app.errors import NotFoundError, ValidationError
+from app.config import Settings
+from app.errors import NotFoundError, RateLimitedError, ValidationError
 from app.graphql import arguments
 from app.graphql.alert_types import Alert, AlertSeverity
 from app.graphql.context import Info, in_session
@@ -41,6 +49,60 @@ def hub_subscription(channel: str) -> Iterator[bus.Subscription]:
         yield subscription
     finally:
         subscription.close()
+
+
+class SubscriptionCounts:
+    """Live subscriptions per connection (its context) and per user, in this process."""
+
+    def __init__(self) -> None:
+        # GraphQL servers of one process may run on several event loops (threads)
+        self._lock = threading.Lock()
+        self._connections: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
+        self._users: Counter[uuid.UUID] = Counter()
+
+    @contextlib.contextmanager
+    def hold(self, connection: object, user_id: uuid.UUID, settings: Settings) -> Iterator[None]:
+        """Count one subscription while it lives; RateLimitedError when over a limit."""
+        with self._lock:
+            self._refuse_over(connection, user_id, settings)
+            self._connections[connection] = self._connections.get(connection, 0) + 1
+            self._users[user_id] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._connections[connection] -= 1
+                self._users[user_id] -= 1
+                if self._users[user_id] <= 0:
+                    del self._users[user_id]
+
+    def _refuse_over(self, connection: object, user_id: uuid.UUID, settings: Settings) -> None:
+        per_connection = settings.graphql_max_subscriptions_per_connection
+        if self._connections.get(connection, 0) >= per_connection:
+            raise RateLimitedError(
+                f"this connection already holds {per_connection} subscriptions, the most "
+                "allowed: end one (complete/stop) before starting another"
+            )
+        per_user = settings.graphql_max_subscriptions_per_user
+        if self._users[user_id] >= per_user:
+            raise RateLimitedError(
+                f"this account already holds {per_user} subscriptions over its connections, "
+                "the most allowed: end one before starting another"
+            )
+
+
+COUNTS = SubscriptionCounts()
+
+
+@contextlib.asynccontextmanager
+async def subscribed(info: Info, channel: str) -> AsyncIterator[bus.Subscription]:
+    """A hub subscription for one GraphQL subscription, counted against the limits."""
+    user = await info.context.require_user()
+    with (
+        COUNTS.hold(info.context, user.id, info.context.settings),
+        hub_subscription(channel) as subscription,
+    ):
+        yield subscription
 
 
 class UserCheck:
@@ -96,7 +158,7 @@ class Subscription:
         )
         kinds = DEVICE_UPDATES if wanted else DEVICE_UPDATES | {"CREATED"}
         recheck = UserCheck(info)
-        with hub_subscription(bus.DEVICE_EVENTS) as events:
+        async with subscribed(info, bus.DEVICE_EVENTS) as events:
             if wanted is not None:
                 await _require_devices([wanted])
             async for _channel, message in events:
@@ -116,7 +178,7 @@ class Subscription:
         """The device's points; NOT_FOUND when no device has this id."""
         device = arguments.device_id(device_id)
         recheck = UserCheck(info)
-        with hub_subscription(bus.telemetry_channel(device)) as messages:
+        async with subscribed(info, bus.telemetry_channel(device)) as messages:
             await _require_devices([device])
             async for _channel, message in messages:
                 await recheck()
@@ -139,7 +201,7 @@ class Subscription:
         )
         level = None if severity is None or not given(severity) else str(severity.value)
         recheck = UserCheck(info)
-        with hub_subscription(bus.ALERTS) as changes:
+        async with subscribed(info, bus.ALERTS) as changes:
             if wanted is not None:
                 await _require_devices([wanted])
             async for _channel, message in changes:
@@ -165,7 +227,7 @@ class Subscription:
         wanted = _device_ids(device_ids or [], "deviceIds") if given(device_ids) else []
         names = {str(device_id) for device_id in wanted}
         recheck = UserCheck(info)
-        with hub_subscription(bus.DEVICE_EVENTS) as events:
+        async with subscribed(info, bus.DEVICE_EVENTS) as events:
             await _require_devices(wanted)
             async for _channel, message in events:
                 if not names or message["device"]["id"] in names:

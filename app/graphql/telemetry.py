@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from app.errors import NotFoundError
 from app.graphql import arguments
-from app.graphql.context import in_session
+from app.graphql.context import Info, in_session
 from app.graphql.permissions import IsAuthenticated, requires
 from app.graphql.types import TelemetryAggregation, TelemetryPoint, TelemetrySeries
 from app.intervals import parse_interval
@@ -17,6 +17,7 @@ from app.services import devices, telemetry
 
 T = TypeVar("T")
 DEFAULT_LIMIT = 1000
+DEFAULT_NAMES_LIMIT = 100
 # `from` is a Python keyword: the argument keeps its GraphQL name, the parameter cannot
 From = Annotated[str, strawberry.argument(name="from")]
 
@@ -116,12 +117,26 @@ class TelemetryQuery:
         return None if sample is None else TelemetryPoint.from_sample(sample)
 
     @strawberry.field(
-        description="The metrics a device has reported, sorted by name.",
+        description="The metrics a device has reported, sorted by name, one page; `limit` is "
+        "1 to the server's page size.",
         extensions=requires(IsAuthenticated()),
     )
-    async def device_metrics(self, device_id: strawberry.ID) -> list[str]:
-        """The device's metric names."""
+    async def device_metrics(
+        self,
+        info: Info,
+        device_id: strawberry.ID,
+        limit: int | None = DEFAULT_NAMES_LIMIT,
+        offset: int | None = 0,
+    ) -> list[str]:
+        """One page of the device's metric names."""
         device = arguments.device_id(device_id)
+        max_limit = info.context.settings.max_page_size
+        count, skip = arguments.page(
+            limit, offset, default=DEFAULT_NAMES_LIMIT, max_limit=max_limit
+        )
         return await _on_device(
-            device, lambda session: telemetry.metric_names(session=session, device_id=device)
+            device,
+            lambda session: telemetry.metric_names(
+                session=session, device_id=device, limit=count, offset=skip, max_limit=max_limit
+            ),
         )

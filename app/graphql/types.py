@@ -215,10 +215,14 @@ class Device:
             rate_limited_at=iso_utc_text_or_none(device.get("rate_limited_at")),
         )
 
-    @strawberry.field(description="The metrics this device has reported, sorted by name.")
+    @strawberry.field(
+        description="The metrics this device has reported, sorted by name; at most the "
+        "server's page size of them (`deviceMetrics` pages through more)."
+    )
     async def metrics(self, info: Info) -> list[str]:
         """The device's metric names (batched across the devices of one request)."""
-        return await info.context.loader(loaders.metric_names).load(str(self.id))
+        load = loaders.metric_names(info.context.settings.max_page_size)
+        return await info.context.loader(load).load(str(self.id))
 
     @strawberry.field(description="The newest value of one metric, or null when it has none.")
     async def latest(self, info: Info, metric_name: str) -> TelemetryPoint | None:

@@ -194,10 +194,11 @@ def device_commands(
     status: CommandStatus | str | None = None,
     limit: int = 50,
     max_limit: int = 1000,
+    offset: int = 0,
 ) -> list[DeviceCommand]:
     """A device's commands, newest first; NOT_FOUND for an unknown device."""
     device = validation.parse_id(device_id, "deviceId")
-    limit, _ = validation.page(limit, 0, max_limit=max_limit)
+    limit, offset = validation.page(limit, offset, max_limit=max_limit)
     if session.get(Device, device) is None:
         raise NotFoundError("device", device)
     query = select(DeviceCommand).where(DeviceCommand.device_id == device)
@@ -205,7 +206,7 @@ def device_commands(
         wanted = validation.any_of(status, "status", CommandStatus)
         query = query.where(DeviceCommand.status == wanted)
     query = query.order_by(col(DeviceCommand.created_at).desc(), col(DeviceCommand.id))
-    return list(session.exec(query.limit(limit)))
+    return list(session.exec(query.offset(offset).limit(limit)))
 
 
 def cancel_command(*, session: Session, command_id: uuid.UUID | str) -> DeviceCommand:

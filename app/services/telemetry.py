@@ -21,7 +21,7 @@ from app import bus
 from app.errors import ValidationError
 from app.intervals import HOUR
 from app.models import Device, DeviceStatus, TelemetryPoint
-from app.services import events, rollups
+from app.services import events, rollups, validation
 from app.services.validation import parse_id
 
 MAX_BUCKETS = 10_000
@@ -280,9 +280,21 @@ def latest(*, session: Session, device_id: uuid.UUID | str, metric_name: str) ->
     return Sample(*row) if row else None
 
 
-def metric_names(*, session: Session, device_id: uuid.UUID | str) -> list[str]:
-    """The metrics a device has reported, sorted."""
-    # a skip scan over the primary key: one index probe per metric, however many points
+def metric_names(
+    *,
+    session: Session,
+    device_id: uuid.UUID | str,
+    limit: int | None = None,
+    offset: int = 0,
+    max_limit: int = 1000,
+) -> list[str]:
+    """The metrics a device has reported, sorted; a page of them with `limit`."""
+    # a skip scan over the primary key: one index probe per metric, however many points;
+    # the recursion runs only as far as the rows taken, so LIMIT bounds the probes too
+    page = ""
+    if limit is not None:
+        limit, offset = validation.page(limit, offset, max_limit=max_limit)
+        page = f" LIMIT {limit} OFFSET {offset}"  # checked integers
     statement = text(
         "WITH RECURSIVE names(name) AS ("
         " SELECT min(metric_name) FROM device_telemetry WHERE device_id = :device"
@@ -290,13 +302,10 @@ def metric_names(*, session: Session, device_id: uuid.UUID | str) -> list[str]:
         " SELECT (SELECT min(metric_name) FROM device_telemetry"
         "  WHERE device_id = :device AND metric_name > names.name)"
         " FROM names WHERE names.name IS NOT NULL"
-        ") SELECT name FROM names WHERE name IS NOT NULL"
+        ") SELECT name FROM names WHERE name IS NOT NULL" + page
     ).bindparams(bindparam("device", type_=_POINTS.c.device_id.type))
-    return list(
-        session.connection()
-        .execute(statement, {"device": parse_id(device_id, "deviceId")})
-        .scalars()
-    )
+    values = {"device": parse_id(device_id, "deviceId")}
+    return list(session.connection().execute(statement, values).scalars())
 
 
 def latest_values(*, session: Session, device_id: uuid.UUID | str) -> dict[str, Sample]:

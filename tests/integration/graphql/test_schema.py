@@ -7,8 +7,9 @@ import httpx
 import pytest
 from graphql import build_schema, get_introspection_query, graphql_sync
 
+from app.config import Settings
 from app.services import devices
-from tests.integration.graphql.client import GraphQLClient, code_of
+from tests.integration.graphql.client import GraphQLClient, code_of, make_settings
 
 # SPEC section 6 and seed section 1.4, verbatim, plus the allowed additions (User.isActive,
 # updateUser and its input, devicesCount, Device.metrics and Device.latest,
@@ -18,7 +19,8 @@ from tests.integration.graphql.client import GraphQLClient, code_of
 # metricName/condition/threshold nullable because they are derived from the expression; seed
 # section 4.2 with the commands issue's deviceCommands, command, cancelCommand,
 # updateDeviceConfig, Device.config, CommandStatus.CANCELLED and the Command fields after
-# `error`): a client
+# `error`; issue 12's optional `limit`/`offset` on the lists that had none, and
+# RuleTestResult's `truncated`/`replayedUntil`): a client
 # generated from this contract must keep working
 CONTRACT = """
 scalar JSON
@@ -46,20 +48,22 @@ input CreateDeviceInput { name: String! type: String! metadata: JSON }
 input UpdateDeviceInput { id: ID! name: String type: String metadata: JSON }
 input UpdateUserInput { id: ID! name: String role: Role isActive: Boolean password: String }
 type Query { me: User! devices(type: String, status: DeviceStatus, search: String,
-  limit: Int = 100, offset: Int = 0): [Device!]! device(id: ID!): Device users: [User!]!
+  limit: Int = 100, offset: Int = 0): [Device!]! device(id: ID!): Device
+  users(limit: Int = 100, offset: Int = 0): [User!]!
   devicesCount(type: String, status: DeviceStatus, search: String): Int!
   deviceTelemetry(deviceId: ID!, metricName: String!, from: String!, to: String!,
     limit: Int = 1000): TelemetrySeries!
   deviceTelemetryAggregated(deviceId: ID!, metricName: String!, from: String!, to: String!,
     interval: String!): [TelemetryAggregation!]!
   deviceLatestMetric(deviceId: ID!, metricName: String!): TelemetryPoint
-  deviceMetrics(deviceId: ID!): [String!]!
-  activeAlerts(deviceId: ID, severity: AlertSeverity): [Alert!]!
+  deviceMetrics(deviceId: ID!, limit: Int = 100, offset: Int = 0): [String!]!
+  activeAlerts(deviceId: ID, severity: AlertSeverity, limit: Int = 100, offset: Int = 0): [Alert!]!
   alertHistory(deviceId: ID, from: String!, to: String!, limit: Int = 100): [Alert!]!
-  alertRules(deviceId: ID): [AlertRule!]!
+  alertRules(deviceId: ID, limit: Int = 100, offset: Int = 0): [AlertRule!]!
   validateRule(expression: String!): [RuleDiagnostic!]!
   testRule(expression: String!, from: String!, to: String!, deviceIds: [ID!]): [RuleTestResult!]!
-  deviceCommands(deviceId: ID!, status: CommandStatus, limit: Int = 50): [Command!]!
+  deviceCommands(deviceId: ID!, status: CommandStatus, limit: Int = 50,
+    offset: Int = 0): [Command!]!
   command(id: ID!): Command
   deviceTypeSettings(type: String!): DeviceTypeSettings! }
 type Mutation { login(email: String!, password: String!): AuthPayload!
@@ -100,7 +104,7 @@ enum DiagnosticSeverity { ERROR WARNING }
 type RuleDiagnostic { line: Int! column: Int! message: String! severity: DiagnosticSeverity! }
 type RuleFiring { firedAt: String! clearedAt: String value: Float }
 type RuleTestResult { deviceId: ID! deviceName: String! metricName: String
-  firings: [RuleFiring!]! firedCount: Int! }
+  firings: [RuleFiring!]! truncated: Boolean! replayedUntil: String! firedCount: Int! }
 enum DeviceEventType { CREATED UPDATED DELETED STATUS_CHANGED }
 type DeviceEvent { type: DeviceEventType! device: Device! timestamp: String! }
 enum CommandStatus { PENDING SENT ACKNOWLEDGED EXECUTED FAILED EXPIRED CANCELLED }
@@ -116,6 +120,12 @@ type Subscription { deviceUpdated(deviceId: ID): Device!
   alertTriggered(deviceId: ID, severity: AlertSeverity): Alert!
   commandStatusChanged(commandId: ID!): Command! }
 """
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """This module reads the schema by introspection and opens GraphiQL: both allowed."""
+    return make_settings(database_url, graphql_introspection=True)
 
 
 def _ref(type_ref: dict[str, Any]) -> str:
