@@ -11,7 +11,7 @@ from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedInput, UnexpectedToken, VisitError
-from lark.tree import Meta
+from lark.tree import Meta, Tree
 
 from rules import ast
 from rules.errors import Diagnostic, RuleSyntaxError, excerpt
@@ -23,6 +23,7 @@ _PARSER = Lark(
     propagate_positions=True,
     start=["start", "condition_only"],
 )
+MAX_DEPTH = 100  # levels of the parse tree; a long `and` chain adds one per condition
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _FUNCTIONS = (*ast.WINDOW_FUNCTIONS, "nodata")
 _CLAUSES = ("on", "when", "severity", "cooldown", "message", "notify", "command", "clear")
@@ -247,7 +248,9 @@ def parse_condition(text: str) -> ast.Condition:
 
 def _run(text: str, start: str) -> Any:
     try:
-        return _TO_AST.transform(_PARSER.parse(text, start=start))
+        tree = _PARSER.parse(text, start=start)
+        _check_depth(text, tree)
+        return _TO_AST.transform(tree)
     except UnexpectedInput as exc:
         raise RuleSyntaxError([_diagnose(text, exc)]) from None
     except VisitError as exc:
@@ -255,6 +258,23 @@ def _run(text: str, start: str) -> Any:
             problem = exc.orig_exc
             raise _error(text, problem.line, problem.column, problem.message) from None
         raise
+
+
+def _check_depth(text: str, tree: Tree) -> None:
+    """Refuse a text nested deeper than MAX_DEPTH before anything walks it recursively.
+
+    `- - - ... x` or a long chain of `and` parse fine, but turning them into an AST (and
+    checking, formatting, compiling it) recurses once per level: a few hundred levels
+    would end in a RecursionError instead of a diagnostic.
+    """
+    pending = [(tree, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            line, column = getattr(node.meta, "line", 1), getattr(node.meta, "column", 1)
+            message = f"nested more than {MAX_DEPTH} levels deep; split it into simpler rules"
+            raise _error(text, line, column, message)
+        pending += [(child, depth + 1) for child in node.children if isinstance(child, Tree)]
 
 
 def _error(text: str, line: int, column: int, message: str) -> RuleSyntaxError:
@@ -273,7 +293,11 @@ _DESCRIPTIONS = {
 _A_VALUE = "a value (a number, a metric or a function such as avg(metric, 5m))"
 _ARITHMETIC = {"PLUS", "MINUS", "STAR", "SLASH"}
 _VALUE_START = {"NAME", "NUMBER", "LPAR", "MINUS"}
-_CALL = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|([A-Za-z_][A-Za-z0-9_.-]*)\s*\(')
+# the last alternative consumes a name that is not a call whole: a scan restarting inside it
+# would make a long word (a pasted megabyte) cost quadratic time
+_CALL = re.compile(
+    r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|([A-Za-z_][A-Za-z0-9_.-]*)\s*\(|[A-Za-z_][A-Za-z0-9_.-]*'
+)
 _STRICT_STRING = re.compile(next(t.pattern.value for t in _PARSER.terminals if t.name == "STRING"))
 _LENIENT_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")

@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime
 
 from app.errors import ValidationError
-from app.services import validation
+from app.services import users, validation
 
 MAX_POINTS = 10_000
 # buckets count from the Unix epoch; the upper bound keeps an hour's arithmetic in range
@@ -57,3 +57,20 @@ def page_limit(value: int | None, default: int, max_limit: int) -> int:
 def point_limit(value: int) -> int:
     """The `limit` argument of a series: 1 to MAX_POINTS."""
     return validation.page(value, 0, max_limit=MAX_POINTS)[0]
+
+
+def page(limit: int | None, offset: int | None, *, default: int, max_limit: int) -> tuple[int, int]:
+    """A list's `limit` (see `page_limit`) and `offset` (null means 0); the service checks both."""
+    return page_limit(limit, default, max_limit), 0 if offset is None else offset
+
+
+def credentials(email: str, password: str) -> tuple[str, str]:
+    """`login`'s email (normalised) and password, unless no account could have them.
+
+    Only their form is checked, the same for every account, so a refusal says nothing
+    about any; and it comes before sign-in, which would count the attempt as a failure.
+    """
+    address = validation.email(email, "email")
+    if not password or len(password.encode()) > users.MAX_PASSWORD_BYTES:
+        raise ValidationError("password", f"must be 1 to {users.MAX_PASSWORD_BYTES} bytes")
+    return address, password

@@ -6,9 +6,11 @@ Every error a client sees carries `extensions.code`:
   argument value graphql-core refused before any resolver ran (wrong enum value or scalar
   type, missing required argument, bad variable value);
 - RATE_LIMITED, with `extensions.retryAfter` (whole seconds) when known: too many requests
-  or sign-in attempts (`app.errors.RateLimitedError`);
+  or sign-in attempts, a second rule test while one runs, a subscription over the limits
+  (`app.errors.RateLimitedError`);
 - GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED: the document itself is wrong (syntax,
-  unknown field or argument, depth limit);
+  token limit, unknown field or argument, depth, alias or cost limit, introspection where
+  it is off: see `app.graphql.limits`);
 - INTERNAL_SERVER_ERROR: anything else, logged with its traceback and masked.
 """
 
@@ -25,11 +27,13 @@ from graphql import (
     GraphQLError,
     GraphQLSyntaxError,
     ListValueNode,
+    Node,
     ObjectValueNode,
     ValueNode,
     VariableDefinitionNode,
     VariableNode,
     Visitor,
+    print_ast,
     visit,
 )
 from graphql import ExecutionResult as GraphQLExecutionResult
@@ -49,6 +53,7 @@ VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 RATE_LIMITED = "RATE_LIMITED"
 INTERNAL_MESSAGE = "internal server error"
+MAX_REASON = 500  # characters of a refusal's reason
 
 # graphql-core names a missing argument only in its message (3.3 and 3.2 wordings)
 _MISSING_ARGUMENT = re.compile(
@@ -84,6 +89,8 @@ def _rebuild(
 def bad_input(error: GraphQLError, field: str, reason: str) -> GraphQLError:
     """A BAD_USER_INPUT error naming `field` (camelCase) in its message and extensions."""
     field = camel_case(field)
+    if len(reason) > MAX_REASON:  # reasons may quote the value: a megabyte is not sent back
+        reason = f"{reason[:MAX_REASON]}..."
     extensions = {"code": BAD_USER_INPUT, "field": field}
     return _rebuild(error, f"{field}: {reason}", extensions, keep_original=True)
 
@@ -145,6 +152,7 @@ class _ArgumentValues(Visitor):
         super().__init__()
         self.names: dict[int, str] = {}
         self.variables: dict[str, str] = {}
+        self.composites: list[tuple[ValueNode, str]] = []
 
     def enter_argument(self, node: ArgumentNode, *_args: object) -> None:
         """Record the argument's value tree."""
@@ -155,12 +163,26 @@ class _ArgumentValues(Visitor):
         if isinstance(value, VariableNode):
             self.variables.setdefault(value.name.value, name)
         elif isinstance(value, ObjectValueNode):
+            self.composites.append((value, name))
             for field in value.fields:
                 self.names[id(field)] = field.name.value
                 self._record(field.value, field.name.value)
         elif isinstance(value, ListValueNode):
+            self.composites.append((value, name))
             for item in value.values:
                 self._record(item, name)
+
+    def name_of(self, node: Node) -> str | None:
+        """The argument or input field `node` sets, if it is one of the document's values.
+
+        graphql-core checks an object or list given where a scalar or enum goes on a copy
+        of it (without location): that copy is recognised by its printed form.
+        """
+        name = self.names.get(id(node))
+        if name is not None or not isinstance(node, (ObjectValueNode, ListValueNode)):
+            return name
+        printed = print_ast(node)
+        return next((name for value, name in self.composites if print_ast(value) == printed), None)
 
 
 def argument_values(document: DocumentNode | None) -> _ArgumentValues:
@@ -178,7 +200,7 @@ def _validation_error(error: GraphQLError, values: _ArgumentValues) -> GraphQLEr
     if isinstance(node, (FieldNode, DirectiveNode)):
         if missing := _MISSING_ARGUMENT.search(error.message):
             field = missing.group(1) or missing.group(2)
-    elif node is not None and (field := values.names.get(id(node))) is not None:
+    elif node is not None and (field := values.name_of(node)) is not None:
         if isinstance(node, ObjectValueNode) and (
             missing := _MISSING_INPUT_FIELD.search(error.message)
         ):

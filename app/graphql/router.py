@@ -1,5 +1,7 @@
 """The /graphql endpoint: HTTP queries, GraphiQL, and WebSocket subscriptions."""
 
+import json
+
 from fastapi import APIRouter
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
@@ -13,6 +15,9 @@ from app.graphql.errors import UNAUTHENTICATED
 from app.graphql.schema import create_schema
 
 PATH = "/graphql"
+# strawberry's own cap counts every operation in flight on a socket (queries too) and
+# answers without an `extensions.code`: kept above ours, which counts subscriptions only
+IN_FLIGHT_QUERIES = 20
 
 
 class IotdeckGraphQLRouter(GraphQLRouter[GraphQLContext, None]):
@@ -27,6 +32,13 @@ class IotdeckGraphQLRouter(GraphQLRouter[GraphQLContext, None]):
             raise ConnectionRejectionError({"message": str(exc), "code": UNAUTHENTICATED}) from exc
         return UNSET
 
+    def decode_json(self, data: str | bytes) -> object:
+        """A body or message; JSON nested past Python's parser is unparsable, not a crash."""
+        try:
+            return super().decode_json(data)
+        except RecursionError:  # strawberry answers 400 (HTTP) or closes with 4400 (socket)
+            raise json.JSONDecodeError("nested too deeply", "", 0) from None
+
 
 def create_router(settings: Settings) -> APIRouter:
     """The /graphql router for these settings."""
@@ -35,11 +47,14 @@ def create_router(settings: Settings) -> APIRouter:
         # strawberry fills in request/response; the user is loaded on first need
         return GraphQLContext(settings)
 
+    per_connection = settings.graphql_max_subscriptions_per_connection
     return IotdeckGraphQLRouter(
         create_schema(settings),
         path=PATH,
-        graphql_ide="graphiql",
+        # off: a browser's GET /graphql is 404, like any unknown page
+        graphql_ide="graphiql" if settings.introspection else None,
         context_getter=get_context,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
         allowed_origins=settings.cors_origins,
+        max_subscriptions_per_connection=per_connection + IN_FLIGHT_QUERIES,
     )

@@ -134,7 +134,7 @@ def resolve_alert(
     alert = _existing(session, alert_id)
     if alert.status == AlertStatus.RESOLVED:
         raise ValidationError("id", "alert is already RESOLVED")
-    if message is not None and len(message) > 2000:
+    if message is not None and len(validation.plain(message, "message")) > 2000:
         raise ValidationError("message", "must be at most 2000 characters")
     alert.status = AlertStatus.RESOLVED
     alert.resolved_at, alert.resolved_by, alert.resolution = utcnow(), user_id, message
@@ -157,8 +157,11 @@ def active_alerts(
     session: Session,
     device_id: uuid.UUID | str | None = None,
     severity: AlertSeverity | str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    max_limit: int = 1000,
 ) -> list[Alert]:
-    """Open alerts, newest first."""
+    """Open alerts, newest first; a page of them with `limit`."""
     query = select(Alert).where(col(Alert.status).in_(OPEN))
     if device_id is not None:
         query = query.where(Alert.device_id == validation.parse_id(device_id, "deviceId"))
@@ -166,7 +169,11 @@ def active_alerts(
         query = query.where(
             Alert.severity == validation.any_of(severity, "severity", AlertSeverity)
         )
-    return list(session.exec(query.order_by(col(Alert.triggered_at).desc())))
+    query = query.order_by(col(Alert.triggered_at).desc(), col(Alert.id))
+    if limit is not None:
+        limit, offset = validation.page(limit, offset, max_limit=max_limit)
+        query = query.offset(offset).limit(limit)
+    return list(session.exec(query))
 
 
 def count_open_alerts(*, session: Session) -> int:

@@ -23,7 +23,8 @@ MAX_BURST = 2**31 - 1  # GraphQL's Int
 
 
 def _type(value: object) -> str:
-    return validation.text(value, "type", max_length=100)
+    # as devices are registered: settings for a type no device can have are a mistake
+    return validation.device_type(value, "type")
 
 
 def _rate_limit(value: object) -> str | None:

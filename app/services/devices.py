@@ -1,6 +1,5 @@
 """Devices: registration, listing with filters and paging, edits, removal."""
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -9,12 +8,10 @@ from typing import Any
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
-from app.errors import NotFoundError, ValidationError
+from app.errors import NotFoundError
 from app.models import Device, DeviceCreate, DeviceStatus, DeviceUpdate, utcnow
 from app.services import credentials, events, validation
 from app.services.validation import parse_id
-
-_TYPE = re.compile(r"^[a-z0-9_-]{1,100}$")
 
 
 def _name(value: object) -> str:
@@ -22,9 +19,7 @@ def _name(value: object) -> str:
 
 
 def _type(value: object) -> str:
-    if not isinstance(value, str) or not _TYPE.match(value):
-        raise ValidationError("type", "must be 1 to 100 characters of a-z, 0-9, '_' and '-'")
-    return value
+    return validation.device_type(value, "type")
 
 
 def _metadata(value: object) -> dict[str, Any]:

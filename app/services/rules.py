@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 
 from sqlmodel import Session, col, select
 
-from app import bus
+from app import bus, outbound
+from app.config import get_settings
 from app.errors import NotFoundError, ValidationError
 from app.models import AlertRule, AlertSeverity, utcnow
 from app.services import events, validation
@@ -27,6 +28,9 @@ from rules.parser import parse_condition, parse_rule
 CONDITIONS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "eq": "=="}
 _OPERATORS = {operator: name for name, operator in CONDITIONS.items()}
 _RULE_KEYWORD = re.compile(r"rule\b")
+# a rule text is parsed on every check; past this, parsing alone would be a denial of service
+MAX_EXPRESSION_LENGTH = 10_000
+MAX_DESCRIPTION = 2000  # characters, as an alert's resolution note
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +66,7 @@ def _scope(data: RuleInput) -> ast.Scope:
     if data.device_id is not None:
         return ast.Scope("device", str(validation.parse_id(data.device_id, "deviceId")))
     if data.device_type is not None:
-        return ast.Scope("type", validation.text(data.device_type, "deviceType", max_length=100))
+        return ast.Scope("type", validation.device_type(data.device_type, "deviceType"))
     return ast.Scope()
 
 
@@ -120,8 +124,16 @@ def _contradictions(data: RuleInput, rule: ast.Rule) -> None:
             raise ValidationError(field, f"'{value}' contradicts the expression")
 
 
+def check_length(text: str | None, field: str = "expression") -> None:
+    """Refuse a rule text longer than MAX_EXPRESSION_LENGTH characters, before any parsing."""
+    if text is not None and len(text) > MAX_EXPRESSION_LENGTH:
+        reason = f"is {len(text)} characters long; at most {MAX_EXPRESSION_LENGTH} allowed"
+        raise ValidationError(field, reason)
+
+
 def build_rule(data: RuleInput) -> tuple[ast.Rule, str]:
     """The rule the input describes, and the text to store."""
+    check_length(data.expression)
     text = (data.expression or "").strip()
     if is_rule_text(text):
         rule = _syntax(text, parse_rule)
@@ -140,6 +152,24 @@ def _check(rule: ast.Rule, text: str) -> None:
         raise ValidationError(
             "expression", f"line {errors[0].line}, column {errors[0].column}: {errors[0].message}"
         )
+
+
+def _check_webhooks(rule: ast.Rule) -> None:
+    """Refuse a webhook whose host is, or resolves to, a non-public address (SPEC 8.2).
+
+    Here, at save time, so the author hears of it at once; the sender checks again at
+    each attempt (a name may point elsewhere by then). A name that does not resolve now
+    is accepted: see `outbound.url_problem`. The message repeats the author's own URL
+    (without path or credentials) and the kind of address, never a resolved address.
+    """
+    allow_private = get_settings().webhook_allow_private
+    for target in rule.notify:
+        if target.channel != "webhook":
+            continue
+        problem = outbound.url_problem(target.target, allow_private=allow_private)
+        if problem is not None:
+            shown = outbound.host_only(target.target)
+            raise ValidationError("expression", f"webhook {shown} {problem}")
 
 
 def is_rule_text(text: str | None) -> bool:
@@ -168,7 +198,14 @@ def derive(rule: ast.Rule) -> dict[str, object]:
     }
 
 
+def _description(value: str | None) -> str | None:
+    if value is not None and len(validation.plain(value, "description")) > MAX_DESCRIPTION:
+        raise ValidationError("description", f"must be at most {MAX_DESCRIPTION} characters")
+    return value
+
+
 def _apply(stored: AlertRule, rule: ast.Rule, text: str, data: RuleInput) -> None:
+    description = _description(data.description)  # checked before anything is set
     fields = derive(rule)
     stored.name = rule.name
     stored.expression = text
@@ -179,8 +216,8 @@ def _apply(stored: AlertRule, rule: ast.Rule, text: str, data: RuleInput) -> Non
     stored.metric_name = fields["metricName"]
     stored.condition = fields["condition"]
     stored.threshold = fields["threshold"]
-    if data.description is not None:
-        stored.description = data.description
+    if description is not None:
+        stored.description = description
     if data.enabled is not None:
         stored.enabled = data.enabled
     stored.updated_at = utcnow()
@@ -191,6 +228,7 @@ def create_rule(
 ) -> AlertRule:
     """Check and store a new rule."""
     rule, text = build_rule(data)
+    _check_webhooks(rule)
     stored = AlertRule(name=rule.name, expression=text, created_by=created_by)
     _apply(stored, rule, text, data)
     session.add(stored)
@@ -221,6 +259,7 @@ def update_rule(*, session: Session, rule_id: uuid.UUID | str, data: RuleInput) 
     stored = _existing(session, rule_id)
     if is_rule_text(data.expression):
         rule, text = build_rule(data)  # a whole new text says everything itself
+        _check_webhooks(rule)  # a partial change keeps the stored targets as they are
     else:
         current = parse_rule(stored.expression)
         rule = current
@@ -258,12 +297,21 @@ def delete_rule(*, session: Session, rule_id: uuid.UUID | str) -> uuid.UUID:
 
 
 def list_rules(
-    *, session: Session, device_id: uuid.UUID | str | None = None, enabled_only: bool = False
+    *,
+    session: Session,
+    device_id: uuid.UUID | str | None = None,
+    enabled_only: bool = False,
+    limit: int | None = None,
+    offset: int = 0,
+    max_limit: int = 1000,
 ) -> list[AlertRule]:
-    """Rules by name; with `device_id`, those scoped to that device."""
+    """Rules by name; with `device_id`, those scoped to that device; a page with `limit`."""
     query = select(AlertRule).order_by(col(AlertRule.name), col(AlertRule.id))
     if device_id is not None:
         query = query.where(AlertRule.device_id == validation.parse_id(device_id, "deviceId"))
     if enabled_only:
         query = query.where(AlertRule.enabled)
+    if limit is not None:
+        limit, offset = validation.page(limit, offset, max_limit=max_limit)
+        query = query.offset(offset).limit(limit)
     return list(session.exec(query))

@@ -1,6 +1,5 @@
 """Users: accounts, passwords, roles, sign-in."""
 
-import re
 import uuid
 
 from sqlalchemy import func
@@ -12,16 +11,12 @@ from app.models import Role, User, UserCreate, UserUpdate, utcnow
 from app.services import validation
 from app.services.validation import parse_id
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_BYTES = 72  # bcrypt ignores anything longer
 
 
 def _email(value: object) -> str:
-    email = validation.text(value, "email", max_length=255).lower()
-    if not _EMAIL.match(email):
-        raise ValidationError("email", f"'{email}' is not an email address")
-    return email
+    return validation.email(value, "email")
 
 
 def _password(value: object) -> str:
@@ -71,9 +66,15 @@ def get_user(*, session: Session, user_id: uuid.UUID | str) -> User | None:
     return session.get(User, parse_id(user_id))
 
 
-def list_users(*, session: Session) -> list[User]:
-    """Every user, by email."""
-    return list(session.exec(select(User).order_by(col(User.email))))
+def list_users(
+    *, session: Session, limit: int | None = None, offset: int = 0, max_limit: int = 1000
+) -> list[User]:
+    """Every user, by email; a page of them with `limit`."""
+    query = select(User).order_by(col(User.email))
+    if limit is not None:
+        limit, offset = validation.page(limit, offset, max_limit=max_limit)
+        query = query.offset(offset).limit(limit)
+    return list(session.exec(query))
 
 
 def _count_active_admins(session: Session) -> int:
