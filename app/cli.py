@@ -73,7 +73,8 @@ def _forget_test_runner() -> None:
 
 
 @cli.command()
-def serve(
+def serve(  # keyword-only: six options, each named on the command line
+    *,
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Web port (default 8080).")] = None,
     demo: Annotated[
@@ -82,20 +83,31 @@ def serve(
     no_ingest: Annotated[
         bool, typer.Option("--no-ingest", help="Leave MQTT ingest to `iotdeck ingest` processes.")
     ] = False,
+    certfile: Annotated[
+        Path | None,
+        typer.Option(help="PEM certificate (chain) to serve HTTPS with (IOTDECK_TLS_CERT)."),
+    ] = None,
+    keyfile: Annotated[
+        Path | None, typer.Option(help="Its PEM private key, unencrypted (IOTDECK_TLS_KEY).")
+    ] = None,
 ) -> None:
     """Run the dashboard, /graphql, health endpoints and (unless --no-ingest) MQTT ingest."""
     _forget_test_runner()
-    from app import main  # imports NiceGUI, which other commands do not need
+    from app import https, main  # imports NiceGUI, which other commands do not need
 
     settings = _settings(demo=demo)
     settings.host = host or settings.host
     settings.port = port or settings.port
+    settings.tls_cert = str(certfile) if certfile else settings.tls_cert
+    settings.tls_key = str(keyfile) if keyfile else settings.tls_key
     wanted_mqtt_port = settings.mqtt_embedded_port
     try:
+        # before the database: a certificate that cannot serve stops nothing half-started
+        tls = https.check_tls(settings.tls_cert, settings.tls_key)
         report = main.prepare(settings)
     except ConfigError as exc:
         _fail(str(exc))
-    url = f"http://{settings.host}:{settings.port}"
+    url = f"{'https' if tls else 'http'}://{settings.host}:{settings.port}"
     print(f"iotdeck dashboard: {url}  (GraphQL: {url}/graphql)")
     if not settings.mqtt_url:
         port = settings.mqtt_embedded_port
