@@ -1,12 +1,15 @@
 """Passwords (bcrypt), tokens (HS256 JWT with expiry) and role checks."""
 
+import hashlib
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 
 import bcrypt
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import OctKey
 
 from app.config import get_settings
@@ -37,26 +40,60 @@ def verify_password(password: str, password_hash: str | None) -> bool:
     return bcrypt.checkpw(candidate, password_hash.encode())
 
 
+def credentials_fingerprint(user: User) -> str:
+    """A digest of the user's password hash and role: it changes when either does.
+
+    Tokens and browser sessions carry it, so changing a password or a role ends every
+    earlier token and session of that user (SPEC 8.2). It reveals nothing usable: a
+    one-way digest of a bcrypt hash.
+    """
+    material = f"iotdeck-credentials|{user.password_hash}|{Role(user.role).value}".encode()
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a valid token says: whose it is, and the credentials it was issued against."""
+
+    user_id: uuid.UUID
+    fingerprint: str
+
+
 def create_token(user: User, *, secret: str, expire_hours: float) -> str:
     """A signed JWT naming the user, valid for `expire_hours`."""
     now = utcnow()
     claims = {
         "sub": str(user.id),
         "role": user.role,
+        "fpr": credentials_fingerprint(user),
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(hours=expire_hours)).timestamp()),
     }
     return jwt.encode({"alg": _ALGORITHM}, claims, OctKey.import_key(secret))
 
 
-def user_id_from_token(token: str, *, secret: str) -> uuid.UUID:
-    """The user id a valid, unexpired token names; AuthenticationError otherwise."""
+def _verified(token: str, secrets: Sequence[str]) -> jwt.Token:
+    # the token names no key: try each, newest first (HMAC checks cost microseconds)
+    for secret in secrets[:-1]:
+        try:
+            return jwt.decode(token, OctKey.import_key(secret), algorithms=[_ALGORITHM])
+        except BadSignatureError:
+            continue
+    return jwt.decode(token, OctKey.import_key(secrets[-1]), algorithms=[_ALGORITHM])
+
+
+def read_token(token: str, *, secrets: Sequence[str]) -> TokenClaims:
+    """The claims of a valid, unexpired token signed with any of `secrets`.
+
+    `secrets` is the signing key first, then the previous ones (IOTDECK_JWT_PREVIOUS_SECRETS):
+    a rotated key keeps its tokens valid until they expire. AuthenticationError otherwise.
+    """
     try:
-        decoded = jwt.decode(token, OctKey.import_key(secret), algorithms=[_ALGORITHM])
-        jwt.JWTClaimsRegistry(exp={"essential": True}, sub={"essential": True}).validate(
-            decoded.claims
-        )
-        return uuid.UUID(decoded.claims["sub"])
+        decoded = _verified(token, secrets)
+        jwt.JWTClaimsRegistry(
+            exp={"essential": True}, sub={"essential": True}, fpr={"essential": True}
+        ).validate(decoded.claims)
+        return TokenClaims(uuid.UUID(decoded.claims["sub"]), str(decoded.claims["fpr"]))
     except (JoseError, ValueError, KeyError, TypeError) as exc:
         raise AuthenticationError("invalid or expired token") from exc
 

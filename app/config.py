@@ -1,5 +1,6 @@
 """One settings object for every process, read from `IOTDECK_*` variables and `.env`."""
 
+import ipaddress
 import secrets
 import socket
 from functools import lru_cache
@@ -126,6 +127,18 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"IOTDECK_TRUSTED_PROXIES: '{entry}' is not an address or a network"
+                ) from None
+        return value
+
     @field_validator("oidc_role_map", mode="before")
     @classmethod
     def _split_map(cls, value: object) -> object:
@@ -161,6 +174,11 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"IOTDECK_{str(info.field_name).upper()}: {exc}") from None
         return value
+
+    @property
+    def jwt_keys(self) -> list[str]:
+        """The key signing tokens, then the previous keys still accepted (rotation)."""
+        return [self.jwt_secret, *self.jwt_previous_secrets]
 
     @property
     def introspection(self) -> bool:

@@ -7,10 +7,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from nicegui import app, ui
 
 import pages
-from app import db, health, metrics, migrate
+import pages.oidc
+from app import db, health, https, metrics, migrate, oidc
 from app.background import Background
 from app.config import Settings, get_settings
 from app.graphql.router import create_router
+from app.limiter import RateLimitMiddleware
 from app.mqtt import emqx
 from app.mqtt.embedded import choose_port
 from app.services.seed import SeedReport, seed_demo
@@ -21,6 +23,8 @@ logger = logging.getLogger(__name__)
 def prepare(settings: Settings) -> SeedReport | None:
     """Check settings, open and migrate the database, seed it in demo mode."""
     settings.ensure_secret()
+    if settings.oidc_issuer:
+        oidc.check_settings(settings)
     if not settings.mqtt_url:
         settings.mqtt_embedded_port = choose_port(settings.mqtt_embedded_port)
     migrate.open_database(settings)
@@ -49,7 +53,11 @@ def build(settings: Settings) -> None:
     app.include_router(emqx.create_router(settings))
     # before ui.run: routes added after NiceGUI's catch-all would never be reached
     app.include_router(create_router(settings))
+    if settings.oidc_issuer:  # single sign-on (OIDC): /auth/oidc/login and /callback
+        app.include_router(pages.oidc.create_router(settings))
     pages.create(settings)
+    # added last, so outermost: a refused request costs no session or database work
+    app.add_middleware(RateLimitMiddleware, settings=settings)
     background = Background(settings, ingest=settings.ingest)
     app.on_startup(background.start)
     app.on_shutdown(background.stop)
@@ -61,18 +69,25 @@ def storage_secret(settings: Settings) -> str:
 
 
 def run(settings: Settings) -> None:
-    """Serve the dashboard, GraphQL and health endpoints until stopped."""
+    """Serve the dashboard, GraphQL and health endpoints until stopped.
+
+    HTTPS with IOTDECK_TLS_CERT and IOTDECK_TLS_KEY (`serve` checked them); cookies are
+    Secure on every HTTPS request, a trusted proxy's included (app/https.py).
+    """
     build(settings)
+    https.secure_cookies_over_https(app)
     ui.run(
         host=settings.host,
         port=settings.port,
         title="iotdeck",
         favicon="📡",
         storage_secret=storage_secret(settings),
+        session_middleware_kwargs=https.session_cookie_options(settings),
         reload=False,
         show=False,
         show_welcome_message=False,
         uvicorn_logging_level="warning",
+        **https.uvicorn_options(settings),
     )
 
 

@@ -31,14 +31,19 @@ TIMESCALEDB_ADMIN_URL = os.environ.get(
 )
 
 
+UNLIMITED_REQUESTS = "1000000/second"
+
+
 def iotdeck_environment(**settings: str) -> dict[str, str]:
     """This environment for an `iotdeck` subprocess: no inherited IOTDECK_*, plus `settings`.
 
     The test runner's own variables (PYTEST_CURRENT_TEST...) stay, as in an integrator's
-    suite: `iotdeck serve` must not care who started it.
+    suite: `iotdeck serve` must not care who started it. The per-address request limit is
+    lifted unless `settings` sets one: tests and benchmarks send from one address far
+    faster than people do (the security tests set their own).
     """
     clean = {key: value for key, value in os.environ.items() if not key.startswith("IOTDECK_")}
-    return clean | settings
+    return clean | {"IOTDECK_RATE_LIMIT": UNLIMITED_REQUESTS} | settings
 
 
 def wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:

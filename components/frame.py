@@ -57,9 +57,19 @@ def _header(user: User, live: LiveFeed) -> None:
                     if user.name:
                         ui.label(user.email).classes("text-xs text-slate-500")
                 role_chip(user.role).mark("user-role")
-                ui.button(icon="logout", on_click=lambda: ui.navigate.to("/logout")).props(
-                    "flat round dense color=secondary"
-                ).tooltip("Sign out").mark("logout")
+                sign_out_button()
+
+
+def sign_out_button() -> None:
+    """The sign-out button: a POST, so no link or image can sign anyone out."""
+    script = (
+        "const form = document.createElement('form');"
+        "form.method = 'post'; form.action = '/logout';"
+        "document.body.appendChild(form); form.submit();"
+    )
+    ui.button("Sign out", icon="logout", on_click=lambda: ui.run_javascript(script)).props(
+        "flat dense no-caps color=secondary"
+    ).mark("logout")
 
 
 @contextmanager

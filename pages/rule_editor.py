@@ -9,7 +9,7 @@ from nicegui import run, ui
 from app import db
 from app.auth import has_role
 from app.config import Settings
-from app.errors import NotFoundError, ValidationError
+from app.errors import NotFoundError, RateLimitedError, ValidationError
 from app.models import AlertRule, Role, User
 from app.services import alert_views, charts, devices, rule_testing, rules
 from app.services.rule_testing import DeviceReplay
@@ -19,6 +19,7 @@ from components.confirm_dialog import confirm
 from components.deferred import Deferred
 from components.empty_state import empty_state
 from components.frame import frame
+from components.relative_time import absolute_time
 from components.replay_view import ReplayView
 from components.rule_editor import (
     CHECK_DELAY,
@@ -67,9 +68,11 @@ def _choices() -> tuple[set[str], list[str], dict[uuid.UUID, str]]:
         )
 
 
-def _replay(text: str, start: datetime, end: datetime) -> list[DeviceReplay]:
+def _replay(text: str, start: datetime, end: datetime, user_id: uuid.UUID) -> list[DeviceReplay]:
     with db.session_scope() as session:
-        return rule_testing.replay(session=session, expression=text, start=start, end=end)
+        return rule_testing.replay(
+            session=session, expression=text, start=start, end=end, user_id=user_id
+        )
 
 
 def _chart(device_id: uuid.UUID, metric: str, start: datetime, end: datetime) -> charts.ChartData:
@@ -77,6 +80,16 @@ def _chart(device_id: uuid.UUID, metric: str, start: datetime, end: datetime) ->
         return charts.chart_data(
             session=session, device_id=device_id, metric_name=metric, start=start, end=end
         )
+
+
+def _store(data: RuleInput, rule_id: uuid.UUID | None, author: uuid.UUID) -> tuple[uuid.UUID, str]:
+    """Create the rule (no `rule_id`) or update it; its id and name as stored."""
+    with db.session_scope() as session:
+        if rule_id is None:
+            stored = rules.create_rule(session=session, data=data, created_by=author)
+        else:
+            stored = rules.update_rule(session=session, rule_id=rule_id, data=data)
+        return stored.id, stored.name
 
 
 class RuleEditorPage:
@@ -214,19 +227,16 @@ class RuleEditorPage:
         self.error_banner.set_visibility(message is not None)
         self.error_text.text = message or ""
 
-    def save(self) -> None:
+    async def save(self) -> None:
         """Create or update the rule from the editor's text; a refusal names field and reason."""
         if (user := acting_user(Role.OPERATOR)) is None:
             return
         self._show_error(None)
         data = RuleInput(expression=self.text)
+        existing = self.rule.id if self.rule is not None else None
         try:
-            with db.session_scope() as session:
-                if self.rule is None:
-                    stored = rules.create_rule(session=session, data=data, created_by=user.id)
-                else:
-                    stored = rules.update_rule(session=session, rule_id=self.rule.id, data=data)
-                rule_id, name = stored.id, stored.name
+            # off the event loop: saving resolves webhook hosts (app/outbound.py)
+            rule_id, name = await run.io_bound(_store, data, existing, user.id)
         except ValidationError as error:
             self._show_error(f"Not saved. {error.field}: {error.reason}")
             return
@@ -264,18 +274,21 @@ class RuleEditorPage:
         text = self.text
         self.test_button.props("loading")
         try:
-            replays = await run.io_bound(_replay, text, start, end)
-        except ValidationError as error:
+            replays = await run.io_bound(_replay, text, start, end, self.user.id)
+        except (ValidationError, RateLimitedError) as error:
             self.results.clear()
             with self.results:
-                ui.label(f"Cannot test this text. {error.field}: {error.reason}").classes(
-                    "text-sm text-red-700"
-                ).mark("replay-error")
+                ui.label(_refusal(error)).classes("text-sm text-red-700").mark("replay-error")
             return
         finally:
             self.test_button.props(remove="loading")
         self.results.clear()
         with self.results:
+            if replays and replays[0].truncated:
+                ui.label(
+                    f"Stopped early (time budget or {rule_testing.MAX_FIRINGS} firings): "
+                    f"replayed up to {absolute_time(replays[0].replayed_until)} only."
+                ).classes("text-sm text-amber-700").mark("replay-truncated")
             if not replays:
                 ui.label("No device is in this rule's scope.").classes(
                     "text-sm text-slate-500"
@@ -286,6 +299,13 @@ class RuleEditorPage:
                 end=end,
                 chart=lambda device_id, metric: _chart(device_id, metric, start, end),
             )
+
+
+def _refusal(error: ValidationError | RateLimitedError) -> str:
+    """Why a test did not run, in the page's words."""
+    if isinstance(error, ValidationError):
+        return f"Cannot test this text. {error.field}: {error.reason}"
+    return f"Cannot test now ({error})."
 
 
 def _not_found(rule_id: str) -> None:

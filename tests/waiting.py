@@ -1,7 +1,16 @@
 """Wait for a condition instead of sleeping a guessed time."""
 
+import asyncio
 import time
 from collections.abc import Callable
+
+
+def _checked(condition: Callable[[], object], deadline: float, timeout: float) -> object:
+    """`condition()`'s value; AssertionError once it is still falsy past `deadline`."""
+    value = condition()
+    if not value and time.monotonic() > deadline:
+        raise AssertionError(f"condition not met within {timeout} s: {condition}")
+    return value
 
 
 def wait_until(
@@ -9,10 +18,16 @@ def wait_until(
 ) -> object:
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {condition}")
+    while not (value := _checked(condition, deadline, timeout)):
         time.sleep(every)
+    return value
+
+
+async def wait_for(
+    condition: Callable[[], object], timeout: float = 15.0, every: float = 0.02
+) -> object:
+    """`wait_until` for code on an event loop: polls without blocking the loop."""
+    deadline = time.monotonic() + timeout
+    while not (value := _checked(condition, deadline, timeout)):
+        await asyncio.sleep(every)
+    return value

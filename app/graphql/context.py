@@ -1,7 +1,6 @@
 """Per-request GraphQL context: settings, the signed-in user (loaded once), DB sessions, loaders."""
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -12,7 +11,7 @@ from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
 from app import db
-from app.auth import user_id_from_token
+from app.auth import credentials_fingerprint, read_token
 from app.config import Settings
 from app.errors import AuthenticationError
 from app.models import User
@@ -25,6 +24,7 @@ AUTHORIZATION = "authorization"
 _MISSING = "authentication required: send the header 'Authorization: Bearer <token>'"
 _MALFORMED = "the Authorization value must be 'Bearer <token>'"
 _GONE = "invalid or expired token: the account is disabled or no longer exists"
+_CHANGED = "invalid or expired token: the account's password or role changed; sign in again"
 
 
 async def in_session(work: Callable[[Session], T]) -> T:
@@ -59,11 +59,13 @@ def authorization_from_params(params: Mapping[str, object] | None) -> str | None
 
 async def authenticate(authorization: str | None, *, settings: Settings) -> User:
     """The active user an `Authorization` value names, reloaded from the database."""
-    user_id: uuid.UUID = user_id_from_token(bearer_token(authorization), secret=settings.jwt_secret)
-    user = await in_session(lambda session: users.get_user(session=session, user_id=user_id))
+    claims = read_token(bearer_token(authorization), secrets=settings.jwt_keys)
+    user = await in_session(lambda session: users.get_user(session=session, user_id=claims.user_id))
     # a token outlives a disabled or deleted account: the database has the last word
     if user is None or not user.is_active:
         raise AuthenticationError(_GONE)
+    if credentials_fingerprint(user) != claims.fingerprint:
+        raise AuthenticationError(_CHANGED)
     return user
 
 

@@ -4,11 +4,16 @@ import strawberry
 
 from app.auth import create_token
 from app.errors import ValidationError
+from app.graphql import arguments
 from app.graphql.context import Info, in_session
 from app.graphql.permissions import IsAdmin, IsAuthenticated, requires
 from app.graphql.types import AuthPayload, Role, UpdateUserInput, User, given
+from app.limiter import client_of
 from app.models import UserCreate, UserUpdate
 from app.services import users
+from app.sign_in import sign_in
+
+DEFAULT_LIMIT = 100
 
 
 def _user_update(data: UpdateUserInput) -> UserUpdate:
@@ -35,10 +40,21 @@ class UsersQuery:
         """The user the bearer token names."""
         return User.from_model(await info.context.require_user())
 
-    @strawberry.field(description="Every user, by email.", extensions=requires(IsAuthenticated()))
-    async def users(self) -> list[User]:
-        """All users."""
-        found = await in_session(lambda session: users.list_users(session=session))
+    @strawberry.field(
+        description="Users by email, one page; `limit` is 1 to the server's page size.",
+        extensions=requires(IsAuthenticated()),
+    )
+    async def users(
+        self, info: Info, limit: int | None = DEFAULT_LIMIT, offset: int | None = 0
+    ) -> list[User]:
+        """One page of the users."""
+        max_limit = info.context.settings.max_page_size
+        count, skip = arguments.page(limit, offset, default=DEFAULT_LIMIT, max_limit=max_limit)
+        found = await in_session(
+            lambda session: users.list_users(
+                session=session, limit=count, offset=skip, max_limit=max_limit
+            )
+        )
         return [User.from_model(user) for user in found]
 
 
@@ -48,11 +64,15 @@ class UsersMutation:
 
     @strawberry.mutation(description="Exchange an email and password for a bearer token.")
     async def login(self, info: Info, email: str, password: str) -> AuthPayload:
-        """A token for valid credentials; one error for unknown email and wrong password."""
-        user = await in_session(
-            lambda session: users.authenticate(session=session, email=email, password=password)
-        )
+        """A token for valid credentials; one error for unknown email and wrong password.
+
+        Throttled per account and per address (app/sign_in.py): RATE_LIMITED with
+        `retryAfter` while a lock lasts, even for the right password.
+        """
+        email, password = arguments.credentials(email, password)  # BAD_USER_INPUT if absurd
         settings = info.context.settings
+        client = client_of(info.context.request, settings)
+        user = await sign_in(email, password, client=client, redis_url=settings.redis_url)
         token = create_token(
             user, secret=settings.jwt_secret, expire_hours=settings.jwt_expire_hours
         )

@@ -1,8 +1,8 @@
 """End-to-end fixtures: the real `iotdeck serve` as a subprocess, Debian Chromium via Playwright."""
 
+import functools
 import re
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,7 +14,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from bench.services import free_port, iotdeck_environment, wait_ready
+from bench.services import free_port, iotdeck_environment
+from tests.serving import IOTDECK, answers, running
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -29,9 +30,7 @@ CHROMIUM_ARGS = [
 VIEWPORT = {"width": 1280, "height": 800}
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 ADMIN_PASSWORD = "e2e-admin-password"
-STARTUP_SECONDS = 60
-IOTDECK = str(Path(sys.executable).parent / "iotdeck")
-_BROKER_LINE = re.compile(r"embedded MQTT broker \(3\.1\.1\): mqtt://127\.0\.0\.1:(\d+)")
+BROKER_LINE = re.compile(r"embedded MQTT broker \(3\.1\.1\): mqtt://127\.0\.0\.1:(\d+)")
 
 
 @dataclass(frozen=True)
@@ -49,26 +48,11 @@ class Server:
 def running_server(root: Path, args: list[str], env: dict[str, str]) -> Iterator[Server]:
     """`iotdeck serve ARGS` on a free port in `root`, ready; terminated afterwards."""
     port = free_port()
-    log = root / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [IOTDECK, "serve", "--port", str(port), *args],
-            env=iotdeck_environment(**env),
-            cwd=root,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process, log, timeout=STARTUP_SECONDS)
+    command = [IOTDECK, "serve", "--port", str(port), *args]
+    ready = functools.partial(answers, f"{url}/health/ready")
+    with running(command, iotdeck_environment(**env), root / "serve.log", ready):
         yield Server(url=url, env=env)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +83,7 @@ def broker_port(server: Server, tmp_path_factory: pytest.TempPathFactory) -> int
     """The embedded broker's port, read where `iotdeck serve` prints it (its log)."""
     del server  # started, so its log holds the line
     for log in tmp_path_factory.getbasetemp().glob("e2e-server*/serve.log"):
-        if match := _BROKER_LINE.search(log.read_text()):
+        if match := BROKER_LINE.search(log.read_text()):
             return int(match.group(1))
     raise AssertionError("iotdeck serve did not print its embedded broker's port")
 

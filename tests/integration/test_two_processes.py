@@ -4,10 +4,9 @@ PostgreSQL: what happens through one process reaches the subscribers of every pr
 import asyncio
 import json
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, AsyncExitStack, ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ from app.models import DeviceCreate, Role, UserCreate
 from app.services import devices, users
 from bench.services import IotdeckBroker, free_port, iotdeck_environment
 from tests.firmware import connected_device
+from tests.serving import IOTDECK, running
 from tests.waiting import wait_until
 
-IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SECRET = "two-processes-" + "k" * 40
 TIMEOUT = 20.0
@@ -47,22 +46,11 @@ def _environment(database_url: str, mosquitto: IotdeckBroker, data: Path) -> dic
     )
 
 
-@contextmanager
-def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+def _process(
+    args: list[str], env: dict[str, str], log: Path
+) -> AbstractContextManager[subprocess.Popen]:
     """`iotdeck ARGS`, output to `log`; terminated (then killed) afterwards."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [IOTDECK, *args], env=env, cwd=log.parent, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return running([IOTDECK, *args], env, log)
 
 
 def _ready(url: str, process: subprocess.Popen, log: Path) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nicegui.storage import request_contextvar
 from nicegui.testing import User
 
 from app import db
@@ -86,6 +87,9 @@ async def sign_in(user: User, account: Account, path: str = "/devices") -> None:
     user.find("Password").type(account.password)
     user.find(marker="login-submit").click()
     await user.should_see(marker="logout")
+    # a real browser's events carry the request of their own page; the simulated user's
+    # carry the last one this task saw, the login page's, whose session sign-in replaced
+    request_contextvar.set(user.client.request)
 
 
 @pytest.fixture

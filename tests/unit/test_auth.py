@@ -4,7 +4,14 @@ import uuid
 
 import pytest
 
-from app.auth import create_token, has_role, hash_password, user_id_from_token, verify_password
+from app.auth import (
+    create_token,
+    credentials_fingerprint,
+    has_role,
+    hash_password,
+    read_token,
+    verify_password,
+)
 from app.errors import AuthenticationError
 from app.models import Role, User
 
@@ -25,7 +32,31 @@ def test_password_round_trip() -> None:
 def test_token_names_the_user() -> None:
     user = _user()
     token = create_token(user, secret=SECRET, expire_hours=1)
-    assert user_id_from_token(token, secret=SECRET) == user.id
+    claims = read_token(token, secrets=[SECRET])
+    assert claims.user_id == user.id
+    assert claims.fingerprint == credentials_fingerprint(user)
+
+
+def test_tokens_of_a_previous_key_stay_valid_until_they_expire() -> None:
+    user = _user()
+    old = create_token(user, secret=SECRET, expire_hours=1)
+    new_secret = "n" * 40
+    assert read_token(old, secrets=[new_secret, SECRET]).user_id == user.id
+    with pytest.raises(AuthenticationError):
+        read_token(old, secrets=[new_secret])
+    expired = create_token(user, secret=SECRET, expire_hours=-1)
+    with pytest.raises(AuthenticationError):
+        read_token(expired, secrets=[new_secret, SECRET])
+
+
+def test_the_fingerprint_changes_with_the_password_or_the_role() -> None:
+    user = User(id=uuid.uuid4(), email="a@example.com", password_hash="h1", role=Role.ADMIN)
+    before = credentials_fingerprint(user)
+    user.password_hash = "h2"
+    assert credentials_fingerprint(user) != before
+    changed_password = credentials_fingerprint(user)
+    user.role = Role.VIEWER
+    assert credentials_fingerprint(user) not in {before, changed_password}
 
 
 @pytest.mark.parametrize(
@@ -40,7 +71,7 @@ def test_token_names_the_user() -> None:
 )
 def test_bad_tokens_are_refused(token: str) -> None:
     with pytest.raises(AuthenticationError):
-        user_id_from_token(token, secret=SECRET)
+        read_token(token, secrets=[SECRET])
 
 
 def test_roles_are_ordered() -> None:

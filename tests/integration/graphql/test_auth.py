@@ -2,7 +2,7 @@
 
 import uuid
 
-from app.auth import create_token, user_id_from_token
+from app.auth import create_token, read_token
 from app.config import Settings
 from app.models import Role, User
 from tests.integration.graphql.client import GraphQLClient, code_of
@@ -28,7 +28,7 @@ async def test_login_returns_a_token_that_names_the_user(
         "name": "Operator",
         "role": "OPERATOR",
     }
-    assert user_id_from_token(payload["token"], secret=settings.jwt_secret) == operator.id
+    assert read_token(payload["token"], secrets=[settings.jwt_secret]).user_id == operator.id
     assert await api.data(ME, token=payload["token"]) == {"me": {"email": "operator@example.com"}}
 
 
