@@ -10,6 +10,7 @@ read from `X-Forwarded-For`, but only when the direct peer is one of
 `IOTDECK_TRUSTED_PROXIES` (anyone can write that header otherwise).
 """
 
+import functools
 import ipaddress
 import logging
 import math
@@ -128,6 +129,12 @@ class RequestLimiter:
         return max(1.0, stats.reset_time - time.time())
 
 
+@functools.cache
+def request_limiter(notation: str, redis_url: str) -> RequestLimiter:
+    """The process's limiter: the middleware and GraphQL's WebSocket operations share it."""
+    return RequestLimiter(notation, make_storage(redis_url))
+
+
 def retry_after_header(seconds: float) -> str:
     """`Retry-After` in whole seconds, rounded up (an early retry would be refused again)."""
     return str(max(1, math.ceil(seconds)))
@@ -148,7 +155,7 @@ class RateLimitMiddleware:
     def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
         self.app = app
         self.addresses = ClientAddresses(settings.trusted_proxies)
-        self.limiter = RequestLimiter(settings.rate_limit, make_storage(settings.redis_url))
+        self.limiter = request_limiter(settings.rate_limit, settings.redis_url)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Count the request of an HTTP or WebSocket scope and refuse it when over."""

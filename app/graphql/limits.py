@@ -16,7 +16,7 @@ limit, which `extensions` repeat (`depth`/`maxDepth`, `aliases`/`maxAliases`,
 
 import functools
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,13 +43,15 @@ from graphql import (
 from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from graphql.validation.rules.max_introspection_depth_rule import MaxIntrospectionDepthRule
+from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 
 from app.config import Settings
 from app.errors import DomainError
 from app.graphql import arguments
-from app.graphql.errors import VALIDATION_FAILED
+from app.graphql.errors import RATE_LIMITED, VALIDATION_FAILED
 from app.intervals import parse_interval
+from app.limiter import client_of, request_limiter, retry_after_header
 from app.services import rule_testing
 from app.services.telemetry import MAX_BUCKETS
 
@@ -363,3 +365,38 @@ class _NoIntrospection(NoSchemaIntrospectionCustomRule):
 def query_limits(settings: Settings) -> Callable[[], QueryLimits]:
     """A factory of the extension: strawberry builds a fresh one per operation."""
     return functools.partial(QueryLimits, settings=settings)
+
+
+class WebSocketOperationLimit(SchemaExtension):
+    """Counts each operation sent over a WebSocket against its client's request limit.
+
+    The HTTP middleware (app/limiter.py) counts requests, so a socket counts once, when it
+    opens; every query, mutation or subscription sent over it is counted here, before
+    validation, and refused with RATE_LIMITED (and `retryAfter`) when over.
+    """
+
+    def __init__(self, *, settings: Settings) -> None:
+        self.settings = settings
+
+    async def on_validate(self) -> AsyncIterator[None]:
+        """Refuse the operation before it is validated, when its client is over the limit."""
+        request = self.execution_context.context.request
+        if isinstance(request, WebSocket):
+            limiter = request_limiter(self.settings.rate_limit, self.settings.redis_url)
+            seconds = await limiter.retry_after(client_of(request, self.settings))
+            if seconds is not None:
+                self.execution_context.pre_execution_errors = [_rate_limited(seconds)]
+        yield
+
+
+def _rate_limited(seconds: float) -> GraphQLError:
+    after = int(retry_after_header(seconds))
+    return GraphQLError(
+        f"too many requests: retry in {after} s",
+        extensions={"code": RATE_LIMITED, "retryAfter": after},
+    )
+
+
+def websocket_operation_limit(settings: Settings) -> Callable[[], WebSocketOperationLimit]:
+    """A factory of the extension: strawberry builds a fresh one per operation."""
+    return functools.partial(WebSocketOperationLimit, settings=settings)

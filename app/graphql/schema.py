@@ -11,7 +11,7 @@ from app.graphql.credentials import CredentialsMutation
 from app.graphql.device_types import DeviceTypesMutation, DeviceTypesQuery
 from app.graphql.devices import DevicesMutation, DevicesQuery
 from app.graphql.errors import GraphQLErrorCodes, log_unexpected
-from app.graphql.limits import query_limits
+from app.graphql.limits import query_limits, websocket_operation_limit
 from app.graphql.subscriptions import Subscription as DeviceSubscription
 from app.graphql.telemetry import TelemetryQuery
 from app.graphql.users import UsersMutation, UsersQuery
@@ -58,6 +58,7 @@ def create_schema(settings: Settings) -> Schema:
         subscription=Subscription,
         extensions=[
             # factories, not instances: strawberry builds fresh extensions per operation
+            websocket_operation_limit(settings),
             query_limits(settings),
             GraphQLErrorCodes,
         ],

@@ -5,6 +5,7 @@ The server trusts 127.0.0.1 as a reverse proxy, so each test speaks for its own 
 address through X-Forwarded-For and no test spends another's budget.
 """
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -120,6 +121,36 @@ async def test_a_websocket_over_the_limit_is_refused(server: Server) -> None:
         ):
             pass
     assert refused.value.response.status_code == 403
+
+
+async def test_operations_over_a_websocket_count_against_the_limit(server: Server) -> None:
+    address = _address()
+    with _client(server, address) as client:  # one request
+        token = _login(client, "viewer@example.com", PASSWORD)["data"]["login"]["token"]
+    url = server.url.replace("http://", "ws://") + "/graphql"
+    answers = []
+    async with websockets.connect(  # a second
+        url,
+        subprotocols=[websockets.Subprotocol("graphql-transport-ws")],
+        additional_headers={"X-Forwarded-For": address},
+    ) as socket:
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        await socket.send(json.dumps(init))
+        assert json.loads(await socket.recv())["type"] == "connection_ack"
+        for number in range(LIMIT - 1):
+            query = {"query": "{ __typename }"}
+            await socket.send(
+                json.dumps({"id": str(number), "type": "subscribe", "payload": query})
+            )
+            answer = json.loads(await socket.recv())
+            if answer["type"] == "next":
+                assert json.loads(await socket.recv())["type"] == "complete"
+            answers.append(answer)
+    served, (refused,) = answers[: LIMIT - 2], answers[LIMIT - 2 :]
+    assert all(answer["payload"] == {"data": {"__typename": "Query"}} for answer in served)
+    errors = refused["payload"] if refused["type"] == "error" else refused["payload"]["errors"]
+    assert errors[0]["extensions"]["code"] == "RATE_LIMITED"
+    assert errors[0]["extensions"]["retryAfter"] >= 1
 
 
 def test_forwarded_for_counts_only_from_a_trusted_proxy() -> None:
