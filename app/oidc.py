@@ -6,17 +6,30 @@ no UI, so the role mapping and the account rules can be tested without a server.
 
 import logging
 import secrets
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from authlib.integrations.starlette_client import OAuth, StarletteOAuth2App
+from authlib import deprecate
 from sqlmodel import Session
 
 from app.config import ConfigError, Settings
 from app.errors import ValidationError
 from app.models import ROLE_RANK, Role, User, UserCreate, UserUpdate
 from app.services import users
+
+with warnings.catch_warnings():
+    # authlib 1.7+ would rather use httpx2 and warns at import when it falls back on httpx,
+    # the client iotdeck ships: every `serve` would start with that warning. (Importing
+    # authlib.deprecate, above, puts its own "always" filter first; this one goes before.)
+    warnings.filterwarnings(
+        "ignore", "The httpx module is deprecated", deprecate.AuthlibDeprecationWarning
+    )
+    from authlib.integrations.base_client import OAuthError
+    from authlib.integrations.starlette_client import OAuth, StarletteOAuth2App
+
+__all__ = ["OAuthError", "StarletteOAuth2App"]  # for pages/oidc.py, imported through here
 
 logger = logging.getLogger(__name__)
 

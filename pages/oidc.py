@@ -12,8 +12,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-from authlib.integrations.base_client import OAuthError
-from authlib.integrations.starlette_client import StarletteOAuth2App
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 from joserfc.errors import JoseError
@@ -22,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from app import db, oidc
 from app.config import Settings
 from app.models import User
-from app.oidc import SsoError, SsoFailure
+from app.oidc import OAuthError, SsoError, SsoFailure, StarletteOAuth2App
 from pages.auth import HOME, _safe_target, start_session
 
 logger = logging.getLogger(__name__)
