@@ -60,16 +60,16 @@ def _header(user: User, live: LiveFeed) -> None:
                 sign_out_button()
 
 
-def sign_out_button() -> None:
+def sign_out_button(*, primary: bool = False) -> ui.button:
     """The sign-out button: a POST, so no link or image can sign anyone out."""
     script = (
         "const form = document.createElement('form');"
         "form.method = 'post'; form.action = '/logout';"
         "document.body.appendChild(form); form.submit();"
     )
-    ui.button("Sign out", icon="logout", on_click=lambda: ui.run_javascript(script)).props(
-        "flat dense no-caps color=secondary"
-    ).mark("logout")
+    style = "unelevated no-caps" if primary else "flat dense no-caps color=secondary"
+    button = ui.button("Sign out", icon="logout", on_click=lambda: ui.run_javascript(script))
+    return button.props(style).mark("logout")
 
 
 @contextmanager

@@ -291,7 +291,8 @@ def create() -> None:
         with ui.column().classes("w-full min-h-screen items-center justify-center bg-slate-50"):
             with ui.card().classes("w-96 max-w-full p-8 gap-4 shadow-md items-center"):
                 ui.label("Sign out of iotdeck?").classes("text-lg font-semibold")
-                sign_out_button()
+                sign_out_button(primary=True).classes("w-full")
+                ui.link("Stay signed in", HOME).classes("text-sm text-primary")
 
     # after the pages: `ui.page` removes every route already on its path, POST included
     app.add_api_route(SESSION_ROUTE, _open_session, methods=["GET"], include_in_schema=False)
