@@ -113,27 +113,23 @@ def load_authority(row: CertificateAuthority) -> Authority:
     return Authority(row.id, certificate, key)
 
 
-def create_authority(session: Session) -> Authority:
-    """A new CA that signs from now on (the previous ones stay trusted until retired)."""
-    now = utcnow()
+def self_signed_authority(
+    name: x509.Name, *, start: datetime, days: float
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A new key and a self-signed CA certificate `name` for it, valid from 5 minutes before
+    `start` for `days`, that signs certificates and revocation lists (not other CAs).
+
+    Public so that tests make their throw-away CAs exactly as the platform makes its own.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "iotdeck"),
-            # unique: OpenSSL finds a certificate's CA and revocation list by this name
-            x509.NameAttribute(
-                NameOID.COMMON_NAME, f"iotdeck device CA {now:%Y-%m-%d} {secrets.token_hex(4)}"
-            ),
-        ]
-    )
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=365 * CA_YEARS))
+        .not_valid_before(start - timedelta(minutes=5))
+        .not_valid_after(start + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -152,6 +148,22 @@ def create_authority(session: Session) -> Authority:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
+    return certificate, key
+
+
+def create_authority(session: Session) -> Authority:
+    """A new CA that signs from now on (the previous ones stay trusted until retired)."""
+    now = utcnow()
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "iotdeck"),
+            # unique: OpenSSL finds a certificate's CA and revocation list by this name
+            x509.NameAttribute(
+                NameOID.COMMON_NAME, f"iotdeck device CA {now:%Y-%m-%d} {secrets.token_hex(4)}"
+            ),
+        ]
+    )
+    certificate, key = self_signed_authority(name, start=now, days=365 * CA_YEARS)
     row = CertificateAuthority(
         certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
         private_key_pem=_pem_key(key),

@@ -55,26 +55,42 @@ def running_server(root: Path, args: list[str], env: dict[str, str]) -> Iterator
         yield Server(url=url, env=env)
 
 
+def server_environment(
+    root: Path, *, password: str = ADMIN_PASSWORD, **overrides: str
+) -> dict[str, str]:
+    """The IOTDECK_* settings of a test server in `root`, with `overrides` on top.
+
+    Its own SQLite database under `root`, one `password` for every demo account (so a test
+    signs in as any of them) and cheap bcrypt (hashes at full cost would slow every sign-in).
+    """
+    return {
+        "IOTDECK_DATA_DIR": str(root / "data"),
+        "IOTDECK_DATABASE_URL": f"sqlite:///{root / 'data' / 'iotdeck.db'}",
+        "IOTDECK_JWT_SECRET": "e2e-" + "k" * 44,
+        "IOTDECK_ADMIN_PASSWORD": password,
+        "IOTDECK_OPERATOR_PASSWORD": password,
+        "IOTDECK_VIEWER_PASSWORD": password,
+        "IOTDECK_BCRYPT_ROUNDS": "4",
+    } | overrides
+
+
+@contextmanager
+def seeded_server(root: Path, args: list[str], env: dict[str, str]) -> Iterator[Server]:
+    """`iotdeck seed`, then `iotdeck serve ARGS` as `running_server` starts it."""
+    seed = [IOTDECK, "seed"]
+    subprocess.run(seed, env=iotdeck_environment(**env), cwd=root, check=True, capture_output=True)
+    with running_server(root, args, env) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A seeded database and `iotdeck serve` on a free port; killed after the session."""
     root = tmp_path_factory.mktemp("e2e-server")
-    env = {
-        "IOTDECK_DATA_DIR": str(root / "data"),
-        "IOTDECK_DATABASE_URL": f"sqlite:///{root / 'data' / 'iotdeck.db'}",
-        "IOTDECK_JWT_SECRET": "e2e-" + "k" * 44,
-        "IOTDECK_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        # one password for every demo account, so the tests can sign in as any of them
-        "IOTDECK_OPERATOR_PASSWORD": ADMIN_PASSWORD,
-        "IOTDECK_VIEWER_PASSWORD": ADMIN_PASSWORD,
-        "IOTDECK_BCRYPT_ROUNDS": "4",
-        # the telemetry page test uploads a week of history at once (2,520 messages):
-        # more than a device's default burst of 600
-        "IOTDECK_DEVICE_RATE_BURST": "5000",
-    }
-    seed = [IOTDECK, "seed"]
-    subprocess.run(seed, env=iotdeck_environment(**env), cwd=root, check=True, capture_output=True)
-    with running_server(root, [], env) as running:
+    # the telemetry page test uploads a week of history at once (2,520 messages):
+    # more than a device's default burst of 600
+    env = server_environment(root, IOTDECK_DEVICE_RATE_BURST="5000")
+    with seeded_server(root, [], env) as running:
         yield running
 
 

@@ -1,6 +1,5 @@
 """Single sign-on through a real OpenID Connect provider, in Chromium, against `iotdeck serve`."""
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -10,15 +9,13 @@ import pytest
 from playwright.async_api import Browser, Page, Route, expect
 
 from app.oidc import SsoFailure
-from bench.services import iotdeck_environment
 from tests.e2e.conftest import (
-    ADMIN_PASSWORD,
-    IOTDECK,
     VIEWPORT,
     Server,
     graphql_as,
-    running_server,
     screenshot,
+    seeded_server,
+    server_environment,
 )
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, Person, Provider, running_provider
 
@@ -38,23 +35,16 @@ def provider() -> Iterator[Provider]:
 def sso_server(provider: Provider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A seeded `iotdeck serve` that trusts `provider`, registered there as a client."""
     root = tmp_path_factory.mktemp("e2e-oidc")
-    env = {
-        "IOTDECK_DATA_DIR": str(root / "data"),
-        "IOTDECK_DATABASE_URL": f"sqlite:///{root / 'data' / 'iotdeck.db'}",
-        "IOTDECK_JWT_SECRET": "e2e-oidc-" + "k" * 40,
-        "IOTDECK_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "IOTDECK_OPERATOR_PASSWORD": ADMIN_PASSWORD,
-        "IOTDECK_VIEWER_PASSWORD": ADMIN_PASSWORD,
-        "IOTDECK_BCRYPT_ROUNDS": "4",
-        "IOTDECK_OIDC_ISSUER": provider.issuer,
-        "IOTDECK_OIDC_CLIENT_ID": CLIENT_ID,
-        "IOTDECK_OIDC_CLIENT_SECRET": CLIENT_SECRET,
-        "IOTDECK_OIDC_NAME": PROVIDER_NAME,
-        "IOTDECK_OIDC_ROLE_MAP": "iot-admins=ADMIN,iot-ops=OPERATOR",
-    }
-    seed = [IOTDECK, "seed"]
-    subprocess.run(seed, env=iotdeck_environment(**env), cwd=root, check=True, capture_output=True)
-    with running_server(root, [], env) as server:
+    env = server_environment(
+        root,
+        IOTDECK_JWT_SECRET="e2e-oidc-" + "k" * 40,
+        IOTDECK_OIDC_ISSUER=provider.issuer,
+        IOTDECK_OIDC_CLIENT_ID=CLIENT_ID,
+        IOTDECK_OIDC_CLIENT_SECRET=CLIENT_SECRET,
+        IOTDECK_OIDC_NAME=PROVIDER_NAME,
+        IOTDECK_OIDC_ROLE_MAP="iot-admins=ADMIN,iot-ops=OPERATOR",
+    )
+    with seeded_server(root, [], env) as server:
         provider.client.redirect_uris = [f"{server.url}/auth/oidc/callback"]
         yield server
 

@@ -9,7 +9,6 @@ import asyncio
 import datetime as dt
 import hashlib
 import hmac
-import ipaddress
 import logging
 import ssl
 import time
@@ -33,6 +32,7 @@ from app.services.notifications import Backoff
 from app.services.rules import RuleInput
 from rules.ast import Notify
 from rules.parser import parse_rule
+from tests.certificates import server_files
 from tests.receivers import Mailbox, Receivers
 from tests.waiting import wait_until
 
@@ -125,46 +125,12 @@ async def running(
 
 
 def tls_contexts(folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A self-signed certificate for 127.0.0.1: the server's context, and a client's trusting it."""
-    pytest.importorskip("cryptography")  # installed with authlib
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "iotdeck test SMTP")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    pem = certificate.public_bytes(serialization.Encoding.PEM)
-    (folder / "cert.pem").write_bytes(pem)
-    (folder / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    """A certificate for 127.0.0.1 from a test CA: the server's context, and a client's
+    trusting that CA."""
+    files = server_files(folder, "smtp")
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(folder / "cert.pem", folder / "key.pem")
-    client = ssl.create_default_context(cadata=pem.decode())
+    server.load_cert_chain(files.certificate, files.key)
+    client = ssl.create_default_context(cafile=files.ca)
     return server, client
 
 

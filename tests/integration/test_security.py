@@ -6,7 +6,6 @@ address through X-Forwarded-For and no test spends another's budget.
 """
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,8 +19,7 @@ from sqlmodel import Session, create_engine, select
 from app.auth import create_token
 from app.limiter import KEY_PREFIX, ClientAddresses, RequestLimiter
 from app.models import User
-from bench.services import iotdeck_environment
-from tests.e2e.conftest import IOTDECK, Server, running_server
+from tests.e2e.conftest import Server, seeded_server, server_environment
 
 LIMIT = 20  # requests a minute per address: no window turns over during a test
 SECRET = "security-new-" + "n" * 40
@@ -34,21 +32,15 @@ LOGIN = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { t
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`iotdeck serve` with a small request limit, behind a "proxy" at 127.0.0.1."""
     root = tmp_path_factory.mktemp("security")
-    env = {
-        "IOTDECK_DATA_DIR": str(root / "data"),
-        "IOTDECK_DATABASE_URL": f"sqlite:///{root / 'data' / 'iotdeck.db'}",
-        "IOTDECK_JWT_SECRET": SECRET,
-        "IOTDECK_JWT_PREVIOUS_SECRETS": PREVIOUS_SECRET,
-        "IOTDECK_ADMIN_PASSWORD": PASSWORD,
-        "IOTDECK_OPERATOR_PASSWORD": PASSWORD,
-        "IOTDECK_VIEWER_PASSWORD": PASSWORD,
-        "IOTDECK_BCRYPT_ROUNDS": "4",
-        "IOTDECK_RATE_LIMIT": f"{LIMIT}/minute",
-        "IOTDECK_TRUSTED_PROXIES": "127.0.0.1",
-    }
-    seed = [IOTDECK, "seed"]
-    subprocess.run(seed, env=iotdeck_environment(**env), cwd=root, check=True, capture_output=True)
-    with running_server(root, ["--no-ingest"], env) as running:
+    env = server_environment(
+        root,
+        password=PASSWORD,
+        IOTDECK_JWT_SECRET=SECRET,
+        IOTDECK_JWT_PREVIOUS_SECRETS=PREVIOUS_SECRET,
+        IOTDECK_RATE_LIMIT=f"{LIMIT}/minute",
+        IOTDECK_TRUSTED_PROXIES="127.0.0.1",
+    )
+    with seeded_server(root, ["--no-ingest"], env) as running:
         yield running
 
 

@@ -10,7 +10,6 @@ sender is given, since no real name can be made to do that here.
 
 import asyncio
 import base64
-import datetime as dt
 import logging
 import ssl
 import threading
@@ -38,6 +37,7 @@ from app.services.notifications import Backoff
 from app.services.rules import RuleInput
 from bench.services import free_port
 from rules.parser import parse_rule
+from tests.certificates import server_files
 from tests.integration.graphql.client import SECRET, GraphQLClient, build_app, make_settings
 from tests.receivers import Receivers
 from tests.waiting import wait_until
@@ -344,40 +344,6 @@ async def test_a_closed_port_fails_with_a_generic_reason_and_details_in_the_log(
 # --- TLS: the certificate is still checked against the name ---------------------------------
 
 
-def certificate_for(name: str, folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate (its own CA) for the DNS name `name`: (cert, key) files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert, private = folder / "cert.pem", folder / "key.pem"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert, private
-
-
 @contextmanager
 def tls_receiver(cert: Path, key: Path) -> Iterator[tuple[int, list[str]]]:
     """An HTTPS receiver on 127.0.0.1: its port, and the Host header of each request."""
@@ -412,9 +378,9 @@ def tls_receiver(cert: Path, key: Path) -> Iterator[tuple[int, list[str]]]:
 async def test_tls_is_verified_for_the_name_while_connecting_to_the_checked_address(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cert, key = certificate_for("hooks.pinned.invalid", tmp_path)
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the sender trusts this one certificate
-    with tls_receiver(cert, key) as (port, hosts):
+    files = server_files(tmp_path, server_names=("hooks.pinned.invalid",))
+    monkeypatch.setenv("SSL_CERT_FILE", str(files.ca))  # the sender trusts this one CA
+    with tls_receiver(files.certificate, files.key) as (port, hosts):
         right = f"https://hooks.pinned.invalid:{port}/hook"
         wrong = f"https://other.pinned.invalid:{port}/hook"  # same address, not the cert's name
         alert_id = alert_notifying(engine, right, wrong)

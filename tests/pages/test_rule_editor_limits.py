@@ -3,6 +3,7 @@ budget and one-at-a-time rule, each shown on the page."""
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 from nicegui import ui
@@ -40,35 +41,40 @@ async def test_a_text_over_the_size_cap_is_refused_unparsed(user: User, operator
     await user.should_see(marker="replay-error", content="characters long")
 
 
-async def test_a_replay_over_the_device_cap_says_so(
+@dataclass(frozen=True)
+class Bound:
+    """A replay bound set to `value`, the devices that cross it, and what the page shows."""
+
+    name: str
+    value: float
+    devices: tuple[str, ...]
+    marker: str
+    says: str
+
+
+@pytest.mark.parametrize(
+    "bound",
+    [
+        Bound("MAX_DEVICES", 1, ("One", "Two"), "replay-error", "more than 1 devices"),
+        Bound("BUDGET_SECONDS", 0.0, ("Boiler",), "replay-truncated", "Stopped early"),
+    ],
+    ids=["over the device cap: refused", "out of time: marked as stopped early"],
+)
+async def test_a_replay_past_a_bound_says_so(
     user: User,
     add_device: Callable[..., Device],
     operator: Account,
     monkeypatch: pytest.MonkeyPatch,
+    bound: Bound,
 ) -> None:
     del operator
-    monkeypatch.setattr(rule_testing, "MAX_DEVICES", 1)
-    add_device("One")
-    add_device("Two")
+    monkeypatch.setattr(rule_testing, bound.name, bound.value)
+    for name in bound.devices:
+        add_device(name)
     await user.open("/rules/new")
     _type(user, HOT)
     user.find(marker="test-rule").click()
-    await user.should_see(marker="replay-error", content="more than 1 devices")
-
-
-async def test_a_replay_out_of_time_is_marked_as_stopped_early(
-    user: User,
-    add_device: Callable[..., Device],
-    operator: Account,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    del operator
-    monkeypatch.setattr(rule_testing, "BUDGET_SECONDS", 0.0)
-    add_device("Boiler")
-    await user.open("/rules/new")
-    _type(user, HOT)
-    user.find(marker="test-rule").click()
-    await user.should_see(marker="replay-truncated", content="Stopped early")
+    await user.should_see(marker=bound.marker, content=bound.says)
 
 
 async def test_a_second_replay_of_the_same_account_is_refused_while_one_runs(

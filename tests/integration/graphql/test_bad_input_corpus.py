@@ -149,6 +149,12 @@ async def client(engine: Engine, settings: Settings) -> AsyncIterator[httpx.Asyn
         yield http
 
 
+@pytest.fixture
+def admin_account(accounts: dict[Role, Account]) -> Account:
+    """The admin account: every mutation is open to it, so only the input can be refused."""
+    return accounts[Role.ADMIN]
+
+
 @pytest.fixture(scope="module")
 def arguments() -> dict[str, list[Argument]]:
     """Every mutation and its arguments, from the live schema."""
@@ -232,12 +238,11 @@ def test_every_mutation_has_a_baseline(arguments: dict[str, list[Argument]]) -> 
 
 async def test_every_hostile_argument_is_refused_naming_it_and_nothing_changes(
     client: httpx.AsyncClient,
-    accounts: dict[Role, Account],
+    admin_account: Account,
     arguments: dict[str, list[Argument]],
     subtests: pytest.Subtests,
 ) -> None:
-    admin = accounts[Role.ADMIN]
-    targets = seed(admin.user.id)
+    targets = seed(admin_account.user.id)
     first = dump()
     assert first["devices"] and first["alerts"] and first["device_commands"]
     for mutation, taken in arguments.items():
@@ -254,7 +259,9 @@ async def test_every_hostile_argument_is_refused_naming_it_and_nothing_changes(
                         continue  # nothing to write inline: NaN, Infinity, odd keys
                     how = "inline" if inline else "variable"
                     with subtests.test(f"{argument.key}: {label} ({how})"):
-                        body = await send(client, admin.token, query, {} if inline else values)
+                        body = await send(
+                            client, admin_account.token, query, {} if inline else values
+                        )
                         assert len(json.dumps(body)) < MAX_ANSWER, shown(body)
                         errors = body.get("errors") or []
                         assert errors, f"accepted, but it takes {takes.says}: {shown(body)}"
@@ -268,11 +275,10 @@ async def test_every_hostile_argument_is_refused_naming_it_and_nothing_changes(
 
 async def test_valid_calls_and_values_that_are_data_are_taken(
     client: httpx.AsyncClient,
-    accounts: dict[Role, Account],
+    admin_account: Account,
     arguments: dict[str, list[Argument]],
     subtests: pytest.Subtests,
 ) -> None:
-    admin = accounts[Role.ADMIN]
     for mutation, taken in arguments.items():
         cases: list[tuple[str, tuple[str, ...], Any]] = [("baseline", (), None)]
         cases += [
@@ -282,11 +288,12 @@ async def test_valid_calls_and_values_that_are_data_are_taken(
         ]
         for case, path, value in cases:
             with subtests.test(case):
-                values = BASELINES[mutation](seed(admin.user.id))  # fresh: calls change them
+                fresh = seed(admin_account.user.id)  # the calls change them
+                values = BASELINES[mutation](fresh)
                 if path:
                     values = with_value(values, path, value)
                 query = operation(mutation, taken, values, inline=False)
-                body = await send(client, admin.token, query, values)
+                body = await send(client, admin_account.token, query, values)
                 if mutation in EXPECTED_ERROR:
                     code = body["errors"][0]["extensions"]["code"]
                     assert code == EXPECTED_ERROR[mutation], shown(body)
@@ -296,7 +303,7 @@ async def test_valid_calls_and_values_that_are_data_are_taken(
 
 
 async def test_json_nested_past_the_parser_is_a_bad_request_not_a_crash(
-    client: httpx.AsyncClient, accounts: dict[Role, Account]
+    client: httpx.AsyncClient, admin_account: Account
 ) -> None:
     # Python's JSON parser recurses: 10,000 levels (20 KB) would raise RecursionError
     deep = '{"a":' * 10_000 + "1" + "}" * 10_000
@@ -309,7 +316,7 @@ async def test_json_nested_past_the_parser_is_a_bad_request_not_a_crash(
         content=body,
         headers={
             "Content-Type": "application/json",
-            "Authorization": f"Bearer {accounts[Role.ADMIN].token}",
+            "Authorization": f"Bearer {admin_account.token}",
         },
     )
     assert response.status_code == 400, response.text[:300]
