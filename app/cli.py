@@ -15,9 +15,9 @@ import typer
 from app import db, migrate, storage
 from app.config import ConfigError, Settings, get_settings
 from app.errors import DomainError, NotFoundError, ValidationError
-from app.models import CredentialKind, Role, UserCreate, UserUpdate
+from app.models import CredentialKind, DashboardVisibility, Role, UserCreate, UserUpdate
 from app.redaction import redacted
-from app.services import credentials, users
+from app.services import credentials, dashboards, users
 from app.services.credentials import IssuedCredentials
 from app.services.seed import ADMIN_EMAIL, SeedReport, seed_demo
 
@@ -28,6 +28,8 @@ device_cli = typer.Typer(help="Manage devices.", no_args_is_help=True)
 cli.add_typer(device_cli, name="device")
 ca_cli = typer.Typer(help="The platform CA that signs device and broker certificates.")
 cli.add_typer(ca_cli, name="ca")
+dashboards_cli = typer.Typer(help="Dashboards as files (docs/dashboards.md).", no_args_is_help=True)
+cli.add_typer(dashboards_cli, name="dashboards")
 bench_cli = typer.Typer(help="Benchmarks (need a source checkout, Mosquitto, PostgreSQL).")
 cli.add_typer(bench_cli, name="bench")
 
@@ -362,6 +364,58 @@ def _read_password(password_stdin: bool) -> str:
     if first != getpass.getpass("Repeat password: "):
         _fail("the passwords differ")
     return first
+
+
+@dashboards_cli.command("export")
+def dashboards_export(
+    dashboard_id: Annotated[str, typer.Argument(metavar="ID", help="The dashboard's id.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Write the spec to this file (default: print it).")
+    ] = None,
+) -> None:
+    """Write a dashboard's whole spec as JSON: `dashboards import` takes it back."""
+    settings = _settings()
+    _open_database(settings)
+    try:
+        with db.session_scope() as session:
+            found = dashboards.find_dashboard(session=session, dashboard_id=dashboard_id)
+            text = dashboards.spec_json(found)
+    except DomainError as exc:
+        _fail(str(exc))
+    if out is None:
+        sys.stdout.buffer.write(text)
+    else:
+        out.write_bytes(text)
+        print(f"wrote {out}", file=sys.stderr)
+
+
+@dashboards_cli.command("import")
+def dashboards_import(
+    file: Annotated[Path, typer.Argument(help="A dashboard spec (JSON), e.g. an export.")],
+    owner: Annotated[
+        str, typer.Option(help="Email of its owner, an OPERATOR or ADMIN.")
+    ] = ADMIN_EMAIL,
+    shared: Annotated[bool, typer.Option("--shared", help="Visible to every user.")] = False,
+) -> None:
+    """Create a dashboard from a spec file; a bad spec is refused naming its JSON path."""
+    settings = _settings()
+    try:
+        spec = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        _fail(f"{file}: {exc}")
+    _open_database(settings)
+    visibility = DashboardVisibility.SHARED if shared else DashboardVisibility.PRIVATE
+    try:
+        with db.session_scope() as session:
+            user = users.get_user_by_email(session=session, email=owner)
+            if user is None:
+                _fail(f"--owner: no user with email {owner}")
+            created = dashboards.import_dashboard(
+                session=session, user=user, spec=spec, visibility=visibility
+            )
+            print(f"imported “{created.name}” id {created.id}")
+    except DomainError as exc:
+        _fail(f"{file}: {exc}")
 
 
 @user_cli.command("create")

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # claim value -> role, e.g. "iot-admins=ADMIN,iot-ops=OPERATOR"; role names map to themselves
     oidc_role_map: Annotated[dict[str, str], NoDecode] = {}
     oidc_name: str = "single sign-on"
+    # a folder of dashboard spec files (*.json) provisioned read-only at start; unset: none
+    dashboards_dir: str = ""
     # webhooks may reach loopback, private, link-local and metadata addresses (SPEC 8.2)
     webhook_allow_private: bool = False
     log_level: str = "INFO"

@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+from pathlib import Path
 
 from fastapi.middleware.cors import CORSMiddleware
 from nicegui import app, ui
@@ -10,11 +11,12 @@ import pages
 import pages.oidc
 from app import db, health, https, metrics, migrate, oidc
 from app.background import Background
-from app.config import Settings, get_settings
+from app.config import ConfigError, Settings, get_settings
 from app.graphql.router import create_router
 from app.limiter import RateLimitMiddleware
 from app.mqtt import emqx
 from app.mqtt.embedded import choose_port
+from app.services import dashboards
 from app.services.seed import SeedReport, seed_demo
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ def prepare(settings: Settings) -> SeedReport | None:
     if not settings.mqtt_url:
         settings.mqtt_embedded_port = choose_port(settings.mqtt_embedded_port)
     migrate.open_database(settings)
+    if settings.dashboards_dir:
+        provision_dashboards(Path(settings.dashboards_dir))
     if not settings.demo:
         return None
     with db.session_scope() as session:
@@ -37,6 +41,21 @@ def prepare(settings: Settings) -> SeedReport | None:
             operator_password=settings.operator_password,
             viewer_password=settings.viewer_password,
         )
+
+
+def provision_dashboards(folder: Path) -> None:
+    """Load the dashboard files of IOTDECK_DASHBOARDS_DIR; a bad file is logged and skipped."""
+    if not folder.is_dir():
+        raise ConfigError(f"IOTDECK_DASHBOARDS_DIR: {folder} is not a folder")
+    with db.session_scope() as session:
+        report = dashboards.provision(session=session, folder=folder)
+    logger.info(
+        "dashboards provisioned from %s: %d loaded, %d refused, %d removed",
+        folder,
+        len(report.loaded),
+        len(report.refused),
+        len(report.removed),
+    )
 
 
 def build(settings: Settings) -> None:

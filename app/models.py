@@ -50,6 +50,10 @@ class User(SQLModel, table=True):
     password_hash: str = Field(max_length=255)
     role: Role = Field(sa_column=Column(String(20), nullable=False))
     is_active: bool = True
+    # the dashboard `/` shows this user; None: the seeded fleet overview
+    home_dashboard_id: uuid.UUID | None = Field(
+        default=None, foreign_key="dashboards.id", ondelete="SET NULL"
+    )
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -366,3 +370,34 @@ class DeviceTypeSettings(SQLModel, table=True):
     rate_limit: str | None = Field(default=None, max_length=50)
     rate_burst: int | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class DashboardVisibility(StrEnum):
+    """PRIVATE: its owner (and ADMINs); SHARED: every signed-in user."""
+
+    PRIVATE = "PRIVATE"
+    SHARED = "SHARED"
+
+
+class Dashboard(SQLModel, table=True):
+    """A dashboard: its spec (app/dashboards/spec.py) and who may see and change it."""
+
+    __tablename__ = "dashboards"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    name: str = Field(max_length=200)
+    description: str | None = None
+    visibility: DashboardVisibility = Field(
+        default=DashboardVisibility.PRIVATE, sa_column=Column(String(10), nullable=False)
+    )
+    spec: dict[str, Any] = Field(sa_column=Column(JSONDocument, nullable=False))
+    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    # the file IOTDECK_DASHBOARDS_DIR provisioned it from; None: made in the app
+    provisioned_from: str | None = Field(default=None, max_length=1000, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def provisioned(self) -> bool:
+        """True when it comes from a file: read-only in the app."""
+        return self.provisioned_from is not None

@@ -1,4 +1,4 @@
-"""Batch functions for per-device fields, so `devices { metrics }` costs one worker thread."""
+"""Batch functions for per-item fields, so `devices { metrics }` costs one worker thread."""
 
 import functools
 import uuid
@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from sqlmodel import Session
 
 from app.graphql.context import in_session
-from app.models import DeviceCredential
-from app.services import credentials, telemetry
+from app.models import DeviceCredential, User
+from app.services import credentials, telemetry, users
 from app.services.telemetry import Sample
 
 
@@ -46,5 +46,15 @@ async def device_credentials(device_ids: Sequence[str]) -> list[list[DeviceCrede
     def load(session: Session) -> list[list[DeviceCredential]]:
         found = credentials.live_credentials(session=session, device_ids=ids)
         return [found.get(device_id, []) for device_id in ids]
+
+    return await in_session(load)
+
+
+async def users_by_id(user_ids: Sequence[uuid.UUID]) -> list[User | None]:
+    """The users with these ids (None where one is gone), in one query."""
+
+    def load(session: Session) -> list[User | None]:
+        found = {user.id: user for user in users.users_by_id(session=session, ids=user_ids)}
+        return [found.get(user_id) for user_id in user_ids]
 
     return await in_session(load)

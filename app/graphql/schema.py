@@ -8,6 +8,7 @@ from app.config import Settings
 from app.graphql.alerts import AlertsMutation, AlertsQuery
 from app.graphql.commands import CommandsMutation, CommandsQuery, CommandsSubscription
 from app.graphql.credentials import CredentialsMutation
+from app.graphql.dashboards import DashboardsMutation, DashboardsQuery
 from app.graphql.device_types import DeviceTypesMutation, DeviceTypesQuery
 from app.graphql.devices import DevicesMutation, DevicesQuery
 from app.graphql.errors import GraphQLErrorCodes, log_unexpected
@@ -18,7 +19,15 @@ from app.graphql.users import UsersMutation, UsersQuery
 
 
 @strawberry.type
-class Query(UsersQuery, DevicesQuery, TelemetryQuery, AlertsQuery, CommandsQuery, DeviceTypesQuery):
+class Query(
+    UsersQuery,
+    DevicesQuery,
+    TelemetryQuery,
+    AlertsQuery,
+    CommandsQuery,
+    DeviceTypesQuery,
+    DashboardsQuery,
+):
     """Every query."""
 
 
@@ -30,6 +39,7 @@ class Mutation(
     CommandsMutation,
     CredentialsMutation,
     DeviceTypesMutation,
+    DashboardsMutation,
 ):
     """Every mutation."""
 

@@ -1,6 +1,7 @@
 """Users: accounts, passwords, roles, sign-in."""
 
 import uuid
+from collections.abc import Iterable
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -64,6 +65,12 @@ def authenticate(*, session: Session, email: str, password: str) -> User:
 def get_user(*, session: Session, user_id: uuid.UUID | str) -> User | None:
     """The user with this id, or None."""
     return session.get(User, parse_id(user_id))
+
+
+def users_by_id(*, session: Session, ids: Iterable[uuid.UUID]) -> list[User]:
+    """The users with these ids that exist, in no particular order."""
+    wanted = list(set(ids))
+    return list(session.exec(select(User).where(col(User.id).in_(wanted)))) if wanted else []
 
 
 def list_users(

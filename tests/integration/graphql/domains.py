@@ -26,6 +26,9 @@ _METRIC = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
+PATH_INSIDE = "<a JSON path inside the value>"
+
+
 @dataclass(frozen=True)
 class Domain:
     """What an argument legitimately accepts, in words and as a test of one value."""
@@ -35,6 +38,9 @@ class Domain:
     null: bool = False  # whether null is a meaningful value (not given, cleared, default)
     # null meaning "not given" can leave a companion on its own: the refusal names that one
     null_names: str | None = None
+    # a JSON document checked inside (a dashboard spec): an object's refusal names the path
+    # in it where the first problem is (`widgets[0].x`), anything else the argument
+    names_paths_inside: bool = False
 
     def accepts(self, value: Any) -> bool:
         """True when `value` is valid data for the argument (MISSING: left out)."""
@@ -46,6 +52,8 @@ class Domain:
         """The field a refusal of `value` for `argument` must name."""
         if (value is None or value is MISSING) and self.null_names:
             return self.null_names
+        if self.names_paths_inside and isinstance(value, dict):
+            return PATH_INSIDE
         return argument.name
 
 
@@ -149,6 +157,11 @@ def password(least: int) -> Domain:
     )
 
 
+def dashboard_spec(*, null: bool = False) -> Domain:
+    """A whole dashboard spec (docs/dashboards.md): no hostile value is one."""
+    return Domain("a dashboard spec (docs/dashboards.md)", lambda _value: False, null, None, True)
+
+
 def nothing(says: str, *, null: bool = False) -> Domain:
     """No value of the corpus is valid (valid values exist, they are just not hostile)."""
     return Domain(says, lambda _value: False, null)
@@ -215,6 +228,13 @@ DOMAINS: dict[str, Domain] = {
     "updateDeviceTypeSettings.type": pattern(_DEVICE_TYPE, _TYPE_RULE),
     "updateDeviceTypeSettings.rateLimit": nothing("a rate such as 10/second", null=True),
     "updateDeviceTypeSettings.rateBurst": whole(1, 2**31 - 1, null=True),  # null: the default
+    "createDashboard.input.name": text(200),
+    "createDashboard.input.description": text(2000, blank=True, null=True),
+    "createDashboard.input.spec": dashboard_spec(null=True),  # null: empty
+    "updateDashboard.input.name": text(200, null=True),  # null: unchanged
+    "updateDashboard.input.description": text(2000, blank=True, null=True),  # cleared
+    "updateDashboard.input.spec": dashboard_spec(null=True),  # null: unchanged
+    "importDashboard.spec": dashboard_spec(),
 }
 
 

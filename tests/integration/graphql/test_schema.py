@@ -65,7 +65,16 @@ type Query { me: User! devices(type: String, status: DeviceStatus, search: Strin
   deviceCommands(deviceId: ID!, status: CommandStatus, limit: Int = 50,
     offset: Int = 0): [Command!]!
   command(id: ID!): Command
-  deviceTypeSettings(type: String!): DeviceTypeSettings! }
+  deviceTypeSettings(type: String!): DeviceTypeSettings!
+  dashboards(limit: Int = 100, offset: Int = 0): [Dashboard!]!
+  dashboard(id: ID!): Dashboard }
+enum DashboardVisibility { PRIVATE SHARED }
+type Dashboard { id: ID! name: String! description: String visibility: DashboardVisibility!
+  spec: JSON! createdAt: String! updatedAt: String! provisioned: Boolean! owner: User }
+input CreateDashboardInput { name: String! description: String visibility: DashboardVisibility
+  spec: JSON }
+input UpdateDashboardInput { id: ID! name: String description: String
+  visibility: DashboardVisibility spec: JSON }
 type Mutation { login(email: String!, password: String!): AuthPayload!
   createDevice(input: CreateDeviceInput!): Device!
   updateDevice(input: UpdateDeviceInput!): Device!
@@ -82,7 +91,11 @@ type Mutation { login(email: String!, password: String!): AuthPayload!
   updateDeviceConfig(deviceId: ID!, config: JSON!): Device!
   issueDeviceCredentials(deviceId: ID!, kind: CredentialKind!): DeviceCredentials!
   revokeDeviceCredentials(deviceId: ID!): Device!
-  updateDeviceTypeSettings(type: String!, rateLimit: String, rateBurst: Int): DeviceTypeSettings! }
+  updateDeviceTypeSettings(type: String!, rateLimit: String, rateBurst: Int): DeviceTypeSettings!
+  createDashboard(input: CreateDashboardInput!): Dashboard!
+  updateDashboard(input: UpdateDashboardInput!): Dashboard!
+  deleteDashboard(id: ID!): DeleteResult!
+  importDashboard(spec: JSON!, visibility: DashboardVisibility): Dashboard! }
 enum AlertSeverity { INFO WARNING CRITICAL }
 enum AlertStatus { ACTIVE ACKNOWLEDGED RESOLVED }
 type Alert { id: ID! deviceId: ID! device: Device severity: AlertSeverity! status: AlertStatus!
