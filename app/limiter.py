@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import limits
 import orjson
@@ -25,6 +26,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
+from app.errors import RateLimitedError
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +88,17 @@ class ClientAddresses:
         return self.resolve(peer[0] if peer else None, forwarded)
 
 
+@functools.cache
+def client_addresses(trusted_proxies: tuple[str, ...]) -> ClientAddresses:
+    """The process's reader of client addresses for these proxies (parsed once)."""
+    return ClientAddresses(trusted_proxies)
+
+
 def client_of(request: HTTPConnection, settings: Settings) -> str:
     """The client address of a request or WebSocket, through the trusted proxies."""
     peer = request.client.host if request.client else None
     forwarded = request.headers.get("x-forwarded-for")
-    return ClientAddresses(settings.trusted_proxies).resolve(peer, forwarded)
+    return client_addresses(tuple(settings.trusted_proxies)).resolve(peer, forwarded)
 
 
 class StorageTrouble:
@@ -135,18 +143,26 @@ def request_limiter(notation: str, redis_url: str) -> RequestLimiter:
     return RequestLimiter(notation, make_storage(redis_url))
 
 
-def retry_after_header(seconds: float) -> str:
-    """`Retry-After` in whole seconds, rounded up (an early retry would be refused again)."""
-    return str(max(1, math.ceil(seconds)))
+def whole_seconds(seconds: float) -> int:
+    """A wait in whole seconds, rounded up and at least 1: an early retry is refused again."""
+    return max(1, math.ceil(seconds))
+
+
+def rate_limited_error(seconds: float) -> dict[str, Any]:
+    """The GraphQL error for a client over its limit: `message` and `extensions`."""
+    after = whole_seconds(seconds)
+    return {
+        "message": f"too many requests: retry in {after} s",
+        "extensions": {"code": RateLimitedError.code, "retryAfter": after},
+    }
 
 
 def refusal_body(path: str, seconds: float) -> bytes:
     """A GraphQL error for /graphql, else a plain JSON detail."""
-    message = f"too many requests: retry in {retry_after_header(seconds)} s"
+    error = rate_limited_error(seconds)
     if path == GRAPHQL_PATH:
-        extensions = {"code": "RATE_LIMITED", "retryAfter": int(retry_after_header(seconds))}
-        return orjson.dumps({"errors": [{"message": message, "extensions": extensions}]})
-    return orjson.dumps({"detail": message})
+        return orjson.dumps({"errors": [error]})
+    return orjson.dumps({"detail": error["message"]})
 
 
 class RateLimitMiddleware:
@@ -154,7 +170,7 @@ class RateLimitMiddleware:
 
     def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
         self.app = app
-        self.addresses = ClientAddresses(settings.trusted_proxies)
+        self.addresses = client_addresses(tuple(settings.trusted_proxies))
         self.limiter = request_limiter(settings.rate_limit, settings.redis_url)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -176,7 +192,7 @@ class RateLimitMiddleware:
                 "status": 429,
                 "headers": [
                     (b"content-type", b"application/json"),
-                    (b"retry-after", retry_after_header(seconds).encode()),
+                    (b"retry-after", str(whole_seconds(seconds)).encode()),
                 ],
             }
         )

@@ -18,7 +18,6 @@ Redis when configured, so every process sees the same counts, else in this proce
 
 import asyncio
 import logging
-import math
 import time
 import weakref
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from limits.aio.storage import MemoryStorage, Storage
 
 from app import db
 from app.errors import AuthenticationError, RateLimitedError
-from app.limiter import StorageTrouble, make_storage
+from app.limiter import StorageTrouble, make_storage, whole_seconds
 from app.models import User
 from app.services import users
 
@@ -175,7 +174,7 @@ async def sign_in(email: str, password: str, *, client: str, redis_url: str) -> 
     async with lock:
         seconds = await throttle.retry_after(key, client)
         if seconds > 0:
-            message = REFUSED.format(seconds=math.ceil(seconds))
+            message = REFUSED.format(seconds=whole_seconds(seconds))
             raise RateLimitedError(message, retry_after=seconds)
         try:
             user = await to_thread.run_sync(_authenticate, email, password)

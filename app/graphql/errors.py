@@ -15,7 +15,6 @@ Every error a client sees carries `extensions.code`:
 """
 
 import logging
-import math
 import re
 from collections.abc import Iterable, Iterator
 
@@ -41,6 +40,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.execution import ExecutionResult, StreamExecutionResult
 
 from app.errors import DomainError, RateLimitedError, ValidationError
+from app.limiter import whole_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ BAD_USER_INPUT = "BAD_USER_INPUT"
 PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
-RATE_LIMITED = "RATE_LIMITED"
 INTERNAL_MESSAGE = "internal server error"
 MAX_REASON = 500  # characters of a refusal's reason
 
@@ -141,7 +140,7 @@ def _from_domain(error: GraphQLError, domain: DomainError) -> GraphQLError:
         return bad_input(error, domain.field, domain.reason)
     extensions: dict[str, object] = {"code": domain.code}
     if isinstance(domain, RateLimitedError) and domain.retry_after is not None:
-        extensions["retryAfter"] = max(1, math.ceil(domain.retry_after))
+        extensions["retryAfter"] = whole_seconds(domain.retry_after)
     return _rebuild(error, str(domain), extensions, keep_original=True)
 
 

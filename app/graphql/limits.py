@@ -49,9 +49,9 @@ from strawberry.extensions import SchemaExtension
 from app.config import Settings
 from app.errors import DomainError
 from app.graphql import arguments
-from app.graphql.errors import RATE_LIMITED, VALIDATION_FAILED
+from app.graphql.errors import VALIDATION_FAILED
 from app.intervals import parse_interval
-from app.limiter import client_of, request_limiter, retry_after_header
+from app.limiter import client_of, rate_limited_error, request_limiter
 from app.services import rule_testing
 from app.services.telemetry import MAX_BUCKETS
 
@@ -390,11 +390,8 @@ class WebSocketOperationLimit(SchemaExtension):
 
 
 def _rate_limited(seconds: float) -> GraphQLError:
-    after = int(retry_after_header(seconds))
-    return GraphQLError(
-        f"too many requests: retry in {after} s",
-        extensions={"code": RATE_LIMITED, "retryAfter": after},
-    )
+    error = rate_limited_error(seconds)
+    return GraphQLError(error["message"], extensions=error["extensions"])
 
 
 def websocket_operation_limit(settings: Settings) -> Callable[[], WebSocketOperationLimit]:

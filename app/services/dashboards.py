@@ -224,15 +224,16 @@ def _spec_files(folder: Path) -> Iterable[Path]:
     return sorted(path for path in folder.rglob(f"*{SPEC_FILE_SUFFIX}") if path.is_file())
 
 
-def _read_spec(path: Path) -> dict[str, Any]:
+def _read_spec(path: Path) -> tuple[str, str | None, dict[str, Any]]:
+    """A spec file's dashboard: its name, description and checked spec."""
     try:
         data = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:
         raise ValidationError("spec", f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValidationError("spec", "must be a JSON object")
-    name = _name(data.get("name"))
-    return _checked_spec(data, name, _description(data.get("description")))
+    name, description = _name(data.get("name")), _description(data.get("description"))
+    return name, description, _checked_spec(data, name, description)
 
 
 def provision(*, session: Session, folder: Path) -> ProvisionReport:
@@ -243,38 +244,33 @@ def provision(*, session: Session, folder: Path) -> ProvisionReport:
     and skipped; its dashboard, if provisioned before, stays as it was. Dashboards whose
     file is gone are removed.
     """
-    loaded, refused = [], []
-    present = set()
+    provisioned = {
+        row.provisioned_from: row
+        for row in session.exec(
+            select(Dashboard).where(col(Dashboard.provisioned_from).is_not(None))
+        )
+    }
+    loaded, refused, present = [], [], set()
     for path in _spec_files(folder):
         key = str(path.relative_to(folder))
         present.add(key)
         try:
-            spec = _read_spec(path)
+            name, description, spec = _read_spec(path)
         except (ValidationError, OSError) as exc:
-            reason = str(exc)
-            refused.append((str(path), reason))
-            logger.error("dashboard file %s refused: %s", path, reason)
+            refused.append((str(path), str(exc)))
+            logger.error("dashboard file %s refused: %s", path, exc)
             continue
-        found = session.exec(select(Dashboard).where(Dashboard.provisioned_from == key)).first()
-        dashboard = found or Dashboard(provisioned_from=key, spec=spec, name=spec["name"])
-        dashboard.name, dashboard.description = spec["name"], spec.get("description")
-        dashboard.visibility, dashboard.spec, dashboard.owner_id = (
-            DashboardVisibility.SHARED,
-            spec,
-            None,
-        )
+        dashboard = provisioned.get(key) or Dashboard(provisioned_from=key, name=name, spec=spec)
+        dashboard.name, dashboard.description, dashboard.spec = name, description, spec
+        dashboard.visibility, dashboard.owner_id = DashboardVisibility.SHARED, None
         dashboard.updated_at = utcnow()
         session.add(dashboard)
         loaded.append(key)
-    stale = session.exec(
-        select(Dashboard).where(col(Dashboard.provisioned_from).is_not(None))
-    ).all()
-    removed = [row.provisioned_from for row in stale if row.provisioned_from not in present]
-    for row in stale:
-        if row.provisioned_from not in present:
-            session.delete(row)
+    removed = sorted(key for key in provisioned if key not in present)
+    for key in removed:
+        session.delete(provisioned[key])
     session.flush()
-    return ProvisionReport(loaded=loaded, refused=refused, removed=[str(key) for key in removed])
+    return ProvisionReport(loaded=loaded, refused=refused, removed=removed)
 
 
 def spec_json(dashboard: Dashboard) -> bytes:
