@@ -102,8 +102,9 @@ def test_no_secret_reaches_the_output_or_the_logs_of_a_full_run(tmp_path: Path) 
                 _exercise(server.url)
                 redis.stop()  # the bus and the rate limits lose Redis...
                 _exercise(server.url)
+                _wait_in_log(tmp_path / "serve.log", "lost", timeout=60)
                 redis.start()  # ...and find it again
-                wait_until(lambda: "bus: listening" in _log(tmp_path).split("lost")[-1])
+                wait_until(lambda: "bus: listening" in _log(tmp_path).split("lost")[-1], timeout=60)
                 broker_port = _embedded_broker_port(tmp_path)
                 outputs["ingest"] = _refused_ingest(env, tmp_path, broker_port)
             outputs["serve"] = _log(tmp_path)
@@ -134,6 +135,18 @@ def _log(root: Path) -> str:
     return (root / "serve.log").read_text(errors="replace")
 
 
+def _wait_in_log(log: Path, text: str, timeout: float) -> None:
+    """Wait until `text` is in `log`; on failure the assertion shows the ends of the logs."""
+    try:
+        wait_until(lambda: text in log.read_text(errors="replace"), timeout=timeout)
+    except AssertionError:
+        ends = "".join(
+            f"\n--- {other.name} ends:\n{other.read_text(errors='replace')[-3000:]}"
+            for other in sorted(log.parent.glob("*.log"))
+        )
+        raise AssertionError(f"{text!r} not in {log.name} within {timeout} s{ends}") from None
+
+
 def _embedded_broker_port(root: Path) -> int:
     found = BROKER_LINE.search(_log(root))
     assert found is not None, "serve did not print its embedded broker's port"
@@ -156,7 +169,7 @@ def _refused_ingest(env: dict[str, str], root: Path, port: int) -> str:
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_until(lambda: log.read_text().count("refused the connection") >= 2, timeout=30)
+        _wait_in_log(log, "refused the connection", timeout=60)
     finally:
         process.terminate()
         process.wait(timeout=30)
