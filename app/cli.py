@@ -164,7 +164,7 @@ def seed() -> None:
         )
     print(
         f"users created: {len(report.users_created)}, devices: {len(report.devices_created)},"
-        f" rules: {len(report.rules_created)}"
+        f" rules: {len(report.rules_created)}, dashboards: {len(report.dashboards_created)}"
     )
     _print_generated_logins(report)
 

@@ -30,6 +30,8 @@ def prepare(settings: Settings) -> SeedReport | None:
     if not settings.mqtt_url:
         settings.mqtt_embedded_port = choose_port(settings.mqtt_embedded_port)
     migrate.open_database(settings)
+    with db.session_scope() as session:
+        dashboards.ensure_fleet_overview(session=session)
     if settings.dashboards_dir:
         provision_dashboards(Path(settings.dashboards_dir))
     if not settings.demo:

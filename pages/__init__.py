@@ -1,13 +1,14 @@
 """NiceGUI pages: thin, they call app services and compose components."""
 
 from app.config import Settings
-from pages import alerts, auth, device_detail, devices, rule_editor, rules, users
+from pages import alerts, auth, dashboards, device_detail, devices, rule_editor, rules, users
 
 
 def create(settings: Settings) -> None:
     """Register the sign-in middleware and every page route."""
     auth.create()
     devices.create()
+    dashboards.create()
     device_detail.create()
     users.create()
     alerts.create()

@@ -82,6 +82,21 @@ class CompiledRule:
         return self.condition(series, now_us)
 
 
+@dataclass(frozen=True)
+class CompiledValue:
+    """A value expression ready to evaluate (a dashboard widget's `avg(t, 5m) - setpoint`)."""
+
+    fn: ValueFn  # (series by metric, now in µs) -> the value, None when unknown
+    metrics: Mapping[str, float]  # every metric read -> longest window (s); 0: latest only
+
+
+def compile_value(node: Value) -> CompiledValue:
+    """Turn a value's syntax tree into a closure, once, with the metrics it reads."""
+    reads = _Reads()
+    fn = _value(node, reads)
+    return CompiledValue(fn=fn, metrics=dict(reads.metrics))
+
+
 def compile_rule(rule_id: str, rule: Rule) -> CompiledRule:
     """Turn a rule's syntax tree into closures, once."""
     when_reads, clear_reads = _Reads(), _Reads()

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from app.dashboards.spec import DashboardSpec, Threshold, TimeRange
 
 _MAX_SEGMENT = 60  # a pasted megabyte as a key must not come back whole in the error
-_WIDGET_TYPES = "timeseries, stat, gauge, bar, device_table, alerts, command, markdown"
+_WIDGET_TYPES = "timeseries, stat, gauge, bar, device_table, alerts, command, markdown, fleet"
 _RELATIVE = re.compile(r"now-([1-9][0-9]{0,5})([mhd])")
 _UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440}
 

@@ -1,4 +1,4 @@
-"""Checks a widget's value expression with the rule language's own parser and checks.
+"""Checks and parses a widget's value expression with the rule language's own parser and checks.
 
 The rule language parses rules and bare conditions, not bare values. A value is checked as
 the left side of a condition, as the threshold form builds one (`value == 0`), so the
@@ -8,6 +8,7 @@ dashboard accepts is exactly what a rule can watch.
 
 import re
 
+from app.errors import ValidationError
 from rules import ast
 from rules.checks import check
 from rules.errors import RuleSyntaxError
@@ -23,18 +24,35 @@ _EXAMPLE = "e.g. `avg(temperature, 5m) - setpoint`"
 
 def check_expression(text: str) -> str | None:
     """Why `text` is not a value expression of the rule language, or None when it is one."""
+    return _parse(text)[1]
+
+
+def parse_expression(text: str) -> ast.Value:
+    """The syntax tree of a value expression; ValidationError("expression", why) otherwise."""
+    value, reason = _parse(text)
+    if value is None:
+        raise ValidationError("expression", reason or "is not a value")
+    return value
+
+
+def _parse(text: str) -> tuple[ast.Value | None, str | None]:
+    """The value and None, or None and why `text` is not a value expression."""
     if (reason := _unbalanced(text)) is not None:
-        return reason
+        return None, reason
     # `0 + (` leaves the parser expecting a value, not a condition; the text sits on a line
     # of its own, so a `#` comment in it cannot swallow the closing `)`
     wrapped = f"0 + (\n{text}\n) == 0"
     try:
         condition = parse_condition(wrapped)
     except RuleSyntaxError as exc:
-        return _syntax_reason(text, exc)
+        return None, _syntax_reason(text, exc)
     rule = ast.Rule(name="expression", when=condition)
     errors = [d for d in check([rule], _NO_RETENTION_LIMIT_DAYS) if d.severity == "ERROR"]
-    return errors[0].message if errors else None
+    if errors:
+        return None, errors[0].message
+    # the wrapping parses as Comparison(Arithmetic("+", Number(0), value), Number(0))
+    assert isinstance(condition, ast.Comparison) and isinstance(condition.left, ast.Arithmetic)
+    return condition.left.right, None
 
 
 def _syntax_reason(text: str, exc: RuleSyntaxError) -> str:

@@ -233,6 +233,7 @@ class DeviceTableOptions(_Model):
 
     device_type: TypeRef | None = None
     metrics: Annotated[list[Metric], Field(max_length=10)] = []
+    status: Literal["ONLINE", "OFFLINE"] | None = None  # OFFLINE: the longest silent first
     page_size: Annotated[pydantic.StrictInt, Field(ge=5, le=100)] = 20
 
 
@@ -266,6 +267,12 @@ class MarkdownOptions(_Model):
     content: Annotated[
         pydantic.StrictStr, Field(max_length=MAX_MARKDOWN_LENGTH), AfterValidator(_plain)
     ] = ""
+
+
+class FleetOptions(_Model):
+    """A whole-fleet figure: devices online and offline, points per second, or open alerts."""
+
+    show: Literal["devices", "throughput", "alerts"] = "devices"
 
 
 # -- widgets -------------------------------------------------------------------------------
@@ -321,6 +328,11 @@ class MarkdownWidget(_Widget):
     options: MarkdownOptions = MarkdownOptions()
 
 
+class FleetWidget(_Widget):
+    type: Literal["fleet"]
+    options: FleetOptions = FleetOptions()
+
+
 Widget = Annotated[
     TimeseriesWidget
     | StatWidget
@@ -329,7 +341,8 @@ Widget = Annotated[
     | DeviceTableWidget
     | AlertsWidget
     | CommandWidget
-    | MarkdownWidget,
+    | MarkdownWidget
+    | FleetWidget,
     Field(discriminator="type"),
 ]
 WIDGET_TYPES = (
@@ -341,6 +354,7 @@ WIDGET_TYPES = (
     "alerts",
     "command",
     "markdown",
+    "fleet",
 )
 
 

@@ -34,6 +34,66 @@ NAME_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 2000
 SPEC_FILE_SUFFIX = ".json"
 PROVISIONED_READ_ONLY = "a provisioned dashboard is changed in its file; save a copy to edit it"
+# the built-in dashboards' `provisioned_from`: read-only like a file's, but no file removes them
+BUILT_IN = "builtin:"
+FLEET_OVERVIEW = BUILT_IN + "fleet-overview"
+FLEET_OVERVIEW_SPEC: dict[str, Any] = {
+    "version": 1,
+    "name": "Fleet overview",
+    "description": "The whole fleet at a glance: who is online, how much flows, what is wrong.",
+    "widgets": [
+        {
+            "id": "devices",
+            "type": "fleet",
+            "title": "Devices",
+            "x": 0,
+            "y": 0,
+            "w": 4,
+            "h": 2,
+            "options": {"show": "devices"},
+        },
+        {
+            "id": "throughput",
+            "type": "fleet",
+            "title": "Telemetry",
+            "x": 4,
+            "y": 0,
+            "w": 4,
+            "h": 2,
+            "options": {"show": "throughput"},
+        },
+        {
+            "id": "open-alerts",
+            "type": "fleet",
+            "title": "Open alerts",
+            "x": 8,
+            "y": 0,
+            "w": 4,
+            "h": 2,
+            "options": {"show": "alerts"},
+        },
+        {
+            "id": "latest-alerts",
+            "type": "alerts",
+            "title": "Latest alerts",
+            "x": 0,
+            "y": 2,
+            "w": 7,
+            "h": 5,
+            "options": {"limit": 10},
+        },
+        {
+            "id": "silent",
+            "type": "device_table",
+            "title": "Devices silent too long",
+            "x": 7,
+            "y": 2,
+            "w": 5,
+            "h": 5,
+            "options": {"status": "OFFLINE", "pageSize": 10},
+        },
+    ],
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,6 +266,56 @@ def find_dashboard(*, session: Session, dashboard_id: uuid.UUID | str) -> Dashbo
     return found
 
 
+def copy_dashboard(*, session: Session, user: User, dashboard_id: uuid.UUID | str) -> Dashboard:
+    """ "Save as copy": a PRIVATE dashboard of `user` with the spec of one they may open."""
+    original = get_dashboard(session=session, user=user, dashboard_id=dashboard_id)
+    spec = export_spec(original) | {"name": f"{original.name} (copy)"[:NAME_MAX_LENGTH]}
+    return import_dashboard(session=session, user=user, spec=spec)
+
+
+def ensure_fleet_overview(*, session: Session) -> Dashboard:
+    """The built-in "Fleet overview" (SHARED, read-only), created or brought up to date."""
+    found = session.exec(
+        select(Dashboard).where(Dashboard.provisioned_from == FLEET_OVERVIEW)
+    ).first()
+    spec = _checked_spec(
+        FLEET_OVERVIEW_SPEC, FLEET_OVERVIEW_SPEC["name"], FLEET_OVERVIEW_SPEC["description"]
+    )
+    if found is not None and found.spec == spec:
+        return found
+    dashboard = found or Dashboard(provisioned_from=FLEET_OVERVIEW, name=spec["name"], spec=spec)
+    dashboard.name, dashboard.description, dashboard.spec = spec["name"], spec["description"], spec
+    dashboard.visibility, dashboard.owner_id = DashboardVisibility.SHARED, None
+    dashboard.updated_at = utcnow()
+    session.add(dashboard)
+    session.flush()
+    return dashboard
+
+
+def home_dashboard(*, session: Session, user: User) -> Dashboard:
+    """The dashboard `/` shows `user`: their choice while they may open it, else the overview."""
+    if user.home_dashboard_id is not None:
+        chosen = session.get(Dashboard, user.home_dashboard_id)
+        if chosen is not None and can_see(user, chosen):
+            return chosen
+    return ensure_fleet_overview(session=session)
+
+
+def set_home(*, session: Session, user: User, dashboard_id: uuid.UUID | str | None) -> None:
+    """Make a dashboard `user` may open their home; None goes back to the fleet overview."""
+    stored = session.get(User, user.id)
+    if stored is None:
+        raise NotFoundError("user", user.id)
+    if dashboard_id is None:
+        stored.home_dashboard_id = None
+    else:
+        stored.home_dashboard_id = get_dashboard(
+            session=session, user=user, dashboard_id=dashboard_id
+        ).id
+    session.add(stored)
+    session.flush()
+
+
 def export_spec(dashboard: Dashboard) -> dict[str, Any]:
     """The dashboard's whole spec: importing it gives the same dashboard back."""
     return dict(dashboard.spec)
@@ -247,7 +357,10 @@ def provision(*, session: Session, folder: Path) -> ProvisionReport:
     provisioned = {
         row.provisioned_from: row
         for row in session.exec(
-            select(Dashboard).where(col(Dashboard.provisioned_from).is_not(None))
+            select(Dashboard).where(
+                col(Dashboard.provisioned_from).is_not(None),
+                col(Dashboard.provisioned_from).not_like(f"{BUILT_IN}%"),
+            )
         )
     }
     loaded, refused, present = [], [], set()

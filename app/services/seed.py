@@ -15,11 +15,13 @@ from pathlib import Path
 from sqlmodel import Session
 
 import seeds
-from app.models import Device, DeviceCreate, Role, UserCreate
-from app.services import devices, rules, users
+from app.models import DashboardVisibility, Device, DeviceCreate, Role, UserCreate
+from app.services import dashboards, devices, rules, users
 from app.services.rules import RuleInput
 
 DEMO_FILE = Path(seeds.__file__).parent / "demo.json"
+DASHBOARDS = Path(seeds.__file__).parent / "dashboards"  # the first is docs/dashboards.md's example
+DEMO_ADMIN = "admin@example.com"
 ADMIN_EMAIL = "admin@example.com"
 
 
@@ -39,6 +41,7 @@ class SeedReport:
     users_created: list[str] = field(default_factory=list)
     devices_created: list[str] = field(default_factory=list)
     rules_created: list[str] = field(default_factory=list)
+    dashboards_created: list[str] = field(default_factory=list)
     generated: list[GeneratedLogin] = field(default_factory=list)
 
 
@@ -88,7 +91,24 @@ def seed_demo(
         if rule.name not in existing:
             rules.create_rule(session=session, data=RuleInput(expression=text))
             report.rules_created.append(rule.name)
+    _seed_dashboards(session, report)
     return report
+
+
+def _seed_dashboards(session: Session, report: SeedReport) -> None:
+    """The demo's example dashboards, SHARED and owned by the demo admin, when missing."""
+    admin = users.get_user_by_email(session=session, email=DEMO_ADMIN)
+    if admin is None:
+        return
+    existing = {d.name for d in dashboards.list_dashboards(session=session, user=admin)}
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        spec = json.loads(path.read_text())
+        if spec["name"] in existing:
+            continue
+        dashboards.import_dashboard(
+            session=session, user=admin, spec=spec, visibility=DashboardVisibility.SHARED
+        )
+        report.dashboards_created.append(spec["name"])
 
 
 @functools.cache

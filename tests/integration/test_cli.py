@@ -53,7 +53,7 @@ def test_seed_gives_each_demo_account_its_own_password_printed_once(
 ) -> None:
     first = _run(["seed"], env)
     assert first.returncode == 0, first.stderr
-    assert "users created: 3, devices: 10, rules: 5" in first.stdout
+    assert "users created: 3, devices: 10, rules: 5, dashboards: 1" in first.stdout
     logins = _GENERATED_LOGIN.findall(first.stdout)
     assert sorted(email for _, email, _ in logins) == [
         "admin@example.com",
@@ -71,7 +71,7 @@ def test_seed_gives_each_demo_account_its_own_password_printed_once(
             users.authenticate(session=session, email=logins[0][1], password=passwords[1])
     second = _run(["seed"], env)
     assert second.returncode == 0, second.stderr
-    assert "users created: 0, devices: 0, rules: 0" in second.stdout
+    assert "users created: 0, devices: 0, rules: 0, dashboards: 0" in second.stdout
     assert "login" not in second.stdout
 
 

@@ -12,7 +12,7 @@ from app.errors import ValidationError
 from app.models import AlertSeverity
 from app.services import validation
 
-EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "cold-store.dashboard.json"
+EXAMPLE = Path(__file__).parents[2] / "seeds" / "dashboards" / "cold-store.dashboard.json"
 DEVICE = "6f1c2a8e-0c1b-4a51-9d1e-1a0000000004"
 
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -30,6 +30,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "gauge": {"device": DEVICE, "expression": "max(humidity, 1h)", "min": 0, "max": 100},
     "bar": {"deviceType": "power_meter", "metric": "power.active", "sort": "name"},
     "device_table": {"deviceType": "thermostat", "metrics": ["temperature", "battery"]},
+    "fleet": {"show": "throughput"},
     "alerts": {"severities": ["CRITICAL"], "deviceType": "thermostat"},
     "command": {
         "device": DEVICE,
@@ -90,7 +91,7 @@ def test_defaults_are_written_out_and_unset_options_left_out() -> None:
 
 
 def test_widgets_without_required_options_may_leave_them_out() -> None:
-    for kind in ("device_table", "alerts", "markdown"):
+    for kind in ("device_table", "alerts", "markdown", "fleet"):
         data = widget(kind)
         del data["options"]
         assert parse_spec(spec(data)).widgets[0].options is not None
@@ -168,7 +169,7 @@ def test_alert_severities_are_the_platforms() -> None:
         (
             spec(widget(type="pie")),
             "widgets[0].type: 'pie' is not a widget type; use one of "
-            "timeseries, stat, gauge, bar, device_table, alerts, command, markdown",
+            "timeseries, stat, gauge, bar, device_table, alerts, command, markdown, fleet",
         ),
         (spec(widget(id="a b")), "widgets[0].id: must be 1 to 40 characters of A-Z a-z 0-9 _ -"),
         (spec(widget(x="1")), "widgets[0].x: must be a whole number"),
@@ -400,7 +401,7 @@ def test_parsed_specs_are_immutable() -> None:
 
 
 def test_the_documented_spec_is_valid_and_in_normal_form() -> None:
-    docs = (EXAMPLE.parents[1] / "dashboards.md").read_text(encoding="utf-8")
+    docs = (Path(__file__).parents[2] / "docs" / "dashboards.md").read_text(encoding="utf-8")
     block = docs.split("```json\n", 1)[1].split("```", 1)[0]
     data = json.loads(block)
     exported = spec_to_json(parse_spec(data))

@@ -44,7 +44,7 @@ TIMEOUT = 60  # seconds; a refusal that takes this long is a hang
 MAX_ANSWER = 20_000  # characters: a refusal does not send a megabyte back
 RULE = 'rule "Overheat" on type "thermostat" when temperature > 30'
 EXAMPLE_SPEC = json.loads(
-    (Path(__file__).parents[3] / "docs" / "examples" / "cold-store.dashboard.json").read_text()
+    (Path(__file__).parents[3] / "seeds" / "dashboards" / "cold-store.dashboard.json").read_text()
 )
 _emails = itertools.count()
 

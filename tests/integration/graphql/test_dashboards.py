@@ -11,7 +11,7 @@ from app.services import dashboards
 from tests.integration.graphql.client import GraphQLClient, code_of
 from tests.integration.graphql.conftest import Account
 
-EXAMPLE = Path(__file__).parents[3] / "docs" / "examples" / "cold-store.dashboard.json"
+EXAMPLE = Path(__file__).parents[3] / "seeds" / "dashboards" / "cold-store.dashboard.json"
 FIELDS = "id name description visibility spec provisioned createdAt updatedAt owner { id email }"
 CREATE = f"mutation($i: CreateDashboardInput!) {{ createDashboard(input: $i) {{ {FIELDS} }} }}"
 UPDATE = f"mutation($i: UpdateDashboardInput!) {{ updateDashboard(input: $i) {{ {FIELDS} }} }}"

@@ -1,0 +1,1 @@
+"""The low-code dashboards' parts: the grid, the widget views, the editor."""
