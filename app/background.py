@@ -11,6 +11,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from app import bus, health, jobs
 from app.command_dispatch import run_command_dispatcher
 from app.config import Settings
+from app.dashboards.live import get_live_values
 from app.evaluation import run_evaluator
 from app.mqtt import logins
 from app.mqtt.connection import BrokerAddress
@@ -134,5 +135,6 @@ class Background:
         if self.broker is not None:
             await self.broker.stop()
         health.unregister_check("bus")
+        get_live_values().close()  # the dashboards' subscriptions go before the hub
         await self.bus.stop()
         bus.set_bus(bus.NullBus())

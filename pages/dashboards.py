@@ -36,6 +36,7 @@ from components.confirm_dialog import confirm
 from components.dashboard.editor import (
     DEFAULT_SIZE,
     KINDS,
+    PRESETS,
     SIZES,
     Choices,
     JsonView,
@@ -51,14 +52,6 @@ from components.frame import frame, page_heading
 from components.live import LiveFeed
 from pages.auth import current_user
 
-PRESETS = {
-    "now-15m": "Last 15 minutes",
-    "now-1h": "Last hour",
-    "now-6h": "Last 6 hours",
-    "now-24h": "Last 24 hours",
-    "now-7d": "Last 7 days",
-    "now-30d": "Last 30 days",
-}
 CUSTOM = "custom"
 TIMED = frozenset({"timeseries", "stat"})  # the widgets that show a range
 PAGE_CHANNELS = frozenset({bus.DEVICE_STATUS, bus.DEVICE_EVENTS, bus.ALERTS, bus.COMMANDS})
@@ -245,10 +238,7 @@ class DashboardPage:
         self.variables: dict[str, str | None] = {}
         self.time = dict(self.spec["time"])
         self.refresh = self.spec["refresh"]
-        try:
-            self.live = get_live_values()
-        except RuntimeError:
-            self.live = None
+        self.live = get_live_values()
         self.feed = LiveFeed(self._message, channels=PAGE_CHANNELS)
         self.choices = Choices([v["name"] for v in self.spec.get("variables", [])])
         self._drafting: str | None = None  # the widget the drawer edits
@@ -349,17 +339,25 @@ class DashboardPage:
         current = self.time["from"] if self.time.get("to") == "now" else CUSTOM
         if current not in options:
             options[current] = current
-        options[CUSTOM] = "Custom range…"
-        self.range_select = ui.select(options, value=current, on_change=self._range_picked)
-        self.range_select.props("outlined dense options-dense").classes("w-48").mark("time-range")
+        custom = self.time if current == CUSTOM else None
+        options[CUSTOM] = f"{custom['from']} to {custom['to']}" if custom else "Custom range…"
+        self.range_select = ui.select(
+            options, label="Time range", value=current, on_change=self._range_picked
+        )
+        self.range_select.props("outlined dense options-dense stack-label").classes("w-56")
+        self.range_select.mark("time-range")
         refresh = {
-            value: ("Live only" if value == "off" else f"Reload every {value}")
+            value: ("Off: live updates only" if value == "off" else f"Every {value}")
             for value in REFRESH_INTERVALS
         }
         self.refresh_select = ui.select(
-            refresh, value=self.refresh, on_change=lambda e: self._set_refresh(e.value)
+            refresh,
+            label="Reload",
+            value=self.refresh,
+            on_change=lambda e: self._set_refresh(e.value),
         )
-        self.refresh_select.props("outlined dense options-dense").classes("w-44").mark("refresh")
+        self.refresh_select.props("outlined dense options-dense stack-label").classes("w-52")
+        self.refresh_select.mark("refresh")
 
     def _edit_bar(self) -> None:
         with ui.row().classes(
@@ -447,6 +445,9 @@ class DashboardPage:
                 )
                 return
             self.time = chosen
+            options = dict(self.range_select.options)
+            options[CUSTOM] = f"{chosen['from']} to {chosen['to']}"
+            self.range_select.set_options(options, value=CUSTOM)
         elif event.value in PRESETS or event.value.startswith("now-"):
             if self.time == {"from": event.value, "to": "now"}:
                 return

@@ -32,6 +32,14 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "markdown": ("Text", "notes", "Notes and links in Markdown"),
     "fleet": ("Fleet figure", "hub", "Devices online, throughput or open alerts"),
 }
+PRESETS = {
+    "now-15m": "Last 15 minutes",
+    "now-1h": "Last hour",
+    "now-6h": "Last 6 hours",
+    "now-24h": "Last 24 hours",
+    "now-7d": "Last 7 days",
+    "now-30d": "Last 30 days",
+}
 SIZES = {"timeseries": (6, 4), "bar": (6, 4), "device_table": (6, 5), "alerts": (6, 4)}
 DEFAULT_SIZE = (3, 2)
 _FIELD = "outlined dense stack-label"
@@ -280,6 +288,19 @@ class WidgetDrawer:
         toggle.on_value_change(switch)
         await show(mode)
 
+    def time_override(self) -> None:
+        """This widget's own range, or the dashboard's."""
+        own = self.options.get("time")
+        value = own["from"] if own and own.get("to") == "now" else ""
+        choices = {"": "The dashboard's range"} | PRESETS
+        if own and value not in choices:
+            choices[value] = f"{own['from']} to {own['to']}"  # set in the JSON: kept as is
+        select = ui.select(choices, label="Time range", value=value).props(_FIELD)
+        select.classes("w-full").mark("field-time")
+        select.on_value_change(
+            lambda e: self.set("time", {"from": e.value, "to": "now"} if e.value else None)
+        )
+
     def thresholds(self) -> None:
         """Rows of value and colour; the colour applies from the value up."""
         rows = self.options.setdefault("thresholds", [])
@@ -339,6 +360,7 @@ async def _timeseries(drawer: WidgetDrawer) -> None:
     with ui.row().classes("w-full gap-2 no-wrap"):
         drawer.number("Y min", "min")
         drawer.number("Y max", "max")
+    drawer.time_override()
     drawer.thresholds()
 
 
@@ -364,6 +386,7 @@ async def _stat(drawer: WidgetDrawer) -> None:
         drawer.number("Decimals", "decimals", whole=True)
     spark = ui.switch("Sparkline", value=drawer.options.get("sparkline", True))
     spark.on_value_change(lambda e: drawer.set("sparkline", e.value)).mark("field-sparkline")
+    drawer.time_override()
     drawer.thresholds()
 
 

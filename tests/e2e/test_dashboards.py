@@ -335,3 +335,73 @@ async def test_create_alert_from_a_widget_opens_a_filled_editor_whose_rule_saves
     saved = [r for r in rules if r["name"] == "Boiler pressure too high"]
     assert saved, json.dumps(rules)[:500]
     assert probe.id in saved[0]["expression"]
+
+
+async def test_edit_json_refuses_with_the_path_and_undo_and_discard_go_back(
+    page: Page, server: Server
+) -> None:
+    note = {"id": "note", "type": "markdown", "title": "Note", "x": 0, "y": 0, "w": 4, "h": 2}
+    spec = {"version": 1, "widgets": [note | {"options": {"content": "Hello **operators**"}}]}
+    name = f"Notes {uuid.uuid4().hex[:6]}"
+    dashboard_id = _dashboard(server, ADMIN, name, spec, shared=False)
+    await sign_in(page, server, ADMIN)
+    await page.goto(f"{server.url}/dashboards/{dashboard_id}?edit=1")
+    await expect(page.locator(".dashboard-card")).to_have_count(1)
+
+    async def apply(document: dict[str, Any]) -> None:
+        await page.locator(".cm-content").click()
+        await page.keyboard.press("Control+A")
+        await page.keyboard.insert_text(json.dumps(document, indent=2))
+        await page.get_by_role("button", name="Apply").click()
+
+    await page.get_by_role("button", name="Edit JSON").click()
+    await expect(page.locator(".cm-content")).to_contain_text('"Hello **operators**"')
+    exported = {"version": 1, "name": name, "widgets": [spec["widgets"][0]]}
+    second = note | {"id": "more", "x": 4, "options": {"content": "Second"}}
+    await apply(exported | {"widgets": [*exported["widgets"], second | {"x": 10}]})
+    error = page.get_by_text("widgets[1].w: x + w is 14", exact=False)
+    await expect(error).to_be_visible()
+    await screenshot(page, "dashboard-06-json-error")
+    await expect(page.locator(".dashboard-card")).to_have_count(1)  # nothing applied
+
+    await apply(exported | {"widgets": [*exported["widgets"], second]})
+    await expect(page.locator(".dashboard-card")).to_have_count(2)
+    await expect(page.get_by_text("Second")).to_be_visible()
+    await page.get_by_role("button", name="Undo").click()
+    await expect(page.locator(".dashboard-card")).to_have_count(1)
+
+    await page.get_by_role("button", name="Edit JSON").click()
+    await apply(exported | {"widgets": [*exported["widgets"], second]})
+    await expect(page.locator(".dashboard-card")).to_have_count(2)
+    await page.get_by_role("button", name="Discard").click()
+    await expect(page.locator(".dashboard-card")).to_have_count(1)
+    await expect(page.get_by_role("button", name="Edit")).to_be_visible()
+    query = "query($id: ID!) { dashboard(id: $id) { spec } }"
+    stored = graphql_as(server, ADMIN, query, id=dashboard_id)["dashboard"]["spec"]
+    assert [w["id"] for w in stored["widgets"]] == ["note"], "nothing was saved"
+
+
+async def test_home_is_the_fleet_overview_until_the_user_picks_another(
+    page: Page, server: Server
+) -> None:
+    spec = {"version": 1, "widgets": []}
+    name = f"Wall screen {uuid.uuid4().hex[:6]}"
+    dashboard_id = _dashboard(server, ADMIN, name, spec, shared=True)
+    await sign_in(page, server, VIEWER)
+    await page.goto(f"{server.url}/")
+    await expect(
+        page.get_by_role("heading", name="Fleet overview").or_(
+            page.get_by_text("Fleet overview", exact=True)
+        )
+    ).to_be_visible()
+    await expect(page.locator(".dashboard-card[data-type='fleet']")).to_have_count(3)
+    await expect(page.get_by_text("Built in and read-only")).to_be_visible()
+    await expect(page.get_by_role("button", name="Edit")).to_have_count(0)
+    await screenshot(page, "dashboard-00-home")
+
+    await page.goto(f"{server.url}/dashboards/{dashboard_id}")
+    await page.get_by_role("button", name="Make my home").click()
+    await expect(page.get_by_text("Home", exact=True)).to_be_visible()
+    await page.goto(f"{server.url}/")
+    await expect(page.get_by_text(name, exact=True)).to_be_visible()
+    await expect(page.get_by_text("No widgets yet")).to_be_visible()
