@@ -8,7 +8,9 @@ queries the database per live point; lists (alerts, devices, fleet counts) reloa
 once a second when the page's feed says something changed.
 """
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +43,7 @@ GAP = 12  # px between grid cells
 HEADER = 40  # px of a widget card's title bar
 FLUSH_SECONDS = 0.2  # live points are drawn at most this often per widget
 RELOAD_SECONDS = 1.0  # lists reload at most this often on pushed changes
+SHARE_SECONDS = 1.0  # a query's answer serves every page that asks the same meanwhile
 T = TypeVar("T")
 
 
@@ -52,6 +55,29 @@ def _with_session(function: Callable[..., T], kwargs: dict[str, Any]) -> T:
 async def fetch(function: Callable[..., T], **kwargs: Any) -> T:
     """`function(session=..., **kwargs)` in a worker thread: the event loop never waits."""
     return await run.io_bound(_with_session, function, kwargs)
+
+
+_SHARED: dict[tuple[Any, ...], tuple[float, "asyncio.Future[Any]"]] = {}
+
+
+async def fetch_shared(function: Callable[..., T], **kwargs: Any) -> T:
+    """`fetch`, shared by every page of the process asking the same within SHARE_SECONDS.
+
+    Twenty viewers opening one dashboard, or reloading a list on the same pushed alert,
+    cost one query, not twenty. Widget data is the same for every signed-in user.
+    """
+    key = (
+        function,
+        *((name, tuple(v) if isinstance(v, list) else v) for name, v in sorted(kwargs.items())),
+    )
+    now = time.monotonic()
+    found = _SHARED.get(key)
+    if found is None or now - found[0] > SHARE_SECONDS:
+        for old in [k for k, (at, _) in _SHARED.items() if now - at > SHARE_SECONDS]:
+            del _SHARED[old]
+        found = (now, asyncio.ensure_future(fetch(function, **kwargs)))
+        _SHARED[key] = found
+    return await asyncio.shield(found[1])
 
 
 @dataclass
@@ -130,7 +156,8 @@ class View:
     def window(self) -> tuple[datetime, datetime]:
         """[start, end] of the range, now."""
         checked = TimeRange.model_validate(self.time)
-        return data.resolve_range(checked, datetime.now(UTC))
+        # whole seconds: pages opened within the same second share their queries
+        return data.resolve_range(checked, datetime.now(UTC).replace(microsecond=0))
 
     @property
     def follows_now(self) -> bool:
@@ -308,7 +335,7 @@ class TimeseriesView(View):
         traces = []
         unit = f" {self.options['unit']}" if self.options.get("unit") else ""
         for index, series in enumerate(self.options["series"]):
-            line = await fetch(
+            line = await fetch_shared(
                 data.series,
                 device_id=series["device"],
                 metric=series.get("metric"),
@@ -378,11 +405,12 @@ class StatView(View):
             "metric": self.options.get("metric"),
             "expression": self.options.get("expression"),
         }
-        found = await fetch(data.latest, **source, now=datetime.now(UTC))
+        now = datetime.now(UTC).replace(microsecond=0)
+        found = await fetch_shared(data.latest, **source, now=now)
         self.show_value(*(found or (None, None)))
         if self.spark is not None:
             start, end = self.window()
-            line = await fetch(data.series, **source, start=start, end=end, max_points=200)
+            line = await fetch_shared(data.series, **source, start=start, end=end, max_points=200)
             tone = figures.threshold_colour(
                 found[1] if found else None, self.options.get("thresholds", [])
             )
@@ -430,7 +458,7 @@ class GaugeView(View):
 
     async def load(self) -> None:
         """The latest value."""
-        found = await fetch(
+        found = await fetch_shared(
             data.latest,
             device_id=self.options["device"],
             metric=self.options.get("metric"),
@@ -475,12 +503,14 @@ class BarView(View):
 
     async def load(self) -> None:
         """One query for every device's latest value."""
-        self.rows = await fetch(
-            data.bar,
-            device_type=self.options["deviceType"],
-            metric=self.options["metric"],
-            sort=self.options.get("sort", "desc"),
-            limit=self.options.get("limit", 20),
+        self.rows = list(  # a copy: live points change this page's bars only
+            await fetch_shared(
+                data.bar,
+                device_type=self.options["deviceType"],
+                metric=self.options["metric"],
+                sort=self.options.get("sort", "desc"),
+                limit=self.options.get("limit", 20),
+            )
         )
         self.plot.update_figure(self._figure())
 
@@ -529,7 +559,7 @@ class DeviceTableView(View):
         """One query for the page's devices and their values."""
         size = self.options.get("pageSize", 20)
         metrics = self.options.get("metrics", [])
-        found = await fetch(
+        found = await fetch_shared(
             data.device_table,
             device_type=self.options.get("deviceType"),
             metrics=metrics,
@@ -603,7 +633,7 @@ class AlertsView(View):
 
     async def load(self) -> None:
         """One query."""
-        found = await fetch(
+        found = await fetch_shared(
             data.alerts,
             severities=self.options.get("severities", []),
             device_id=self.options.get("device"),
@@ -668,7 +698,7 @@ class FleetView(View):
         if show == "throughput":
             self._rate()
             return
-        fleet = await fetch(data.fleet)
+        fleet = await fetch_shared(data.fleet)
         self.figures.clear()
         with self.figures:
             if show == "devices":
