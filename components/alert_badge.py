@@ -1,8 +1,8 @@
 """The header's open-alert badge: how many alerts are open, a link to them, kept live."""
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from nicegui import run, ui
+from nicegui import background_tasks, ui
 
 from app import bus
 from components.deferred import Deferred
@@ -14,8 +14,11 @@ RECOUNT_DELAY = 0.3  # a burst of alert changes costs one count, not one per cha
 class AlertBadge(ui.link):
     """A bell with the open-alert count; red while any alert is open."""
 
-    def __init__(self, count: int, *, load: Callable[[], int], live: LiveFeed | None) -> None:
-        """Show `count`; when `live` pushes an alert change, `load` the count again."""
+    def __init__(self, *, load: Callable[[], Awaitable[int | None]], live: LiveFeed | None) -> None:
+        """Count with `load` in the background, and again when `live` pushes an alert change.
+
+        `load` reads off the event loop and gives None while the app shuts down.
+        """
         super().__init__(target="/alerts")
         self._load = load
         self.count = -1
@@ -33,7 +36,9 @@ class AlertBadge(ui.link):
             )
             self._bubble.mark("alert-count")
             self._tip = ui.tooltip("")
-        self.set_count(count)
+        self._bubble.set_visibility(False)  # until the first count arrives
+        # not while the page is built: the page does not wait for the count
+        background_tasks.create(self.recount(), name="open-alert count")
         self._recount = Deferred(self.recount, RECOUNT_DELAY)
         if live is not None:
             live.listen(bus.ALERTS, lambda _channel, _message: self._recount.soon())
@@ -51,7 +56,7 @@ class AlertBadge(ui.link):
         )
 
     async def recount(self) -> None:
-        """Read the count again (off the event loop) and show it."""
-        count = await run.io_bound(self._load)
-        if count is not None:  # None: the app is shutting down
+        """Read the count again and show it."""
+        count = await self._load()
+        if count is not None and not self.is_deleted:  # None: the app is shutting down
             self.set_count(count)

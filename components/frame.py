@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from nicegui import app, ui
+from nicegui import app, run, ui
 
 from app import db
 from app.auth import has_role
@@ -28,19 +28,26 @@ def _nav_link(label: str, path: str, icon: str, *, active: bool) -> None:
         ui.label(label)
 
 
-def _open_alerts() -> int:
+def _count_open_alerts() -> int:
     with db.session_scope() as session:
         return alerts.count_open_alerts(session=session)
+
+
+async def _open_alerts() -> int | None:
+    """How many alerts are open, read off the event loop (None while the app shuts down)."""
+    return await run.io_bound(_count_open_alerts)
 
 
 def _header(user: User, live: LiveFeed) -> None:
     path = ui.context.client.request.url.path
     with ui.header().classes("bg-white text-slate-900 border-b border-slate-200 p-0"):
         with ui.row().classes(f"{PAGE_WIDTH} items-center h-14 gap-6 no-wrap"):
-            with ui.link(target="/devices").classes("flex items-center gap-2 no-underline"):
+            with ui.link(target="/").classes("flex items-center gap-2 no-underline"):
                 ui.icon("sensors", size="sm").classes("text-primary")
                 ui.label("iotdeck").classes("text-lg font-bold tracking-tight text-slate-900")
             with ui.row().classes("items-center gap-1 no-wrap"):
+                home = path == "/" or path.startswith("/dashboards")
+                _nav_link("Dashboards", "/dashboards", "dashboard", active=home)
                 _nav_link("Devices", "/devices", "memory", active=path.startswith("/devices"))
                 _nav_link("Alerts", "/alerts", "notifications_active", active=path == "/alerts")
                 _nav_link("Rules", "/rules", "rule", active=path.startswith("/rules"))
@@ -50,7 +57,7 @@ def _header(user: User, live: LiveFeed) -> None:
             # the live connection indicator and the open-alert badge, both pushed
             with ui.row().classes("items-center gap-3 no-wrap").mark("header-status"):
                 live.indicator()
-                AlertBadge(_open_alerts(), load=_open_alerts, live=live)
+                AlertBadge(load=_open_alerts, live=live)
             with ui.row().classes("items-center gap-3 no-wrap pl-4 border-l border-slate-200"):
                 with ui.column().classes("gap-0 items-end leading-tight"):
                     ui.label(user.name or user.email).classes("text-sm font-medium")

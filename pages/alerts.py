@@ -1,9 +1,11 @@
 """Alerts: the open ones and the history, filtered; acknowledge and resolve; pushed live."""
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from nicegui import ui
+from nicegui import run, ui
+from sqlmodel import Session
 
 from app import bus, db
 from app.auth import has_role
@@ -59,16 +61,77 @@ def resolve(alert_id: uuid.UUID, note: str | None) -> None:
     ui.notify("Alert resolved", type="positive")
 
 
-def deliveries(alert_id: uuid.UUID) -> list[NotificationDelivery]:
-    """An alert's notifications, newest first."""
+Deliveries = dict[uuid.UUID, list[NotificationDelivery]]
+
+
+def _deliveries(session: Session, views: list[AlertView], expanded: set[uuid.UUID]) -> Deliveries:
+    """The notifications, newest first, of the shown alerts whose detail is open."""
+    shown = {view.alert.id for view in views} & expanded
+    return {alert_id: notifications.deliveries_for_alert(session, alert_id) for alert_id in shown}
+
+
+def _list_alerts(
+    where: AlertFilter, tab: str, expanded: set[uuid.UUID]
+) -> tuple[list[AlertView], Deliveries]:
     with db.session_scope() as session:
-        return notifications.deliveries_for_alert(session, alert_id)
+        if tab == ACTIVE:
+            found = alert_views.open_alerts(session=session, where=where)
+        else:
+            found = alert_views.history(session=session, where=where)
+        views = alert_views.describe(session=session, shown=found)
+        return views, _deliveries(session, views, expanded)
 
 
-ACTIONS = AlertActions(acknowledge=acknowledge, resolve=resolve, deliveries=deliveries)
+def _device_alerts(
+    device_id: uuid.UUID, expanded: set[uuid.UUID]
+) -> tuple[list[AlertView], Deliveries]:
+    with db.session_scope() as session:
+        found = alerts.active_alerts(session=session, device_id=device_id)
+        views = alert_views.describe(session=session, shown=found)
+        return views, _deliveries(session, views, expanded)
 
 
-class AlertList:
+class _LoadedAlerts:
+    """The alerts a table shows, with the notifications of the open details, read off the loop.
+
+    Subclasses read in `_read` and draw the loaded alerts in a refreshable `rows`. Pushes
+    reload after REFRESH_DELAY (a burst costs one read); an operator's action or an opened
+    detail reloads at once.
+    """
+
+    def __init__(self, *, can_act: bool, show_device: bool) -> None:
+        self.views: list[AlertView] = []
+        self.deliveries: Deliveries = {}
+        actions = AlertActions(
+            acknowledge=acknowledge,
+            resolve=resolve,
+            deliveries=lambda alert_id: self.deliveries.get(alert_id, []),
+        )
+        self.table = AlertTable(actions, can_act=can_act, show_device=show_device)
+        self.table.on_change = Deferred(self.reload, 0).soon
+        self._later = Deferred(self.reload, REFRESH_DELAY)
+        self._loads = 0  # numbers the loads: a slower, older one must not win
+
+    async def _read(self) -> tuple[list[AlertView], Deliveries] | None:
+        raise NotImplementedError
+
+    async def load(self) -> bool:
+        """Read the alerts (off the event loop); False when a newer load started meanwhile."""
+        self._loads += 1
+        ticket = self._loads
+        found = await self._read()
+        if found is None or ticket != self._loads:  # None: the app is shutting down
+            return False
+        self.views, self.deliveries = found
+        return True
+
+    async def reload(self) -> None:
+        """Read the alerts again and redraw them."""
+        if await self.load():
+            self.rows.refresh()
+
+
+class AlertList(_LoadedAlerts):
     """Tabs (open / history), the filter bar and the table, redrawn on every alert change."""
 
     def __init__(self, *, can_act: bool) -> None:
@@ -78,14 +141,15 @@ class AlertList:
         self.status = ALL
         self.device = ALL
         self.range = ALL
-        self.table = AlertTable(ACTIONS, can_act=can_act)
-        self.table.on_change = self.rows.refresh
-        self._later = Deferred(self.rows.refresh, REFRESH_DELAY)
+        super().__init__(can_act=can_act, show_device=True)
 
     def receive(self, channel: str, message: bus.Message) -> None:
-        """An alert was triggered, acknowledged or resolved somewhere: redraw soon."""
+        """An alert was triggered, acknowledged or resolved somewhere: reload soon."""
         del channel, message
         self._later.soon()
+
+    async def _read(self) -> tuple[list[AlertView], Deliveries] | None:
+        return await run.io_bound(_list_alerts, self.where(), self.tab, set(self.table.expanded))
 
     def where(self) -> AlertFilter:
         """The filter the controls describe."""
@@ -104,11 +168,11 @@ class AlertList:
         """True when any filter narrows the list."""
         return bool(self.severity or self.status or self.device or self.range)
 
-    def set_filter(self, **values: str) -> None:
-        """Change filters and redraw."""
+    async def set_filter(self, **values: str) -> None:
+        """Change filters and reload."""
         for name, value in values.items():
             setattr(self, name, value or ALL)
-        self.rows.refresh()
+        await self.reload()
 
     def toolbar(self, devices: dict[uuid.UUID, str]) -> None:
         """Tabs on the left, filters on the right."""
@@ -141,19 +205,10 @@ class AlertList:
                 RANGES, value=self.range, on_change=lambda e: self.set_filter(range=e.value)
             ).props(props).classes("w-40").mark("range-filter")
 
-    def _load(self) -> list[AlertView]:
-        with db.session_scope() as session:
-            where = self.where()
-            if self.tab == ACTIVE:
-                found = alert_views.open_alerts(session=session, where=where)
-            else:
-                found = alert_views.history(session=session, where=where)
-            return alert_views.describe(session=session, shown=found)
-
     @ui.refreshable_method
     def rows(self) -> None:
         """The table of matching alerts, or why there is none."""
-        views = self._load()
+        views = self.views
         if views:
             self.table.show(views)
             if self.tab == HISTORY and len(views) >= alert_views.DEFAULT_LIMIT:
@@ -176,20 +231,21 @@ class AlertList:
             empty_state("history", "No alerts yet", "Alerts appear here once a rule has fired.")
 
 
-class DeviceAlerts:
+class DeviceAlerts(_LoadedAlerts):
     """A device's open alerts, for its page; acknowledge and resolve by role, pushed live."""
 
     def __init__(self, device_id: uuid.UUID, *, can_act: bool) -> None:
-        """Show the open alerts of `device_id`."""
+        """Show the open alerts of `device_id` (once loaded)."""
         self.device_id = device_id
-        self.table = AlertTable(ACTIONS, can_act=can_act, show_device=False)
-        self.table.on_change = self.rows.refresh
-        self._later = Deferred(self.rows.refresh, REFRESH_DELAY)
+        super().__init__(can_act=can_act, show_device=False)
 
     def receive(self, message: bus.Message) -> None:
-        """An `iot:alerts` message: redraw soon when it is about this device."""
+        """An `iot:alerts` message: reload soon when it is about this device."""
         if message.get("device_id") == str(self.device_id):
             self._later.soon()
+
+    async def _read(self) -> tuple[list[AlertView], Deliveries] | None:
+        return await run.io_bound(_device_alerts, self.device_id, set(self.table.expanded))
 
     def create(self) -> None:
         """The section with its table."""
@@ -200,9 +256,7 @@ class DeviceAlerts:
     @ui.refreshable_method
     def rows(self) -> None:
         """The open alerts, newest first, or a quiet line saying there are none."""
-        with db.session_scope() as session:
-            found = alerts.active_alerts(session=session, device_id=self.device_id)
-            views = alert_views.describe(session=session, shown=found)
+        views = self.views
         if not views:
             with ui.row().classes("items-center gap-2 py-1 text-sm text-slate-500"):
                 ui.icon("check_circle", size="xs").classes("text-green-600")
@@ -212,7 +266,7 @@ class DeviceAlerts:
             self.table.show(views)
 
 
-def _devices() -> dict[uuid.UUID, str]:
+def _device_names() -> dict[uuid.UUID, str]:
     with db.session_scope() as session:
         return alert_views.device_names(session=session)
 
@@ -221,10 +275,11 @@ def create() -> None:
     """Register /alerts."""
 
     @ui.page("/alerts")
-    def alerts_page() -> None:
+    async def alerts_page() -> None:
         user = current_user()
         listing = AlertList(can_act=has_role(user, Role.OPERATOR))
         feed = LiveFeed(listing.receive, channels=[bus.ALERTS])
+        names, _ = await asyncio.gather(run.io_bound(_device_names), listing.load())
         with frame("Alerts", user=user, live=feed):
             with page_heading("Alerts", "What the rules found, and what was done about it"):
                 ui.button("Rules", icon="rule", on_click=lambda: ui.navigate.to("/rules")).props(
@@ -232,5 +287,5 @@ def create() -> None:
                 )
             with ui.card().classes("w-full p-0 gap-0 shadow-none border border-slate-200") as card:
                 listing.table.host = card
-                listing.toolbar(_devices())
+                listing.toolbar(names or {})
                 listing.rows()

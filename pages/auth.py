@@ -38,7 +38,7 @@ FINGERPRINT_KEY = "credentials"  # app.auth.credentials_fingerprint at sign-in
 SEEN_KEY = "seen_at"  # wall-clock time of the session's last page load or action
 TICKET_KEY = "sign_in_ticket"
 
-HOME = "/devices"
+HOME = "/"  # the home dashboard
 PUBLIC_PAGES = frozenset({"/login", "/logout"})
 SESSION_ROUTE = "/auth/session"
 TICKET_SECONDS = 30
@@ -58,17 +58,32 @@ def _load_active_user(user_id: object) -> User | None:
     return user if user is not None and user.is_active else None
 
 
-def _session_user(storage: dict) -> User | None:
-    """The session's user, unless it went idle, or its password or role changed since."""
-    idle_seconds = get_settings().session_idle_minutes * 60
+def _idle(storage: dict) -> bool:
+    """True when the session saw no page load or action for the idle limit (or never did)."""
     seen = storage.get(SEEN_KEY)
-    if not isinstance(seen, (int, float)) or time.time() - seen > idle_seconds:
-        return None
-    user = _load_active_user(storage.get(USER_ID_KEY))
+    idle_seconds = get_settings().session_idle_minutes * 60
+    return not isinstance(seen, (int, float)) or time.time() - seen > idle_seconds
+
+
+def _still_signed_in(storage: dict, user: User | None) -> User | None:
+    """`user` unless its password or role changed since sign-in; marks the session as seen."""
     if user is None or storage.get(FINGERPRINT_KEY) != credentials_fingerprint(user):
         return None
     storage[SEEN_KEY] = time.time()
     return user
+
+
+async def _session_user(storage: dict) -> User | None:
+    """The session's user, unless it went idle, or its password or role changed since.
+
+    Only the database read leaves the event loop: the session storage is written on it.
+    """
+    if _idle(storage):
+        return None
+    # not run.io_bound: its None while the app stops would read as "signed out" and end
+    # the session
+    user = await run_in_threadpool(_load_active_user, storage.get(USER_ID_KEY))
+    return _still_signed_in(storage, user)
 
 
 async def start_session(request: Request, user: User) -> None:
@@ -109,7 +124,7 @@ class AuthMiddleware(BaseHTTPMiddleware):
         if request.url.path in PUBLIC_PAGES or not _is_dashboard_page(request):
             return await call_next(request)
         storage = app.storage.user
-        user = await run_in_threadpool(_session_user, storage)
+        user = await _session_user(storage)
         if user is None:
             # idle, disabled, deleted, or its password or role changed: the session ends
             expired = USER_ID_KEY in storage
@@ -126,13 +141,25 @@ def current_user() -> User:
     return ui.context.client.request.state.user
 
 
-def acting_user(role: Role) -> User | None:
-    """The signed-in user re-read before a change, when still active and at least `role`."""
-    user = _session_user(app.storage.user)
+def _allowed(user: User | None, role: Role) -> User | None:
     if user is None or not has_role(user, role):
         ui.notify("You are not allowed to do this any more; reload the page", type="negative")
         return None
     return user
+
+
+async def load_acting_user(role: Role) -> User | None:
+    """The signed-in user re-read (off the event loop) before a change, when still active and
+    at least `role`; None, with a notification, otherwise."""
+    return _allowed(await _session_user(app.storage.user), role)
+
+
+def acting_user(role: Role) -> User | None:
+    """`load_acting_user` for callbacks a component calls synchronously: it reads the database
+    on the event loop, so prefer `load_acting_user` wherever the caller can await."""
+    storage = app.storage.user
+    user = None if _idle(storage) else _load_active_user(storage.get(USER_ID_KEY))
+    return _allowed(_still_signed_in(storage, user), role)
 
 
 def flash(message: str) -> None:
@@ -230,7 +257,7 @@ def _login_form(target: str, sso_error: str = "") -> None:
         # --- end single sign-on ---
 
 
-def _ticket_user(ticket: str) -> tuple[User, str] | None:
+async def _ticket_user(ticket: str) -> tuple[User, str] | None:
     """The user and target of this browser's pending sign-in, when `ticket` is its ticket."""
     pending = app.storage.user.pop(TICKET_KEY, None)
     if not isinstance(pending, dict) or not hmac.compare_digest(
@@ -239,13 +266,13 @@ def _ticket_user(ticket: str) -> tuple[User, str] | None:
         return None
     if time.time() > pending.get("expires", 0):
         return None
-    user = _load_active_user(pending.get("user_id"))
+    user = await run_in_threadpool(_load_active_user, pending.get("user_id"))
     return (user, _safe_target(str(pending.get("target", HOME)))) if user else None
 
 
 async def _open_session(request: Request, ticket: str = "") -> RedirectResponse:
     """Finish a password sign-in: a new session for the ticket's user, then its target."""
-    found = await run_in_threadpool(_ticket_user, ticket)
+    found = await _ticket_user(ticket)
     if found is None:
         return RedirectResponse("/login", status_code=303)
     user, target = found
@@ -265,11 +292,11 @@ def create() -> None:
     app.add_middleware(AuthMiddleware)
 
     @ui.page("/login", title="Sign in · iotdeck")
-    def login_page(
+    async def login_page(
         redirect_to: str = HOME, sso_error: str = "", expired: str = ""
     ) -> RedirectResponse | None:
         target = _safe_target(redirect_to)
-        if _session_user(app.storage.user) is not None:
+        if await _session_user(app.storage.user) is not None:
             return RedirectResponse(target)
         apply_theme()
         with ui.column().classes("w-full min-h-screen items-center justify-center bg-slate-50"):

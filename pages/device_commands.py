@@ -4,7 +4,7 @@ sending, cancelling and pushing a configuration for operators and admins."""
 import uuid
 from collections.abc import Sequence
 
-from nicegui import ui
+from nicegui import run, ui
 from sqlmodel import Session
 
 from app import bus, db
@@ -20,7 +20,7 @@ from components.deferred import Deferred
 from components.device_config import ConfigDialog, config_view
 from components.live import SAFETY_SECONDS
 from components.section import section
-from pages.auth import acting_user
+from pages.auth import acting_user, load_acting_user
 
 HISTORY_LIMIT = 50
 REFRESH_DELAY = 0.2  # a burst of status changes (sent, acknowledged, executed) redraws once
@@ -57,6 +57,32 @@ def _views(session: Session, found: Sequence[DeviceCommand]) -> list[CommandView
     ]
 
 
+def _command_views(device_id: uuid.UUID) -> list[CommandView]:
+    with db.session_scope() as session:
+        found = commands.device_commands(session=session, device_id=device_id, limit=HISTORY_LIMIT)
+        return _views(session, found)
+
+
+def _configured_device(device_id: uuid.UUID) -> Device | None:
+    with db.session_scope() as session:
+        return devices.get_device(session=session, device_id=device_id)
+
+
+def _send_command(data: CommandInput, user_id: uuid.UUID) -> None:
+    with db.session_scope() as session:
+        commands.send_command(session=session, data=data, created_by=user_id)
+
+
+def _cancel_command(command_id: uuid.UUID) -> None:
+    with db.session_scope() as session:
+        commands.cancel_command(session=session, command_id=command_id)
+
+
+def _push_config(device_id: uuid.UUID, config: dict) -> None:
+    with db.session_scope() as session:
+        commands.update_config(session=session, device_id=device_id, config=config)
+
+
 class DeviceCommands:
     """The Commands history (main column), Send a command and Configuration (side column)."""
 
@@ -66,14 +92,39 @@ class DeviceCommands:
         self.device_type = device.type
         self.status = device.status
         self.can_act = can_act
+        self.views: list[CommandView] | None = []  # None: the device was deleted meanwhile
+        self.configured: Device | None = device  # its configuration as last loaded
         self.history = CommandHistory(cancel=self.cancel if can_act else None)
-        self.history.on_change = self.rows.refresh
+        self.history.on_change = self.rows.refresh  # shows more or fewer of those loaded
         self.hints: list[OfflineHint] = []
         # dialogs live beside the redrawn parts: a push while one is open must not close it
         self._history_body: ui.column | None = None
         self._config_body: ui.column | None = None
-        self._later = Deferred(self.rows.refresh, REFRESH_DELAY)
-        self._config_later = Deferred(self.config.refresh, REFRESH_DELAY)
+        self._later = Deferred(self.reload_rows, REFRESH_DELAY)
+        self._config_later = Deferred(self.reload_config, REFRESH_DELAY)
+        # the form and the configuration dialog call back synchronously: reload right after
+        self._rows_now = Deferred(self.reload_rows, 0)
+        self._config_now = Deferred(self.reload_config, 0)
+
+    async def load(self) -> None:
+        """Read the history (off the event loop); the configuration came with the device."""
+        try:
+            found = await run.io_bound(_command_views, self.device_id)
+        except NotFoundError:
+            self.views = None  # deleted meanwhile: the page says so on its next load
+            return
+        if found is not None:  # None: the app is shutting down
+            self.views = found
+
+    async def reload_rows(self) -> None:
+        """Read the history again and redraw it."""
+        await self.load()
+        self.rows.refresh()
+
+    async def reload_config(self) -> None:
+        """Read the configuration again and redraw it."""
+        self.configured = await run.io_bound(_configured_device, self.device_id)
+        self.config.refresh()
 
     def receive(self, message: bus.Message) -> None:
         """An `iot:commands` message: redraw soon what it changed on this device."""
@@ -96,20 +147,15 @@ class DeviceCommands:
             if not self.can_act:
                 self.hints.append(OfflineHint(self.status).classes("mb-3"))
             self.rows()
-        # relative times age, and a push may be missed: redraw now and then anyway
-        ui.timer(SAFETY_SECONDS, self.rows.refresh, immediate=False)
+        # relative times age, and a push may be missed: reload now and then anyway
+        ui.timer(SAFETY_SECONDS, self.reload_rows, immediate=False)
 
     @ui.refreshable_method
     def rows(self) -> None:
         """The device's commands, newest first, or a quiet line saying there are none."""
-        try:
-            with db.session_scope() as session:
-                found = commands.device_commands(
-                    session=session, device_id=self.device_id, limit=HISTORY_LIMIT
-                )
-                views = _views(session, found)
-        except NotFoundError:
-            return  # deleted meanwhile: the page says so on its next load
+        views = self.views
+        if views is None:
+            return
         if not views:
             with ui.row().classes("items-center gap-2 py-1 text-sm text-slate-500"):
                 ui.icon("history", size="xs").classes("text-slate-400")
@@ -139,13 +185,12 @@ class DeviceCommands:
             idempotency_key=request.idempotency_key,
         )
         try:
-            with db.session_scope() as session:
-                commands.send_command(session=session, data=data, created_by=user.id)
+            _send_command(data, user.id)
         except NotFoundError:
             ui.notify("This device was deleted in the meantime", type="warning")
             return
         ui.notify(f"Command “{request.action}” queued", type="positive")
-        self.rows.refresh()
+        self._rows_now.soon()
 
     async def cancel(self, command: DeviceCommand) -> None:
         """Ask, then withdraw a PENDING or SENT command."""
@@ -162,24 +207,22 @@ class DeviceCommands:
             )
         if not confirmed:
             return
-        if acting_user(Role.OPERATOR) is None:
+        if await load_acting_user(Role.OPERATOR) is None:
             return
         try:
-            with db.session_scope() as session:
-                commands.cancel_command(session=session, command_id=command.id)
+            await run.io_bound(_cancel_command, command.id)
         except NotFoundError:
             ui.notify("This command no longer exists", type="warning")
         except ValidationError as error:  # the device answered meanwhile
             ui.notify(f"Not cancelled: {error.reason}", type="warning")
         else:
             ui.notify("Command cancelled", type="positive")
-        self.rows.refresh()
+        await self.reload_rows()
 
     @ui.refreshable_method
     def config(self) -> None:
         """The configuration last pushed, and the button to push another."""
-        with db.session_scope() as session:
-            device = devices.get_device(session=session, device_id=self.device_id)
+        device = self.configured
         if device is None:
             return
         config_view(device.config, device.config_updated_at)
@@ -201,10 +244,9 @@ class DeviceCommands:
         if acting_user(Role.OPERATOR) is None:
             return
         try:
-            with db.session_scope() as session:
-                commands.update_config(session=session, device_id=self.device_id, config=config)
+            _push_config(self.device_id, config)
         except NotFoundError:
             ui.notify("This device was deleted in the meantime", type="warning")
             return
         ui.notify("Configuration pushed", type="positive")
-        self.config.refresh()
+        self._config_now.soon()

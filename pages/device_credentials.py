@@ -11,7 +11,7 @@ from app.models import CredentialKind, DeviceCredential, Role
 from app.services import credentials
 from app.services.credentials import IssuedCredentials
 from components.credentials_panel import CredentialsPanel
-from pages.auth import acting_user
+from pages.auth import load_acting_user
 
 
 def _live(device_id: uuid.UUID) -> list[DeviceCredential]:
@@ -48,7 +48,7 @@ class DeviceCredentials:
 
     async def issue(self, kind: CredentialKind) -> IssuedCredentials | None:
         """A new credential of `kind` as the signed-in admin; None when refused."""
-        if acting_user(Role.ADMIN) is None:
+        if await load_acting_user(Role.ADMIN) is None:
             return None
         try:
             return await run.io_bound(_issued, self.device_id, kind)
@@ -58,7 +58,7 @@ class DeviceCredentials:
 
     async def revoke(self) -> bool:
         """Revoke every credential of the device as the signed-in admin; False when refused."""
-        if acting_user(Role.ADMIN) is None:
+        if await load_acting_user(Role.ADMIN) is None:
             return False
         count = await run.io_bound(_revoked, self.device_id)
         if count is None:  # the app is shutting down

@@ -1,10 +1,12 @@
 """One device: fields, metadata, live telemetry, status and commands; admins edit and delete."""
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
-from nicegui import ui
+from nicegui import background_tasks, run, ui
 from sqlmodel import Session
 
 from app import bus, db
@@ -15,6 +17,7 @@ from app.services import charts, devices
 from app.services.telemetry import Sample
 from components.chips import type_chip
 from components.confirm_dialog import confirm
+from components.deferred import Deferred
 from components.device_form import DeviceForm, DeviceFormData
 from components.empty_state import empty_state
 from components.frame import frame
@@ -26,19 +29,76 @@ from components.section import section
 from components.status_badge import StatusBadge, status_badge
 from components.telemetry_chart import CUSTOM, RangePicker, TelemetryChart, series_colour
 from pages.alerts import DeviceAlerts
-from pages.auth import acting_user, current_user, flash
+from pages.auth import acting_user, current_user, flash, load_acting_user
 from pages.device_commands import DeviceCommands
 from pages.device_credentials import DeviceCredentials
 
 DEFAULT_RANGE = "1 h"
+RELAYOUT_DELAY = 0.2  # first points of several metrics lay the page out once
 
 
-def _load(device_id: str) -> Device | None:
+def _load_device(device_id: str) -> Device | None:
     try:
         with db.session_scope() as session:
             return devices.get_device(session=session, device_id=device_id)
     except ValidationError:
         return None  # not a UUID: as unknown as any other id
+
+
+def _types() -> list[str]:
+    with db.session_scope() as session:
+        return devices.device_types(session=session)
+
+
+def _update_device(device_id: uuid.UUID, data: DeviceFormData) -> None:
+    with db.session_scope() as session:
+        update = DeviceUpdate(name=data.name, type=data.type, metadata=data.metadata)
+        devices.update_device(session=session, device_id=device_id, data=update)
+
+
+def _delete_device(device_id: uuid.UUID) -> None:
+    with db.session_scope() as session:
+        devices.delete_device(session=session, device_id=device_id)
+
+
+def _telemetry(
+    device_id: uuid.UUID, start: datetime, end: datetime
+) -> tuple[list[charts.Tile], list[charts.ChartData]]:
+    """The latest value of every metric, and each metric's chart over [start, end]."""
+    with db.session_scope() as session:
+        latest = charts.tiles(session=session, device_id=device_id)
+        names = [tile.metric_name for tile in latest]
+        return latest, _charts_in(session, device_id, names, start, end)
+
+
+def _charts(
+    device_id: uuid.UUID, names: list[str], start: datetime, end: datetime
+) -> list[charts.ChartData]:
+    with db.session_scope() as session:
+        return _charts_in(session, device_id, names, start, end)
+
+
+def _charts_in(
+    session: Session, device_id: uuid.UUID, names: list[str], start: datetime, end: datetime
+) -> list[charts.ChartData]:
+    return [
+        charts.chart_data(
+            session=session, device_id=device_id, metric_name=name, start=start, end=end
+        )
+        for name in names
+    ]
+
+
+def _tiles(device_id: uuid.UUID) -> list[charts.Tile]:
+    with db.session_scope() as session:
+        return charts.tiles(session=session, device_id=device_id)
+
+
+def _samples_after(device_id: uuid.UUID, name: str, after: datetime, end: datetime) -> list[Sample]:
+    with db.session_scope() as session:
+        return charts.samples_after(
+            session=session, device_id=device_id, metric_name=name, after=after, end=end
+        )
 
 
 def _field(label: str) -> ui.row:
@@ -82,6 +142,11 @@ def _details(device: Device, badges: list[StatusBadge]) -> ui.label:
             ).tooltip("Copy id").mark("copy-id")
         with _field("Type"):
             type_chip(device.type)
+            ui.link(
+                "Dashboards for this type", f"/dashboards?type={quote(device.type, safe='')}"
+            ).classes("text-xs text-primary no-underline hover:underline").mark(
+                "device-type-dashboards"
+            )
         with _field("Status"):
             badges.append(status_badge(device.status))
         with _field("Last seen"):
@@ -105,7 +170,11 @@ def _rate_limited(moment: datetime) -> None:
 
 
 class DeviceTelemetry:
-    """Latest-value tiles and one chart per metric, kept current by `update`."""
+    """Latest-value tiles and one chart per metric, kept current by `push` and `update`.
+
+    What changes the charts (a push, the safety-net update, a new range) runs one at a time,
+    in the order it came, so a redraw never loses the points pushed while it loaded.
+    """
 
     def __init__(self, device_id: uuid.UUID) -> None:
         """Start on the default range."""
@@ -115,7 +184,26 @@ class DeviceTelemetry:
         self.metric_names: list[str] = []
         self.tiles: MetricTiles | None = None
         self.latest: dict[str, charts.Tile] = {}
+        self.shown: list[charts.ChartData] = []  # the charts as last loaded
         self.charts: dict[str, TelemetryChart] = {}
+        self._moving = asyncio.Lock()
+        self._relayout = Deferred(self.reload, RELAYOUT_DELAY)
+        self._redraw = Deferred(self._reload_charts, 0)  # the range picker calls synchronously
+
+    async def load(self) -> None:
+        """Read the latest values and every metric's chart over the range (off the event loop)."""
+        start, end = self._window()
+        found = await run.io_bound(_telemetry, self.device_id, start, end)
+        if found is not None:  # None: the app is shutting down
+            latest, self.shown = found
+            self.metric_names = [tile.metric_name for tile in latest]
+            self.latest = {tile.metric_name: tile for tile in latest}
+
+    async def reload(self) -> None:
+        """Read everything again and lay the sections out anew (first point, new metric)."""
+        async with self._moving:
+            await self.load()
+            self.content.refresh()
 
     def create(self) -> None:
         """The sections, and the slow safety-net refresh beside the live pushes."""
@@ -125,17 +213,13 @@ class DeviceTelemetry:
     @ui.refreshable_method
     def content(self) -> None:
         """Tiles and charts, or how to send the first point."""
-        with db.session_scope() as session:
-            latest = charts.tiles(session=session, device_id=self.device_id)
-        self.metric_names = [tile.metric_name for tile in latest]
-        self.latest = {tile.metric_name: tile for tile in latest}
         self.charts = {}
-        if not latest:
+        if not self.latest:
             self.tiles = None
             _no_telemetry(self.device_id)
             return
         with section("Latest values", icon="speed"):
-            self.tiles = MetricTiles(latest)
+            self.tiles = MetricTiles(list(self.latest.values()))
         with section("Telemetry", icon="show_chart"):
             RangePicker(list(charts.RANGES), self.range, on_change=self.set_range)
             self.chart_list()
@@ -149,38 +233,38 @@ class DeviceTelemetry:
     @ui.refreshable_method
     def chart_list(self) -> None:
         """One chart per metric over the chosen range."""
-        start, end = self._window()
-        with db.session_scope() as session:
-            shown = [self._data(session, name, start, end) for name in self.metric_names]
         self.charts = {}
         with ui.column().classes("w-full gap-0 pt-3 divide-y divide-slate-100"):
-            for index, data in enumerate(shown):
+            for index, data in enumerate(self.shown):
                 with ui.element("div").classes("w-full py-3"):
                     chart = TelemetryChart(data, colour=series_colour(index))
                 self.charts[data.metric_name] = chart
-
-    def _data(
-        self, session: Session, name: str, start: datetime, end: datetime
-    ) -> charts.ChartData:
-        return charts.chart_data(
-            session=session, device_id=self.device_id, metric_name=name, start=start, end=end
-        )
 
     def set_range(self, name: str, custom: tuple[datetime, datetime] | None) -> None:
         """Show every chart over a preset (`custom` None) or the custom range."""
         self.range = name if name != CUSTOM else self.range
         self.custom = custom
-        self.chart_list.refresh()
+        self._redraw.soon()
 
-    def update(self) -> None:
+    async def _reload_charts(self) -> None:
+        async with self._moving:
+            start, end = self._window()
+            shown = await run.io_bound(_charts, self.device_id, self.metric_names, start, end)
+            if shown is not None:
+                self.shown = shown
+                self.chart_list.refresh()
+
+    async def update(self) -> None:
         """Bring tiles and charts up to date from storage (the safety net behind `push`)."""
-        with db.session_scope() as session:
-            latest = charts.tiles(session=session, device_id=self.device_id)
-        if [tile.metric_name for tile in latest] != self.metric_names:
-            self.content.refresh()  # first point, or a new metric: lay the page out again
-            return
-        self.latest = {tile.metric_name: tile for tile in latest}
-        self._advance_all(None)
+        async with self._moving:
+            latest = await run.io_bound(_tiles, self.device_id)
+            if latest is None:
+                return
+            if [tile.metric_name for tile in latest] == self.metric_names:
+                self.latest = {tile.metric_name: tile for tile in latest}
+                await self._advance_all(None)
+                return
+        await self.reload()  # first point, or a new metric: lay the page out again
 
     def push(self, points: list[dict[str, Any]]) -> None:
         """Show points the bus pushed: tiles at once, raw charts by sending only the new points."""
@@ -188,26 +272,31 @@ class DeviceTelemetry:
         if not pushed:
             return
         if any(name not in self.latest for name in pushed):
-            self.content.refresh()  # first point, or a new metric: lay the page out again
+            self._relayout.soon()  # first point, or a new metric: lay the page out again
             return
         for name, samples in pushed.items():
             newest, unit = samples[-1]
             if newest.time >= self.latest[name].time:
                 self.latest[name] = charts.Tile(name, newest.value, unit, newest.time)
-        self._advance_all({name: [sample for sample, _ in items] for name, items in pushed.items()})
+        tails = {name: [sample for sample, _ in items] for name, items in pushed.items()}
+        background_tasks.create(self._advance_pushed(tails), name="telemetry push")
 
-    def _advance_all(self, pushed: dict[str, list[Sample]] | None) -> None:
+    async def _advance_pushed(self, tails: dict[str, list[Sample]]) -> None:
+        async with self._moving:
+            await self._advance_all(tails)
+
+    async def _advance_all(self, pushed: dict[str, list[Sample]] | None) -> None:
         """Redraw the tiles and move every chart on; `pushed` holds new raw points, if known."""
         if self.tiles is not None:
             self.tiles.show(list(self.latest.values()))
         if self.custom is not None:
             return  # a custom range is history: it does not move
         start, end = self._window()
-        for name, chart in self.charts.items():
+        for name, chart in list(self.charts.items()):
             tail = None if pushed is None else pushed.get(name, [])
-            self._advance(name, chart, start, end, tail)
+            await self._advance(name, chart, start, end, tail)
 
-    def _advance(
+    async def _advance(
         self,
         name: str,
         chart: TelemetryChart,
@@ -219,28 +308,26 @@ class DeviceTelemetry:
         if width is not None:
             # bucket averages change only as buckets fill: redraw once a new bucket begins
             if end.timestamp() // width > chart.data.end.timestamp() // width:
-                chart.show(self._fetch(name, start, end))
+                await self._redraw_chart(name, chart, start, end)
             return
         after = _aware(chart.last_time) if chart.last_time else start
         if tail is None:
-            with db.session_scope() as session:
-                tail = charts.samples_after(
-                    session=session,
-                    device_id=self.device_id,
-                    metric_name=name,
-                    after=after,
-                    end=end,
-                )
+            tail = await run.io_bound(_samples_after, self.device_id, name, after, end)
+            if tail is None:
+                return
         else:
             tail = [sample for sample in tail if sample.time > after]  # late points wait
         if chart.point_count + len(tail) > charts.MAX_POINTS:
-            chart.show(self._fetch(name, start, end))  # too dense now: bucket it
+            await self._redraw_chart(name, chart, start, end)  # too dense now: bucket it
         else:
             chart.append(tail, start, end)
 
-    def _fetch(self, name: str, start: datetime, end: datetime) -> charts.ChartData:
-        with db.session_scope() as session:
-            return self._data(session, name, start, end)
+    async def _redraw_chart(
+        self, name: str, chart: TelemetryChart, start: datetime, end: datetime
+    ) -> None:
+        found = await run.io_bound(_charts, self.device_id, [name], start, end)
+        if found is not None:
+            chart.show(found[0])
 
 
 def _no_telemetry(device_id: uuid.UUID) -> None:
@@ -283,6 +370,30 @@ class DeviceDetail:
         self.telemetry: DeviceTelemetry | None = None  # kept across rebuilds: keeps the range
         self.badges: list[StatusBadge] = []
         self.last_seen: ui.label | None = None
+        self.device: Device | None = None
+        self._reload_now = Deferred(self.reload, 0)  # the edit dialog saves synchronously
+
+    async def load(self) -> bool:
+        """Read the device (off the event loop); False when there is none with this id."""
+        self.device = await run.io_bound(_load_device, self.device_id)
+        if self.device is None:
+            return False
+        self.device_id = str(self.device.id)  # as the bus spells it
+        return True
+
+    async def load_sections(self) -> None:
+        """Read what the device's sections show (off the event loop)."""
+        assert self.device is not None  # loaded by `load`
+        self.alerts = DeviceAlerts(self.device.id, can_act=self.can_act)
+        self.commands = DeviceCommands(self.device, can_act=self.can_act)
+        self.telemetry = self.telemetry or DeviceTelemetry(self.device.id)
+        await asyncio.gather(self.alerts.load(), self.commands.load(), self.telemetry.load())
+
+    async def reload(self) -> None:
+        """Read everything again and rebuild the page body."""
+        if await self.load():
+            await self.load_sections()
+        self.content.refresh()
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -314,7 +425,7 @@ class DeviceDetail:
     @ui.refreshable_method
     def content(self) -> None:
         """Heading, then the main and side columns of cards."""
-        device = _load(self.device_id)
+        device = self.device
         self.badges = []
         if device is None:
             self._not_found()
@@ -341,12 +452,10 @@ class DeviceDetail:
         with ui.element("div").classes(
             "w-full grid grid-cols-1 lg:grid-cols-[minmax(0,1fr)_27rem] gap-5 items-start"
         ):
+            assert self.alerts and self.commands and self.telemetry  # by `load_sections`
             with ui.column().classes("gap-5 min-w-0").mark("device-main"):
-                self.alerts = DeviceAlerts(device.id, can_act=self.can_act)
                 self.alerts.create()
-                self.commands = DeviceCommands(device, can_act=self.can_act)
                 self.commands.create_history()
-                self.telemetry = self.telemetry or DeviceTelemetry(device.id)
                 self.telemetry.create()
                 with section("Metadata", icon="data_object"):
                     metadata_view(device.metadata_)
@@ -367,25 +476,25 @@ class DeviceDetail:
                     "unelevated no-caps"
                 )
 
-    def edit(self, device: Device) -> None:
+    async def edit(self, device: Device) -> None:
         """Open the edit dialog; saving updates the device and rebuilds the page."""
 
         def save(data: DeviceFormData) -> None:
             if acting_user(Role.ADMIN) is None:
                 return
             try:
-                with db.session_scope() as session:
-                    update = DeviceUpdate(name=data.name, type=data.type, metadata=data.metadata)
-                    devices.update_device(session=session, device_id=device.id, data=update)
+                _update_device(device.id, data)
             except NotFoundError:
                 ui.notify("This device was deleted in the meantime", type="warning")
-                self.content.refresh()
+                self._reload_now.soon()
                 return
             ui.notify("Device saved", type="positive")
-            self.content.refresh()
+            self._reload_now.soon()
 
         initial = DeviceFormData(name=device.name, type=device.type, metadata=device.metadata_)
-        types = _types()
+        types = await run.io_bound(_types)
+        if types is None:  # the app is shutting down
+            return
         DeviceForm(
             title="Edit device", action="Save changes", on_save=save, types=types, initial=initial
         ).open()
@@ -395,30 +504,28 @@ class DeviceDetail:
         question = f"“{device.name}” and its history will be removed. This cannot be undone."
         if not await confirm("Delete this device?", question, action="Delete device"):
             return
-        if acting_user(Role.ADMIN) is None:
+        if await load_acting_user(Role.ADMIN) is None:
             return
         try:
-            with db.session_scope() as session:
-                devices.delete_device(session=session, device_id=device.id)
+            await run.io_bound(_delete_device, device.id)
         except NotFoundError:
             pass  # already gone: the outcome the operator asked for
         flash(f"Device “{device.name}” deleted")
         ui.navigate.to("/devices")
 
 
-def _types() -> list[str]:
-    with db.session_scope() as session:
-        return devices.device_types(session=session)
-
-
 def create() -> None:
     """Register /devices/{device_id}."""
 
     @ui.page("/devices/{device_id}")
-    def device_page(device_id: str) -> None:
+    async def device_page(device_id: str) -> None:
         user = current_user()
-        device = _load(device_id)
-        detail = DeviceDetail(str(device.id) if device else device_id, user)
-        feed = LiveFeed(detail.receive, channels=detail.channels) if device else None
-        with frame(device.name if device else "Device not found", user=user, live=feed):
+        detail = DeviceDetail(device_id, user)
+        feed = None
+        if await detail.load():
+            # subscribed before the sections load: nothing pushed meanwhile is missed
+            feed = LiveFeed(detail.receive, channels=detail.channels)
+            await detail.load_sections()
+        title = detail.device.name if detail.device else "Device not found"
+        with frame(title, user=user, live=feed):
             detail.content()

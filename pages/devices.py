@@ -1,17 +1,18 @@
 """The devices list: search, filters, paging, registration for admins; status pushed live."""
 
+import asyncio
 from datetime import UTC, datetime
 
-from fastapi.responses import RedirectResponse
-from nicegui import ui
+from nicegui import background_tasks, run, ui
 
 from app import bus, db
 from app.auth import has_role
-from app.models import DeviceCreate, DeviceStatus, Role
+from app.models import Device, DeviceCreate, DeviceStatus, Role
 from app.services import devices
 from app.services.devices import DeviceFilter
 from components.chips import type_chip
 from components.data_table import cell, data_table, row
+from components.deferred import Deferred
 from components.device_form import DeviceForm, DeviceFormData
 from components.empty_state import empty_state
 from components.frame import frame, page_heading
@@ -21,6 +22,7 @@ from components.status_badge import StatusBadge, status_badge, status_label
 from pages.auth import acting_user, current_user
 
 PAGE_SIZE = 25
+REFRESH_DELAY = 0.2  # a burst of device events reloads the list once
 EN_DASH = "\u2013"  # typeset ranges read "1 to 25" with an en dash, not a hyphen
 ALL = ""  # the select value meaning "no constraint"
 COLUMNS = ["Name", "Type", "Status", "Last seen", "Created"]
@@ -29,6 +31,16 @@ COLUMNS = ["Name", "Type", "Status", "Last seen", "Created"]
 def _device_types() -> list[str]:
     with db.session_scope() as session:
         return devices.device_types(session=session)
+
+
+def _device_page(where: DeviceFilter, offset: int) -> tuple[int, int, list[Device]]:
+    """How many devices match, the offset (moved back onto the last page), that page's rows."""
+    with db.session_scope() as session:
+        total = devices.count_devices(session=session, where=where)
+        if offset >= total > 0:
+            offset = (total - 1) // PAGE_SIZE * PAGE_SIZE
+        rows = devices.list_devices(session=session, where=where, limit=PAGE_SIZE, offset=offset)
+    return total, offset, rows
 
 
 class DeviceList:
@@ -40,8 +52,31 @@ class DeviceList:
         self.type = ALL
         self.status = ALL
         self.offset = 0
+        self.total = 0
+        self.found: list[Device] = []  # the page of devices last loaded
         self.rows: dict[str, tuple[StatusBadge, ui.label]] = {}  # shown devices, by id
         self._watched: frozenset[str] = frozenset()  # their telemetry channels
+        self._loads = 0  # numbers the loads: a slower, older one must not win
+        self._later = Deferred(self.reload, REFRESH_DELAY)
+
+    async def load(self) -> bool:
+        """Read the page of devices the filters describe (off the event loop).
+
+        False when a newer load started meanwhile or the app is shutting down.
+        """
+        self._loads += 1
+        ticket = self._loads
+        found = await run.io_bound(_device_page, self._where(), self.offset)
+        if found is None or ticket != self._loads:
+            return False
+        self.total, self.offset, self.found = found
+        self._watched = frozenset(bus.telemetry_channel(device.id) for device in self.found)
+        return True
+
+    async def reload(self) -> None:
+        """Read the page again and redraw the table."""
+        if await self.load():
+            self.table.refresh()
 
     def accepts(self, channel: str) -> bool:
         """Device events, and telemetry of the devices shown (for "last seen")."""
@@ -66,7 +101,7 @@ class DeviceList:
             return
         if kind == "UPDATED" and shown is None:
             return  # a change to a device this page does not show
-        self.table.refresh()  # rows come, go, or stop matching the status filter
+        self._later.soon()  # rows come, go, or stop matching the status filter
 
     def _where(self) -> DeviceFilter:
         status = DeviceStatus(self.status) if self.status else None
@@ -77,17 +112,17 @@ class DeviceList:
         """True when any filter narrows the list."""
         return bool(self.search.strip() or self.type or self.status)
 
-    def set_filter(self, **values: str) -> None:
+    async def set_filter(self, **values: str) -> None:
         """Change filters and go back to the first page."""
         for name, value in values.items():
             setattr(self, name, value or ALL)
         self.offset = 0
-        self.table.refresh()
+        await self.reload()
 
-    def move(self, pages: int) -> None:
+    async def move(self, pages: int) -> None:
         """Go `pages` pages forward (or back when negative)."""
         self.offset = max(0, self.offset + pages * PAGE_SIZE)
-        self.table.refresh()
+        await self.reload()
 
     def toolbar(self, types: list[str]) -> ui.select:
         """Search box and type and status filters; returns the type select to update later."""
@@ -115,21 +150,13 @@ class DeviceList:
 
     @ui.refreshable_method
     def table(self) -> None:
-        """One page of matching devices, or an empty state, and the pager."""
-        with db.session_scope() as session:
-            total = devices.count_devices(session=session, where=self._where())
-            if self.offset >= total > 0:
-                self.offset = (total - 1) // PAGE_SIZE * PAGE_SIZE
-            rows = devices.list_devices(
-                session=session, where=self._where(), limit=PAGE_SIZE, offset=self.offset
-            )
+        """The page of matching devices last loaded, or an empty state, and the pager."""
         self.rows = {}
-        self._watched = frozenset(bus.telemetry_channel(device.id) for device in rows)
-        if total == 0:
+        if self.total == 0:
             self._empty()
             return
         with data_table(COLUMNS):
-            for device in rows:
+            for device in self.found:
                 with row().mark("device-row"):
                     with cell():
                         ui.link(device.name, f"/devices/{device.id}").classes(
@@ -144,7 +171,7 @@ class DeviceList:
                     self.rows[str(device.id)] = (badge, last_seen)
                     with cell(classes="text-slate-600"):
                         time_label(device.created_at, relative=False)
-        self._pager(total)
+        self._pager(self.total)
 
     def _pager(self, total: int) -> None:
         last = min(self.offset + PAGE_SIZE, total)
@@ -184,46 +211,45 @@ class DeviceList:
 
 
 def _create_device(data: DeviceFormData) -> str:
-    if acting_user(Role.ADMIN) is None:
-        return ""
     with db.session_scope() as session:
         create = DeviceCreate(name=data.name, type=data.type, metadata=data.metadata)
         return devices.create_device(session=session, data=create).name
 
 
 def create() -> None:
-    """Register / and /devices."""
-
-    @ui.page("/")
-    def index() -> RedirectResponse:
-        return RedirectResponse("/devices")
+    """Register /devices."""
 
     @ui.page("/devices")
-    def devices_page() -> None:
+    async def devices_page() -> None:
         user = current_user()
         listing = DeviceList()
-        types = _device_types()
         feed = LiveFeed(listing.receive, accepts=listing.accepts)
+        types, _ = await asyncio.gather(run.io_bound(_device_types), listing.load())
         with frame("Devices", user=user, live=feed):
             heading = page_heading("Devices", "Every device registered on this platform")
             if has_role(user, Role.ADMIN):
 
-                def saved(data: DeviceFormData) -> None:
-                    name = _create_device(data)
-                    if name:
-                        ui.notify(f"Device “{name}” created", type="positive")
-                        type_select.set_options(
-                            {ALL: "All types", **{t: t for t in _device_types()}},
-                            value=listing.type,
-                        )
-                        listing.table.refresh()
+                async def show_created() -> None:
+                    known = await run.io_bound(_device_types)
+                    if known is not None:
+                        options = {ALL: "All types", **{t: t for t in known}}
+                        type_select.set_options(options, value=listing.type)
+                    await listing.reload()
 
-                def open_form() -> None:
+                def saved(data: DeviceFormData) -> None:
+                    if acting_user(Role.ADMIN) is None:
+                        return
+                    name = _create_device(data)
+                    ui.notify(f"Device “{name}” created", type="positive")
+                    background_tasks.create(show_created(), name="show the new device")
+
+                async def open_form() -> None:
+                    # suggestions include types added since load
+                    known = await run.io_bound(_device_types)
+                    if known is None:
+                        return
                     DeviceForm(
-                        title="New device",
-                        action="Create device",
-                        on_save=saved,
-                        types=_device_types(),  # suggestions include types added since load
+                        title="New device", action="Create device", on_save=saved, types=known
                     ).open()
 
                 with heading:
@@ -231,5 +257,5 @@ def create() -> None:
                         "unelevated no-caps"
                     ).mark("new-device")
             with ui.card().classes("w-full p-0 gap-0 shadow-none border border-slate-200"):
-                type_select = listing.toolbar(types)
+                type_select = listing.toolbar(types or [])
                 listing.table()

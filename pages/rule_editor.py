@@ -1,6 +1,7 @@
 """One rule: write it with inline diagnostics, fill a simple threshold from a form, test it
 against the last 24 hours of telemetry, save or delete it."""
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -30,7 +31,7 @@ from components.rule_editor import (
 )
 from components.section import section
 from components.threshold_form import ThresholdForm
-from pages.auth import acting_user, current_user, flash
+from pages.auth import current_user, flash, load_acting_user
 
 REPLAY_SPAN = timedelta(hours=24)
 NEW_RULE = """# A rule opens an alert when its condition becomes true on a device.
@@ -51,7 +52,7 @@ CHEAT_SHEET = (
 )
 
 
-def _load(rule_id: str) -> AlertRule | None:
+def _load_rule(rule_id: str) -> AlertRule | None:
     try:
         with db.session_scope() as session:
             return rules.get_rule(session=session, rule_id=rule_id)
@@ -59,7 +60,11 @@ def _load(rule_id: str) -> AlertRule | None:
         return None  # not a UUID: as unknown as any other id
 
 
-def _choices() -> tuple[set[str], list[str], dict[uuid.UUID, str]]:
+Choices = tuple[set[str], list[str], dict[uuid.UUID, str]]
+
+
+def _choices() -> Choices:
+    """The known metrics, device types and device names the quick form offers."""
     with db.session_scope() as session:
         return (
             alert_views.known_metrics(session=session),
@@ -82,6 +87,11 @@ def _chart(device_id: uuid.UUID, metric: str, start: datetime, end: datetime) ->
         )
 
 
+def _delete_rule(rule_id: uuid.UUID) -> None:
+    with db.session_scope() as session:
+        rules.delete_rule(session=session, rule_id=rule_id)
+
+
 def _store(data: RuleInput, rule_id: uuid.UUID | None, author: uuid.UUID) -> tuple[uuid.UUID, str]:
     """Create the rule (no `rule_id`) or update it; its id and name as stored."""
     with db.session_scope() as session:
@@ -95,13 +105,23 @@ def _store(data: RuleInput, rule_id: uuid.UUID | None, author: uuid.UUID) -> tup
 class RuleEditorPage:
     """The editor, its diagnostics, the quick form and the replay for one rule (or a new one)."""
 
-    def __init__(self, rule: AlertRule | None, user: User, *, retention_days: int) -> None:
-        """Edit `rule`, or a new rule when None."""
+    def __init__(
+        self,
+        rule: AlertRule | None,
+        user: User,
+        *,
+        choices: Choices,
+        retention_days: int,
+        draft: str = NEW_RULE,
+    ) -> None:
+        """Edit `rule`, or a new rule starting from `draft` when None; `choices` as `_choices`
+        reads them."""
         self.rule = rule
+        self.draft = draft
         self.user = user
         self.can_edit = has_role(user, Role.OPERATOR)
         self.retention_days = retention_days
-        self.metrics, self.types, self.devices = _choices()
+        self.metrics, self.types, self.devices = choices
         self.checker = Deferred(self.check, CHECK_DELAY, restart=True)
         self.form: ThresholdForm | None = None
 
@@ -173,7 +193,7 @@ class RuleEditorPage:
     def _editor_section(self) -> None:
         with section("Rule", icon="code"):
             self.editor = RuleCodeEditor(
-                self.rule.expression if self.rule else NEW_RULE, on_text=self.changed
+                self.rule.expression if self.rule else self.draft, on_text=self.changed
             )
             if not self.can_edit:
                 self.editor.disable()
@@ -229,7 +249,7 @@ class RuleEditorPage:
 
     async def save(self) -> None:
         """Create or update the rule from the editor's text; a refusal names field and reason."""
-        if (user := acting_user(Role.OPERATOR)) is None:
+        if (user := await load_acting_user(Role.OPERATOR)) is None:
             return
         self._show_error(None)
         data = RuleInput(expression=self.text)
@@ -257,11 +277,10 @@ class RuleEditorPage:
         question = f"“{self.rule.name}” stops watching devices. Its past alerts stay."
         if not await confirm("Delete this rule?", question, action="Delete rule"):
             return
-        if acting_user(Role.OPERATOR) is None:
+        if await load_acting_user(Role.OPERATOR) is None:
             return
         try:
-            with db.session_scope() as session:
-                rules.delete_rule(session=session, rule_id=self.rule.id)
+            await run.io_bound(_delete_rule, self.rule.id)
         except NotFoundError:
             pass  # already gone: the outcome the operator asked for
         flash(f"Rule “{self.rule.name}” deleted")
@@ -324,17 +343,33 @@ def create(settings: Settings) -> None:
     """Register /rules/new and /rules/{rule_id}."""
 
     @ui.page("/rules/new")
-    def new_rule_page() -> None:
+    async def new_rule_page(text: str = "") -> None:
+        # `text`: a draft to start from (a dashboard widget's "Create alert" fills one in)
         user = current_user()
+        choices = await run.io_bound(_choices)
         with frame("New rule", user=user):
-            RuleEditorPage(None, user, retention_days=settings.retention_days).build()
+            if choices is not None:  # None: the app is shutting down
+                page = RuleEditorPage(
+                    None,
+                    user,
+                    choices=choices,
+                    retention_days=settings.retention_days,
+                    draft=text or NEW_RULE,
+                )
+                page.build()
 
     @ui.page("/rules/{rule_id}")
-    def rule_page(rule_id: str) -> None:
+    async def rule_page(rule_id: str) -> None:
         user = current_user()
-        rule = _load(rule_id)
+        rule, choices = await asyncio.gather(
+            run.io_bound(_load_rule, rule_id), run.io_bound(_choices)
+        )
         with frame(rule.name if rule else "Rule not found", user=user):
             if rule is None:
                 _not_found(rule_id)
                 return
-            RuleEditorPage(rule, user, retention_days=settings.retention_days).build()
+            if choices is not None:
+                page = RuleEditorPage(
+                    rule, user, choices=choices, retention_days=settings.retention_days
+                )
+                page.build()

@@ -4,7 +4,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from nicegui import ui
+from nicegui import run, ui
 from nicegui.events import ValueChangeEventArguments
 
 from app import bus, db
@@ -20,7 +20,7 @@ from components.empty_state import empty_state
 from components.frame import frame, page_heading
 from components.live import LiveFeed
 from components.relative_time import time_label
-from pages.auth import acting_user, current_user
+from pages.auth import current_user, load_acting_user
 
 COLUMNS = ["Name", "Scope", "Severity", "Open alerts", "Last fired", "Enabled", ""]
 REFRESH_DELAY = 0.5
@@ -36,7 +36,7 @@ class RuleRow:
     open_alerts: int
 
 
-def _load() -> list[RuleRow]:
+def _rule_rows() -> list[RuleRow]:
     with db.session_scope() as session:
         stored = rules.list_rules(session=session)
         fired = alerts.last_fired(session=session)
@@ -54,13 +54,17 @@ def _load() -> list[RuleRow]:
     ]
 
 
-def set_enabled(rule_id: uuid.UUID, enabled: bool) -> str | None:
+def _enable_rule(rule_id: uuid.UUID, enabled: bool) -> None:
+    with db.session_scope() as session:
+        rules.update_rule(session=session, rule_id=rule_id, data=RuleInput(enabled=enabled))
+
+
+async def set_enabled(rule_id: uuid.UUID, enabled: bool) -> str | None:
     """Switch a rule on or off as the signed-in operator; the reason when refused."""
-    if acting_user(Role.OPERATOR) is None:
+    if await load_acting_user(Role.OPERATOR) is None:
         return "not allowed"
     try:
-        with db.session_scope() as session:
-            rules.update_rule(session=session, rule_id=rule_id, data=RuleInput(enabled=enabled))
+        await run.io_bound(_enable_rule, rule_id, enabled)
     except NotFoundError:
         return "this rule was deleted in the meantime"
     except ValidationError as error:
@@ -93,7 +97,19 @@ class RuleList:
     def __init__(self, *, can_edit: bool) -> None:
         """`can_edit`: the viewer may switch rules on and off (OPERATOR and above)."""
         self.can_edit = can_edit
-        self._later = Deferred(self.table.refresh, REFRESH_DELAY)
+        self.entries: list[RuleRow] = []
+        self._later = Deferred(self.reload, REFRESH_DELAY)
+
+    async def load(self) -> None:
+        """Read every rule with its counts (off the event loop)."""
+        found = await run.io_bound(_rule_rows)
+        if found is not None:  # None: the app is shutting down
+            self.entries = found
+
+    async def reload(self) -> None:
+        """Read the rules again and redraw the table."""
+        await self.load()
+        self.table.refresh()
 
     def receive(self, channel: str, message: bus.Message) -> None:
         """A rule fired or an alert closed: the counts and times move."""
@@ -101,14 +117,14 @@ class RuleList:
         self._later.soon()
 
     def _switch(self, rule: AlertRule) -> None:
-        def change(event: ValueChangeEventArguments) -> None:
-            refused = set_enabled(rule.id, bool(event.value))
+        async def change(event: ValueChangeEventArguments) -> None:
+            refused = await set_enabled(rule.id, bool(event.value))
             if refused:
                 ui.notify(f"{rule.name}: {refused}", type="negative")
             else:
                 state = "enabled" if event.value else "disabled"
                 ui.notify(f"Rule “{rule.name}” {state}", type="positive")
-            self.table.refresh()  # the table always shows what is stored
+            await self.reload()  # the table always shows what is stored
 
         switch = ui.switch(value=rule.enabled, on_change=change).props("dense color=positive")
         switch.mark(f"enabled-{rule.id}")
@@ -119,7 +135,7 @@ class RuleList:
     @ui.refreshable_method
     def table(self) -> None:
         """Every rule by name, or how to write the first."""
-        entries = _load()
+        entries = self.entries
         if not entries:
             with empty_state(
                 "rule",
@@ -181,10 +197,11 @@ def create() -> None:
     """Register /rules."""
 
     @ui.page("/rules")
-    def rules_page() -> None:
+    async def rules_page() -> None:
         user = current_user()
         listing = RuleList(can_edit=has_role(user, Role.OPERATOR))
         feed = LiveFeed(listing.receive, channels=[bus.ALERTS])
+        await listing.load()
         with frame("Rules", user=user, live=feed):
             with page_heading("Rules", "When a device is in trouble, and what happens then"):
                 if listing.can_edit:

@@ -1,6 +1,8 @@
 """User management for admins: list, create, change role, disable and enable."""
 
-from nicegui import ui
+import uuid
+
+from nicegui import run, ui
 from nicegui.events import ValueChangeEventArguments
 
 from app import db
@@ -13,10 +15,25 @@ from components.empty_state import empty_state
 from components.forms import clear_errors, show_error
 from components.frame import frame, page_heading
 from components.relative_time import time_label
-from pages.auth import acting_user, current_user
+from pages.auth import current_user, load_acting_user
 
 COLUMNS = ["Email", "Name", "Role", "Active", "Created"]
 ROLES = {role.value: role.value.capitalize() for role in Role}
+
+
+def _create_user(data: UserCreate) -> str:
+    with db.session_scope() as session:
+        return users.create_user(session=session, data=data).email
+
+
+def _update_user(user_id: uuid.UUID, data: UserUpdate) -> None:
+    with db.session_scope() as session:
+        users.update_user(session=session, user_id=user_id, data=data)
+
+
+def _list_users() -> list[User]:
+    with db.session_scope() as session:
+        return users.list_users(session=session)
 
 
 class UserForm(ui.dialog):
@@ -48,10 +65,10 @@ class UserForm(ui.dialog):
                     "user-form-save"
                 )
 
-    def save(self) -> None:
+    async def save(self) -> None:
         """Create the account; a ValidationError is shown under the field it names."""
         clear_errors(self.fields)
-        if acting_user(Role.ADMIN) is None:
+        if await load_acting_user(Role.ADMIN) is None:
             self.close()
             return
         data = UserCreate(
@@ -61,14 +78,15 @@ class UserForm(ui.dialog):
             password=self.password.value or "",
         )
         try:
-            with db.session_scope() as session:
-                email = users.create_user(session=session, data=data).email
+            email = await run.io_bound(_create_user, data)
         except ValidationError as error:
             show_error(self.fields, error)
             return
+        if email is None:  # the app is shutting down
+            return
         ui.notify(f"User {email} created", type="positive")
         self.close()
-        self._table.show.refresh()
+        await self._table.reload()
 
 
 class UserTable:
@@ -77,46 +95,55 @@ class UserTable:
     def __init__(self, me: User) -> None:
         """Remember who is signed in, to mark their own row."""
         self.me = me
+        self.accounts: list[User] = []
 
-    def _update(self, user: User, data: UserUpdate, done: str) -> None:
-        if acting_user(Role.ADMIN) is None:
-            self.show.refresh()
+    async def load(self) -> None:
+        """Read every account (off the event loop)."""
+        found = await run.io_bound(_list_users)
+        if found is not None:  # None: the app is shutting down
+            self.accounts = found
+
+    async def reload(self) -> None:
+        """Read the accounts again and redraw the table."""
+        await self.load()
+        self.show.refresh()
+
+    async def _update(self, user: User, data: UserUpdate, done: str) -> None:
+        if await load_acting_user(Role.ADMIN) is None:
+            await self.reload()
             return
         try:
-            with db.session_scope() as session:
-                users.update_user(session=session, user_id=user.id, data=data)
+            await run.io_bound(_update_user, user.id, data)
         except (ValidationError, NotFoundError) as error:
             reason = getattr(error, "reason", str(error))
             ui.notify(f"{user.email}: {reason}", type="negative")
         else:
             ui.notify(done, type="positive")
-        self.show.refresh()  # the table always shows what is stored
+        await self.reload()  # the table always shows what is stored
 
     @ui.refreshable_method
     def show(self) -> None:
         """The table of accounts, by email."""
-        with db.session_scope() as session:
-            accounts = users.list_users(session=session)
-        if not accounts:
+        if not self.accounts:
             empty_state("group_off", "No users", "Create the first account with New user.")
             return
         with data_table(COLUMNS):
-            for account in accounts:
+            for account in self.accounts:
                 self._row(account)
 
     def _role_select(self, account: User) -> None:
-        def change(event: ValueChangeEventArguments) -> None:
+        async def change(event: ValueChangeEventArguments) -> None:
             data = UserUpdate(role=Role(event.value))
-            self._update(account, data, f"{account.email} is now {event.value}")
+            await self._update(account, data, f"{account.email} is now {event.value}")
 
         select = ui.select(ROLES, value=str(account.role), on_change=change)
         select.props("outlined dense options-dense").classes("w-36")
         select.mark(f"role-{account.email}")
 
     def _active_switch(self, account: User) -> None:
-        def change(event: ValueChangeEventArguments) -> None:
+        async def change(event: ValueChangeEventArguments) -> None:
             done = f"{account.email} {'enabled' if event.value else 'disabled'}"
-            self._update(account, UserUpdate(is_active=event.value), done)
+            await self._update(account, UserUpdate(is_active=event.value), done)
 
         text = "Active" if account.is_active else "Disabled"
         switch = ui.switch(text, value=account.is_active, on_change=change)
@@ -154,13 +181,15 @@ def create() -> None:
     """Register /users."""
 
     @ui.page("/users")
-    def users_page() -> None:
+    async def users_page() -> None:
         user = current_user()
+        table = UserTable(user)
+        if has_role(user, Role.ADMIN):
+            await table.load()
         with frame("Users", user=user):
             if not has_role(user, Role.ADMIN):
                 _forbidden()
                 return
-            table = UserTable(user)
             with page_heading("Users", "Who can sign in, and what they may do"):
                 ui.button(
                     "New user", icon="person_add", on_click=lambda: UserForm(table).open()

@@ -329,7 +329,7 @@ async def test_create_alert_from_a_widget_opens_a_filled_editor_whose_rule_saves
     await expect(editor).to_contain_text("when avg(pressure, 5m) > 3")
     await expect(editor).to_contain_text(f'on device "{probe.id}"')
     await screenshot(page, "dashboard-05-alert-from-widget")
-    await page.get_by_role("button", name="Save").click()
+    await page.get_by_role("button", name="Create rule").click()
     await page.wait_for_url(lambda url: "/rules/new" not in url)
     rules = graphql_as(server, OPERATOR, "{ alertRules { name expression } }")["alertRules"]
     saved = [r for r in rules if r["name"] == "Boiler pressure too high"]

@@ -86,7 +86,8 @@ async def sign_in(user: User, account: Account, path: str = "/devices") -> None:
     user.find("Email").type(account.email)
     user.find("Password").type(account.password)
     user.find(marker="login-submit").click()
-    await user.should_see(marker="logout")
+    # sign-in goes through two redirects, then the page reads its data off the event loop
+    await user.should_see(marker="logout", retries=30)
     # a real browser's events carry the request of their own page; the simulated user's
     # carry the last one this task saw, the login page's, whose session sign-in replaced
     request_contextvar.set(user.client.request)

@@ -38,6 +38,17 @@ async def test_detail_shows_fields_and_metadata(
     await user.should_see(marker="copy-id")
 
 
+async def test_type_links_to_the_dashboards_of_that_type(
+    user: User, add_device: Callable[..., Device], viewer: Account
+) -> None:
+    del viewer
+    device = add_device("Air box", "air_quality")
+    await user.open(f"/devices/{device.id}")
+    await user.should_see(marker="device-type-dashboards", content="Dashboards for this type")
+    (link,) = user.find(marker="device-type-dashboards").elements
+    assert link.props["href"] == "/dashboards?type=air_quality"
+
+
 async def test_metadata_markup_is_shown_as_text(
     user: User, add_device: Callable[..., Device], admin: Account
 ) -> None:
@@ -73,6 +84,7 @@ async def test_edit_error_names_the_field_and_changes_nothing(
     device = add_device("Keep me", metadata={"site": "Lyon"})
     await user.open(f"/devices/{device.id}")
     user.find(marker="edit-device").click()
+    await user.should_see(marker="device-form")  # the form reads the known types first
     user.find("Name").clear()
     user.find("Metadata (JSON object)").clear().type('{"site": "Paris"}')
     user.find(marker="device-form-save").click()

@@ -44,12 +44,12 @@ def _chart(user: User, metric: str) -> ui.plotly:
     return plot
 
 
-def _tick(user: User) -> None:
-    """Run the refresh timer's callback now instead of waiting for it."""
+async def _tick(user: User) -> None:
+    """Run the refresh timer's callback now, to its end, instead of waiting for it."""
     (timer,) = user.find(marker="telemetry-timer").elements
     assert isinstance(timer, ui.timer) and timer.callback is not None
     with user:
-        timer.callback()
+        await timer.callback()
 
 
 async def test_tiles_and_charts_show_the_latest_values(
@@ -109,7 +109,7 @@ async def test_first_points_replace_the_empty_state_on_refresh(
     await user.open(f"/devices/{device.id}")
     await user.should_see("No telemetry yet")
     _write([Point(device.id, "co2", datetime.now(UTC) - timedelta(seconds=3), 612.0, "ppm")])
-    _tick(user)
+    await _tick(user)
     await user.should_see(marker="tile-co2")
     assert _tile(user, "co2") == ["co2", "612", "ppm", "just now"]
     await user.should_not_see("No telemetry yet")
@@ -126,13 +126,13 @@ async def test_refresh_appends_new_points_and_updates_tiles(
     await user.open(f"/devices/{device.id}")
     await user.should_see(marker="tile-temperature")
     _write([Point(device.id, "temperature", datetime.now(UTC), 23.75, "°C")])
-    _tick(user)
+    await _tick(user)
     await user.should_see(marker="tile-value", content="23.75")
     assert _tile(user, "temperature")[1:] == ["23.75", "°C", "just now"]
     trace = _chart(user, "temperature").figure["data"][0]
     assert (len(trace["x"]), trace["y"][-1]) == (13, 23.75)
     await user.should_see(marker="chart-caption", content="13 points")
-    _tick(user)  # nothing new: nothing appended twice
+    await _tick(user)  # nothing new: nothing appended twice
     assert len(_chart(user, "temperature").figure["data"][0]["x"]) == 13
 
 
@@ -221,7 +221,7 @@ async def test_dense_hour_is_bucketed_and_redrawn_once_a_new_bucket_begins(
     # the page module as the running app imported it (the user fixture loads the app afresh)
     page_module = importlib.import_module("pages.device_detail")
     monkeypatch.setattr(page_module, "datetime", OneMinuteLater)
-    _tick(user)
+    await _tick(user)
     after = _chart(user, "vibration").figure["layout"]["xaxis"]["range"]
     moved = datetime.fromisoformat(after[0]) - datetime.fromisoformat(before[0])
     assert timedelta(seconds=59) < moved < timedelta(seconds=61)

@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 
+from nicegui import ElementFilter, ui
 from nicegui.testing import User
 from nicegui.testing.user_interaction import UserInteraction
 
@@ -20,9 +21,9 @@ def _rows(user: User) -> int:
     return len(user.find(marker="device-row").elements)
 
 
-async def test_root_redirects_to_devices(user: User, admin: Account) -> None:
+async def test_devices_page_opens_directly(user: User, admin: Account) -> None:
     del admin
-    await user.open("/")
+    await user.open("/devices")
     await user.should_see("Every device registered on this platform")
 
 
@@ -115,6 +116,7 @@ async def test_invalid_metadata_names_the_field_and_stores_nothing(
 ) -> None:
     del admin
     user.find(marker="new-device").click()
+    await user.should_see(marker="device-form")  # the form reads the known types first
     user.find("Name").type("Broken device")
     user.find("Type").type("thermostat")
     user.find("Metadata (JSON object)").clear().type('{"site": ')
@@ -127,6 +129,7 @@ async def test_invalid_metadata_names_the_field_and_stores_nothing(
 async def test_invalid_type_names_the_field_and_stores_nothing(user: User, admin: Account) -> None:
     del admin
     user.find(marker="new-device").click()
+    await user.should_see(marker="device-form")  # the form reads the known types first
     user.find("Name").type("Badly typed")
     user.find("Type").type("Not A Type!")
     user.find(marker="device-form-save").click()
@@ -147,3 +150,15 @@ async def test_viewer_sees_no_admin_controls(
     await user.should_not_see("New device")
     await user.should_not_see(marker="nav-users")
     await user.should_see(marker="nav-devices")
+
+
+async def test_header_leads_with_dashboards_and_the_logo_goes_home(
+    user: User, viewer: Account
+) -> None:
+    del viewer
+    await user.open("/devices")
+    await user.should_see(marker="nav-dashboards")
+    with user:
+        targets = [link.props["href"] for link in ElementFilter(kind=ui.link)]
+    # the product logo first, then the navigation, Dashboards leading
+    assert targets[:5] == ["/", "/dashboards", "/devices", "/alerts", "/rules"]

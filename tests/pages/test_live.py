@@ -14,6 +14,8 @@ from app.services import devices, telemetry
 from app.services.telemetry import Point
 from tests.pages.conftest import Account
 
+PUSH_RETRIES = 30  # 3 s: a push makes the page reload, off the event loop, after a short delay
+
 
 async def _until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
     """Wait until `condition()` holds (pushes arrive through the event loop)."""
@@ -76,7 +78,7 @@ async def test_pushed_points_extend_the_chart_and_update_the_tiles(
 
     # a new metric lays the telemetry section out again, with its own tile and chart
     _write([Point(device.id, "humidity", datetime.now(UTC), 41.0, "%")])
-    await user.should_see(marker="tile-humidity")
+    await user.should_see(marker="tile-humidity", retries=PUSH_RETRIES)
     assert _trace(user, "humidity")["y"] == [41.0]
     assert len(_trace(user, "temperature")["x"]) == 3
 
@@ -90,7 +92,7 @@ async def test_first_pushed_point_replaces_the_empty_state(
     await user.should_see("No telemetry yet")
     assert _badges(user) == ["Unknown", "Unknown"]
     _write([Point(device.id, "co2", datetime.now(UTC), 612.0, "ppm")])
-    await user.should_see(marker="tile-co2")
+    await user.should_see(marker="tile-co2", retries=PUSH_RETRIES)
     await user.should_not_see("No telemetry yet")
     # the first point also brought the device online: both badges say so
     await _until(lambda: _badges(user) == ["Online", "Online"])
@@ -129,7 +131,7 @@ async def test_devices_list_shows_status_and_last_seen_live(
     await _until(lambda: _badges(user) == ["Online", "Offline"])
 
     add_device("Brand new")  # registered elsewhere: the list shows it without a reload
-    await user.should_see("Brand new")
+    await user.should_see("Brand new", retries=PUSH_RETRIES)
 
 
 async def test_closing_the_page_closes_its_subscription(

@@ -3,6 +3,7 @@
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 from nicegui import ElementFilter, ui
 from nicegui.testing import User, UserInteraction
@@ -80,6 +81,14 @@ async def test_broken_rule_shows_its_diagnostic_with_line_and_column(
     await _see(user, marker="diagnostics-status", content="No problems")
     assert _editor(user).decorations == []
     assert _positions(user) == []
+
+
+async def test_new_rule_starts_from_the_draft_in_the_address(user: User, operator: Account) -> None:
+    del operator
+    draft = 'rule "Boiler pressure too high"\n  when avg(pressure, 5m) > 3\n'
+    await user.open(f"/rules/new?{urlencode({'text': draft})}")
+    await _see(user, marker="diagnostics-status", content="No problems")
+    assert _editor(user).value == draft
 
 
 async def test_semantic_errors_and_unknown_metric_warnings(

@@ -1,5 +1,7 @@
 """The rules list: what each rule watches, its last firing, enable/disable by role."""
 
+import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -12,6 +14,7 @@ from app.models import AlertRule, Device
 from app.services import alerts, rules
 from app.services.rules import RuleInput
 from tests.pages.conftest import Account
+from tests.waiting import wait_for
 
 
 def _rule(text: str) -> uuid.UUID:
@@ -79,6 +82,28 @@ async def test_operator_disables_and_enables_a_rule(user: User, operator: Accoun
     user.find(marker=f"enabled-{rule_id}").click()
     await user.should_see("Rule “Overheat” enabled")
     assert _stored(rule_id).enabled is True
+
+
+async def test_a_stalled_write_leaves_the_app_serving_pages(user: User, operator: Account) -> None:
+    """The switch's write waits for the database off the event loop, so pages still load."""
+    del operator
+    rule_id = _rule('rule "Overheat" when temperature > 30')
+    await user.open("/rules")
+    await user.should_see("Overheat")
+    # another writer holds SQLite's write lock: the switch's write waits until it lets go
+    blocker = sqlite3.connect(db.get_engine().url.database, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        clicked = time.monotonic()
+        user.find(marker=f"enabled-{rule_id}").click()
+        assert time.monotonic() - clicked < 1, "the click waited for the database on the loop"
+        await user.open("/devices")  # meanwhile the app serves another page
+        await user.should_see("Every device registered on this platform")
+        assert _stored(rule_id).enabled is True  # and the write is still waiting
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await wait_for(lambda: _stored(rule_id).enabled is False)
 
 
 async def test_viewer_sees_switches_read_only_and_no_new_button(
