@@ -675,8 +675,8 @@ class DashboardPage:
         self.spec = spec
         self.empty.clear()
         view = self._card(spec["widgets"][-1])
-        await view.start()
-        await self.configure(widget["id"])
+        # the drawer opens while the widget loads its data
+        await asyncio.gather(view.start(), self.configure(widget["id"]))
 
     async def remove_widget(self, widget_id: str) -> None:
         """Take a widget off (Undo brings it back)."""

@@ -118,7 +118,8 @@ async def _add(page: Page, kind: str, device: str, metric: str) -> None:
     """Add a widget of `kind` showing `device`'s `metric`, as an operator clicks it."""
     await page.get_by_role("button", name="Add widget").click()
     await page.locator(f"button[data-kind='{kind}']").click()
-    await expect(page.locator(".q-dialog").get_by_label("Device", exact=True)).to_be_visible()
+    drawer = page.locator(".q-dialog").get_by_label("Device", exact=True)
+    await expect(drawer).to_be_visible(timeout=15_000)
     await _pick(page, "Device", device)
     await _pick(page, "Metric", metric)
     await page.wait_for_timeout(600)  # the preview redraws once the edits pause
@@ -341,12 +342,17 @@ async def test_edit_json_refuses_with_the_path_and_undo_and_discard_go_back(
     page: Page, server: Server
 ) -> None:
     note = {"id": "note", "type": "markdown", "title": "Note", "x": 0, "y": 0, "w": 4, "h": 2}
-    spec = {"version": 1, "widgets": [note | {"options": {"content": "Hello **operators**"}}]}
+    content = "Hello **operators** <script>window.__hacked = 1</script>"
+    spec = {"version": 1, "widgets": [note | {"options": {"content": content}}]}
     name = f"Notes {uuid.uuid4().hex[:6]}"
     dashboard_id = _dashboard(server, ADMIN, name, spec, shared=False)
     await sign_in(page, server, ADMIN)
     await page.goto(f"{server.url}/dashboards/{dashboard_id}?edit=1")
     await expect(page.locator(".dashboard-card")).to_have_count(1)
+    # Markdown renders; raw HTML in it shows as text and never runs
+    await expect(page.locator(".dashboard-card strong")).to_have_text("operators")
+    await expect(page.get_by_text("<script>window.__hacked = 1</script>")).to_be_visible()
+    assert await page.evaluate("window.__hacked") is None
 
     async def apply(document: dict[str, Any]) -> None:
         await page.locator(".cm-content").click()
@@ -355,7 +361,7 @@ async def test_edit_json_refuses_with_the_path_and_undo_and_discard_go_back(
         await page.get_by_role("button", name="Apply").click()
 
     await page.get_by_role("button", name="Edit JSON").click()
-    await expect(page.locator(".cm-content")).to_contain_text('"Hello **operators**"')
+    await expect(page.locator(".cm-content")).to_contain_text('"Hello **operators** <script>')
     exported = {"version": 1, "name": name, "widgets": [spec["widgets"][0]]}
     second = note | {"id": "more", "x": 4, "options": {"content": "Second"}}
     await apply(exported | {"widgets": [*exported["widgets"], second | {"x": 10}]})
