@@ -1,12 +1,13 @@
 """The alert table: one row per alert, an expandable detail with its notifications.
 
-It shows what a page loaded and calls the page back for changes; it never reads storage
-itself (`deliveries` is the page's loader for an expanded row's notifications).
+It shows what a page loaded and awaits the page's callbacks for changes (they run their
+service off the event loop); it never reads storage itself (`deliveries` hands it the
+notifications the page loaded for an expanded row).
 """
 
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,15 +37,17 @@ _DELIVERY_TONE = {
 class AlertActions:
     """What the page does when an operator acts; each may raise ValidationError."""
 
-    acknowledge: Callable[[uuid.UUID], None]
-    resolve: Callable[[uuid.UUID, str | None], None]
+    acknowledge: Callable[[uuid.UUID], Awaitable[None]]
+    resolve: Callable[[uuid.UUID, str | None], Awaitable[None]]
     deliveries: Callable[[uuid.UUID], list[NotificationDelivery]]
 
 
 class ResolveDialog(ui.dialog):
     """Asks for an optional resolution note, then resolves; errors stay under the note."""
 
-    def __init__(self, alert: Alert, resolve: Callable[[uuid.UUID, str | None], None]) -> None:
+    def __init__(
+        self, alert: Alert, resolve: Callable[[uuid.UUID, str | None], Awaitable[None]]
+    ) -> None:
         """Build the dialog for `alert`."""
         super().__init__()
         self._alert_id = alert.id
@@ -62,20 +65,24 @@ class ResolveDialog(ui.dialog):
             ).classes("w-full").mark("resolve-note")
             with ui.row().classes("w-full justify-end gap-2 pt-2"):
                 ui.button("Cancel", on_click=self.close).props("flat no-caps color=secondary")
-                ui.button("Resolve", icon="check", on_click=self.save).props(
-                    "unelevated no-caps color=positive"
-                ).mark("resolve-confirm")
+                self.button = ui.button("Resolve", icon="check", on_click=self.save)
+                self.button.props("unelevated no-caps color=positive").mark("resolve-confirm")
 
-    def save(self) -> None:
+    async def save(self) -> None:
         """Resolve with the note; close on success, show the reason under the note otherwise."""
+        if not self.button.enabled:  # a second press while the first one is resolving
+            return
         fields = {"message": self.note}
         clear_errors(fields)
         note = (self.note.value or "").strip() or None
+        self.button.disable()
         try:
-            self._resolve(self._alert_id, note)
+            await self._resolve(self._alert_id, note)
         except ValidationError as error:
             show_error(fields, error)
             return
+        finally:
+            self.button.enable()
         self.close()
 
 
@@ -187,16 +194,16 @@ class AlertTable:
                 "unelevated dense no-caps size=sm color=positive padding='3px 12px'"
             ).mark("resolve")
 
-    def _acknowledge(self, alert_id: uuid.UUID) -> None:
+    async def _acknowledge(self, alert_id: uuid.UUID) -> None:
         try:
-            self.actions.acknowledge(alert_id)
+            await self.actions.acknowledge(alert_id)
         except ValidationError as error:
             ui.notify(error.reason, type="warning")
         self.on_change()
 
     def _open_resolve(self, alert: Alert) -> None:
-        def resolve(alert_id: uuid.UUID, note: str | None) -> None:
-            self.actions.resolve(alert_id, note)
+        async def resolve(alert_id: uuid.UUID, note: str | None) -> None:
+            await self.actions.resolve(alert_id, note)
             self.on_change()
 
         with self.host if self.host is not None else contextlib.nullcontext():

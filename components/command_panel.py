@@ -1,8 +1,8 @@
 """The command form of a device page: offered actions, the action name, JSON params, timeout.
 
 It checks what it can as the operator types (params must be a JSON object of at most
-16 KiB, the timeout 1 s to 24 h) and calls the page back to send; the page's service call
-may still refuse with a ValidationError, shown under the field it names. It never reads
+16 KiB, the timeout 1 s to 24 h) and awaits the page's callback to send; the page's service
+call may still refuse with a ValidationError, shown under the field it names. It never reads
 storage itself.
 """
 
@@ -10,7 +10,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,7 +122,7 @@ class CommandForm(ui.column):
     """Cards for the offered actions, the action name, params, timeout, and Send."""
 
     def __init__(
-        self, offered: list[CommandType], *, on_send: Callable[[CommandRequest], None]
+        self, offered: list[CommandType], *, on_send: Callable[[CommandRequest], Awaitable[None]]
     ) -> None:
         """`on_send` stores the command; it may raise ValidationError naming a field."""
         super().__init__()
@@ -205,10 +205,13 @@ class CommandForm(ui.column):
                 return last_key
         return uuid.uuid4().hex
 
-    def send(self) -> None:
+    async def send(self) -> None:
         """Check the fields, hand the command to `on_send`; errors go under their field."""
+        if not self.send_button.enabled:  # a second press while the first one is sending
+            return
         for element in self.fields.values():
             element.error = None
+        self.send_button.disable()
         try:
             action = (self.action.value or "").strip()
             if not action:
@@ -218,10 +221,12 @@ class CommandForm(ui.column):
             what = (action, json.dumps(params, sort_keys=True), timeout)
             now = time.monotonic()
             key = self._key_for(what, now)
-            self._on_send(CommandRequest(action, params, timeout, idempotency_key=key))
+            await self._on_send(CommandRequest(action, params, timeout, idempotency_key=key))
         except ValidationError as error:
             self._show(error)
             return
+        finally:
+            self.send_button.enable()
         self._last = (what, now, key)
 
 

@@ -1,6 +1,6 @@
 """A device's configuration: the JSON last pushed, and the dialog that pushes a new one."""
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +35,10 @@ class ConfigDialog(ui.dialog):
     """A JSON editor for the whole configuration; `on_save` may raise ValidationError."""
 
     def __init__(
-        self, config: dict[str, Any] | None, topic: str, on_save: Callable[[dict[str, Any]], None]
+        self,
+        config: dict[str, Any] | None,
+        topic: str,
+        on_save: Callable[[dict[str, Any]], Awaitable[None]],
     ) -> None:
         """Start from the current configuration; saving replaces it whole."""
         super().__init__()
@@ -56,16 +59,20 @@ class ConfigDialog(ui.dialog):
             self.editor.classes("w-full").mark("config-editor")
             with ui.row().classes("w-full justify-end gap-2 pt-2"):
                 ui.button("Cancel", on_click=self.close).props("flat no-caps color=secondary")
-                ui.button("Push configuration", icon="publish", on_click=self.save).props(
-                    "unelevated no-caps"
-                ).mark("config-save")
+                self.button = ui.button("Push configuration", icon="publish", on_click=self.save)
+                self.button.props("unelevated no-caps").mark("config-save")
 
-    def save(self) -> None:
-        """Check the JSON, call `on_save`, close on success; errors stay under the editor."""
+    async def save(self) -> None:
+        """Check the JSON, await `on_save`, close on success; errors stay under the editor."""
+        if not self.button.enabled:  # a second press while the first one is pushing
+            return
         self.editor.error = None
+        self.button.disable()
         try:
-            self._on_save(config_of(self.editor.value))
+            await self._on_save(config_of(self.editor.value))
         except ValidationError as error:
             self.editor.error = error_text(error)
             return
+        finally:
+            self.button.enable()
         self.close()

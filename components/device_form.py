@@ -1,7 +1,7 @@
 """The dialog that creates or edits a device: name, type and metadata JSON."""
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ class DeviceForm(ui.dialog):
         *,
         title: str,
         action: str,
-        on_save: Callable[[DeviceFormData], None],
+        on_save: Callable[[DeviceFormData], Awaitable[None]],
         types: list[str],
         initial: DeviceFormData | None = None,
     ) -> None:
@@ -52,9 +52,8 @@ class DeviceForm(ui.dialog):
             self.fields = {"name": self.name, "type": self.type, "metadata": self.metadata}
             with ui.row().classes("w-full justify-end gap-2 pt-2"):
                 ui.button("Cancel", on_click=self.close).props("flat no-caps color=secondary")
-                ui.button(action, on_click=self.save).props("unelevated no-caps").mark(
-                    "device-form-save"
-                )
+                self.button = ui.button(action, on_click=self.save)
+                self.button.props("unelevated no-caps").mark("device-form-save")
 
     def _parsed_metadata(self) -> dict[str, Any]:
         try:
@@ -66,17 +65,22 @@ class DeviceForm(ui.dialog):
             raise ValidationError("metadata", 'must be a JSON object, like {"site": "Lyon"}')
         return value
 
-    def save(self) -> None:
-        """Validate, call `on_save`, close on success; errors go under their field."""
+    async def save(self) -> None:
+        """Validate, await `on_save`, close on success; errors go under their field."""
+        if not self.button.enabled:  # a second press while the first one is saving
+            return
         clear_errors(self.fields)
+        self.button.disable()
         try:
             data = DeviceFormData(
                 name=self.name.value or "",
                 type=(self.type.value or "").strip(),
                 metadata=self._parsed_metadata(),
             )
-            self._on_save(data)
+            await self._on_save(data)
         except ValidationError as error:
             show_error(self.fields, error)
             return
+        finally:
+            self.button.enable()
         self.close()

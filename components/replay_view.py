@@ -2,7 +2,7 @@
 device's metric with the would-be alerts shaded over it."""
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -89,13 +89,14 @@ class ReplayView(ui.column):
         replays: list[DeviceReplay],
         *,
         end: datetime,
-        chart: Callable[[uuid.UUID, str], ChartData],
+        chart: Callable[[uuid.UUID, str], Awaitable[ChartData | None]],
     ) -> None:
-        """Show `replays`; `chart(device_id, metric)` loads a device's metric over the range."""
+        """Show `replays`, and their first chart once `draw` is awaited; `chart(device_id,
+        metric)` loads a device's metric over the range (None while the app stops)."""
         super().__init__()
         self.replays = replays
         self.end = end
-        self._chart = chart
+        self._load_chart = chart
         self.classes("w-full gap-4").mark("replay-result")
         fired = [replay for replay in replays if replay.firings]
         self.chosen = (fired or replays or [None])[0]
@@ -106,7 +107,6 @@ class ReplayView(ui.column):
                 ui.label(summary(replays)).classes("text-base font-semibold").mark("replay-summary")
             self._table(fired)
             self.plot_area = ui.column().classes("w-full gap-1 min-w-0")
-        self.draw()
 
     def _table(self, fired: list[DeviceReplay]) -> None:
         if not fired:
@@ -130,24 +130,28 @@ class ReplayView(ui.column):
                             "Chart", icon="show_chart", on_click=lambda _, r=replay: self.choose(r)
                         ).props("flat dense no-caps size=sm color=primary").mark("replay-chart")
 
-    def choose(self, replay: DeviceReplay) -> None:
+    async def choose(self, replay: DeviceReplay) -> None:
         """Chart this device."""
         self.chosen = replay
-        self.draw()
+        await self.draw()
 
-    def draw(self) -> None:
+    async def draw(self) -> None:
         """The chosen device's metric with its firings, or why there is no chart."""
-        self.plot_area.clear()
         replay = self.chosen
+        data = None
+        if replay is not None and replay.metric is not None:
+            data = await self._load_chart(replay.device_id, replay.metric)
+            if data is None or replay is not self.chosen:
+                return  # the app is stopping, or another device was chosen meanwhile
+        self.plot_area.clear()
         with self.plot_area:
             if replay is None:
                 return
-            if replay.metric is None:
+            if replay.metric is None or data is None:
                 ui.label("This rule reads no single metric to chart.").classes(
                     "text-sm text-slate-500"
                 )
                 return
-            data = self._chart(replay.device_id, replay.metric)
             with ui.row().classes("w-full items-baseline gap-2 no-wrap px-1"):
                 ui.label(replay.device_name).classes("text-sm font-semibold text-slate-800")
                 ui.label(replay.metric).classes("font-mono text-xs text-slate-500")

@@ -19,7 +19,7 @@ from components.empty_state import empty_state
 from components.frame import frame, page_heading
 from components.live import LiveFeed
 from components.section import section
-from pages.auth import acting_user, current_user
+from pages.auth import current_user, load_acting_user
 
 ALL = ""  # the select value meaning "no constraint"
 ACTIVE, HISTORY = "active", "history"
@@ -35,26 +35,34 @@ SEVERITIES = {ALL: "All severities", **{s.value: s.value.capitalize() for s in A
 STATUSES = {ALL: "All statuses", **{s.value: s.value.capitalize() for s in AlertStatus}}
 
 
-def acknowledge(alert_id: uuid.UUID) -> None:
+def _acknowledge_alert(alert_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    with db.session_scope() as session:
+        alerts.acknowledge_alert(session=session, alert_id=alert_id, user_id=user_id)
+
+
+def _resolve_alert(alert_id: uuid.UUID, user_id: uuid.UUID, note: str | None) -> None:
+    with db.session_scope() as session:
+        alerts.resolve_alert(session=session, alert_id=alert_id, user_id=user_id, message=note)
+
+
+async def acknowledge(alert_id: uuid.UUID) -> None:
     """Acknowledge as the signed-in operator; a refused change raises ValidationError."""
-    if (user := acting_user(Role.OPERATOR)) is None:
+    if (user := await load_acting_user(Role.OPERATOR)) is None:
         return
     try:
-        with db.session_scope() as session:
-            alerts.acknowledge_alert(session=session, alert_id=alert_id, user_id=user.id)
+        await run.io_bound(_acknowledge_alert, alert_id, user.id)
     except NotFoundError:
         ui.notify("This alert no longer exists", type="warning")
         return
     ui.notify("Alert acknowledged", type="positive")
 
 
-def resolve(alert_id: uuid.UUID, note: str | None) -> None:
+async def resolve(alert_id: uuid.UUID, note: str | None) -> None:
     """Resolve as the signed-in operator, with an optional note."""
-    if (user := acting_user(Role.OPERATOR)) is None:
+    if (user := await load_acting_user(Role.OPERATOR)) is None:
         return
     try:
-        with db.session_scope() as session:
-            alerts.resolve_alert(session=session, alert_id=alert_id, user_id=user.id, message=note)
+        await run.io_bound(_resolve_alert, alert_id, user.id, note)
     except NotFoundError:
         ui.notify("This alert no longer exists", type="warning")
         return

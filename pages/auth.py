@@ -58,32 +58,22 @@ def _load_active_user(user_id: object) -> User | None:
     return user if user is not None and user.is_active else None
 
 
-def _idle(storage: dict) -> bool:
-    """True when the session saw no page load or action for the idle limit (or never did)."""
-    seen = storage.get(SEEN_KEY)
-    idle_seconds = get_settings().session_idle_minutes * 60
-    return not isinstance(seen, (int, float)) or time.time() - seen > idle_seconds
-
-
-def _still_signed_in(storage: dict, user: User | None) -> User | None:
-    """`user` unless its password or role changed since sign-in; marks the session as seen."""
-    if user is None or storage.get(FINGERPRINT_KEY) != credentials_fingerprint(user):
-        return None
-    storage[SEEN_KEY] = time.time()
-    return user
-
-
 async def _session_user(storage: dict) -> User | None:
     """The session's user, unless it went idle, or its password or role changed since.
 
     Only the database read leaves the event loop: the session storage is written on it.
     """
-    if _idle(storage):
+    seen = storage.get(SEEN_KEY)
+    idle_seconds = get_settings().session_idle_minutes * 60
+    if not isinstance(seen, (int, float)) or time.time() - seen > idle_seconds:
         return None
     # not run.io_bound: its None while the app stops would read as "signed out" and end
     # the session
     user = await run_in_threadpool(_load_active_user, storage.get(USER_ID_KEY))
-    return _still_signed_in(storage, user)
+    if user is None or storage.get(FINGERPRINT_KEY) != credentials_fingerprint(user):
+        return None
+    storage[SEEN_KEY] = time.time()
+    return user
 
 
 async def start_session(request: Request, user: User) -> None:
@@ -141,25 +131,14 @@ def current_user() -> User:
     return ui.context.client.request.state.user
 
 
-def _allowed(user: User | None, role: Role) -> User | None:
+async def load_acting_user(role: Role) -> User | None:
+    """The signed-in user re-read (off the event loop) before a change, when still active and
+    at least `role`; None, with a notification, otherwise."""
+    user = await _session_user(app.storage.user)
     if user is None or not has_role(user, role):
         ui.notify("You are not allowed to do this any more; reload the page", type="negative")
         return None
     return user
-
-
-async def load_acting_user(role: Role) -> User | None:
-    """The signed-in user re-read (off the event loop) before a change, when still active and
-    at least `role`; None, with a notification, otherwise."""
-    return _allowed(await _session_user(app.storage.user), role)
-
-
-def acting_user(role: Role) -> User | None:
-    """`load_acting_user` for callbacks a component calls synchronously: it reads the database
-    on the event loop, so prefer `load_acting_user` wherever the caller can await."""
-    storage = app.storage.user
-    user = None if _idle(storage) else _load_active_user(storage.get(USER_ID_KEY))
-    return _allowed(_still_signed_in(storage, user), role)
 
 
 def flash(message: str) -> None:

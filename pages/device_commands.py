@@ -20,7 +20,7 @@ from components.deferred import Deferred
 from components.device_config import ConfigDialog, config_view
 from components.live import SAFETY_SECONDS
 from components.section import section
-from pages.auth import acting_user, load_acting_user
+from pages.auth import load_acting_user
 
 HISTORY_LIMIT = 50
 REFRESH_DELAY = 0.2  # a burst of status changes (sent, acknowledged, executed) redraws once
@@ -102,7 +102,7 @@ class DeviceCommands:
         self._config_body: ui.column | None = None
         self._later = Deferred(self.reload_rows, REFRESH_DELAY)
         self._config_later = Deferred(self.reload_config, REFRESH_DELAY)
-        # the form and the configuration dialog call back synchronously: reload right after
+        # reload after a send or a push returns: the form and the dialog need not wait for it
         self._rows_now = Deferred(self.reload_rows, 0)
         self._config_now = Deferred(self.reload_config, 0)
 
@@ -173,9 +173,9 @@ class DeviceCommands:
         with section("Configuration", icon="tune") as self._config_body:
             self.config()
 
-    def send(self, request: CommandRequest) -> None:
+    async def send(self, request: CommandRequest) -> None:
         """Store the command as the signed-in operator; a refusal raises ValidationError."""
-        if (user := acting_user(Role.OPERATOR)) is None:
+        if (user := await load_acting_user(Role.OPERATOR)) is None:
             return
         data = CommandInput(
             device_id=self.device_id,
@@ -185,7 +185,7 @@ class DeviceCommands:
             idempotency_key=request.idempotency_key,
         )
         try:
-            _send_command(data, user.id)
+            await run.io_bound(_send_command, data, user.id)
         except NotFoundError:
             ui.notify("This device was deleted in the meantime", type="warning")
             return
@@ -239,12 +239,12 @@ class DeviceCommands:
         with self._config_body:
             ConfigDialog(device.config, config_topic(self.device_id), self.push_config).open()
 
-    def push_config(self, config: dict) -> None:
+    async def push_config(self, config: dict) -> None:
         """Store a new configuration; the dispatcher publishes it, retained."""
-        if acting_user(Role.OPERATOR) is None:
+        if await load_acting_user(Role.OPERATOR) is None:
             return
         try:
-            _push_config(self.device_id, config)
+            await run.io_bound(_push_config, self.device_id, config)
         except NotFoundError:
             ui.notify("This device was deleted in the meantime", type="warning")
             return

@@ -29,7 +29,7 @@ from components.section import section
 from components.status_badge import StatusBadge, status_badge
 from components.telemetry_chart import CUSTOM, RangePicker, TelemetryChart, series_colour
 from pages.alerts import DeviceAlerts
-from pages.auth import acting_user, current_user, flash, load_acting_user
+from pages.auth import current_user, flash, load_acting_user
 from pages.device_commands import DeviceCommands
 from pages.device_credentials import DeviceCredentials
 
@@ -371,7 +371,7 @@ class DeviceDetail:
         self.badges: list[StatusBadge] = []
         self.last_seen: ui.label | None = None
         self.device: Device | None = None
-        self._reload_now = Deferred(self.reload, 0)  # the edit dialog saves synchronously
+        self._reload_now = Deferred(self.reload, 0)  # after a save, which closes its dialog
 
     async def load(self) -> bool:
         """Read the device (off the event loop); False when there is none with this id."""
@@ -479,11 +479,11 @@ class DeviceDetail:
     async def edit(self, device: Device) -> None:
         """Open the edit dialog; saving updates the device and rebuilds the page."""
 
-        def save(data: DeviceFormData) -> None:
-            if acting_user(Role.ADMIN) is None:
+        async def save(data: DeviceFormData) -> None:
+            if await load_acting_user(Role.ADMIN) is None:
                 return
             try:
-                _update_device(device.id, data)
+                await run.io_bound(_update_device, device.id, data)
             except NotFoundError:
                 ui.notify("This device was deleted in the meantime", type="warning")
                 self._reload_now.soon()

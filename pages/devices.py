@@ -19,7 +19,7 @@ from components.frame import frame, page_heading
 from components.live import LiveFeed
 from components.relative_time import set_time, time_label
 from components.status_badge import StatusBadge, status_badge, status_label
-from pages.auth import acting_user, current_user
+from pages.auth import current_user, load_acting_user
 
 PAGE_SIZE = 25
 REFRESH_DELAY = 0.2  # a burst of device events reloads the list once
@@ -236,10 +236,12 @@ def create() -> None:
                         type_select.set_options(options, value=listing.type)
                     await listing.reload()
 
-                def saved(data: DeviceFormData) -> None:
-                    if acting_user(Role.ADMIN) is None:
+                async def saved(data: DeviceFormData) -> None:
+                    if await load_acting_user(Role.ADMIN) is None:
                         return
-                    name = _create_device(data)
+                    name = await run.io_bound(_create_device, data)
+                    if name is None:  # the app is shutting down
+                        return
                     ui.notify(f"Device “{name}” created", type="positive")
                     background_tasks.create(show_created(), name="show the new device")
 

@@ -313,11 +313,12 @@ class RuleEditorPage:
                     "text-sm text-slate-500"
                 ).mark("replay-summary")
                 return
-            ReplayView(
+            view = ReplayView(
                 replays,
                 end=end,
-                chart=lambda device_id, metric: _chart(device_id, metric, start, end),
+                chart=lambda device_id, metric: run.io_bound(_chart, device_id, metric, start, end),
             )
+        await view.draw()
 
 
 def _refusal(error: ValidationError | RateLimitedError) -> str:

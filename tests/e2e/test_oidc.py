@@ -137,7 +137,7 @@ async def test_target_off_site_is_replaced_by_home(
     provider.person = _someone()
     await page.goto(f"{sso_server.url}/auth/oidc/login?redirect_to=https://evil.example/x")
     await page.get_by_role("button", name="Continue as").click()
-    await page.wait_for_url(f"{sso_server.url}/devices")
+    await page.wait_for_url(f"{sso_server.url}/")  # the home dashboard
 
 
 async def test_wrong_audience_is_refused(

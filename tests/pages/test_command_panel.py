@@ -16,6 +16,7 @@ from app.services.commands import Answer, CommandInput
 from app.services.rules import RuleInput
 from components import command_panel
 from tests.pages.conftest import Account
+from tests.waiting import wait_for
 
 PUSH_RETRIES = 30  # 3 s: a bus push and the panel's short redraw delay
 
@@ -69,6 +70,11 @@ def _chips(user: User) -> list[str]:
 
 def _rows(user: User) -> int:
     return len(user.find(marker="command-row").elements)
+
+
+def _queued(user: User) -> int:
+    """How many sends the page has confirmed so far."""
+    return sum(message.endswith(" queued") for message in user.notify.messages)
 
 
 async def test_viewer_sees_the_history_but_cannot_act(
@@ -134,13 +140,18 @@ async def test_a_double_click_sends_once_and_a_later_press_again(
     await user.open(f"/devices/{device.id}")
     user.find(marker="action-reboot").click()
     user.find(marker="send-command").click()
-    user.find(marker="send-command").click()
+    user.find(marker="send-command").click()  # while the first press is still sending
+    await wait_for(lambda: _queued(user) == 1)
+    user.find(marker="send-command").click()  # once it is sent: the same press, stored once
+    await wait_for(lambda: _queued(user) == 2)
     assert len(_stored(device)) == 1
     user.find(marker="command-params").clear().type('{"delay": 1}')
     user.find(marker="send-command").click()  # something else: a new command
+    await wait_for(lambda: _queued(user) == 3)
     assert len(_stored(device)) == 2
     monkeypatch.setattr(command_panel, "DOUBLE_CLICK_SECONDS", 0.0)  # as if seconds passed
     user.find(marker="send-command").click()
+    await wait_for(lambda: _queued(user) == 4)
     assert [c.params for c in _stored(device)] == [{"delay": 1}, {"delay": 1}, {}]
 
 
@@ -227,7 +238,7 @@ async def test_cancel_asks_first_then_withdraws_the_command(
     await user.should_see("Command cancelled")
     (stored,) = _stored(device)
     assert (stored.id, stored.status) == (command.id, CommandStatus.CANCELLED)
-    assert _chips(user) == ["Cancelled"]
+    await wait_for(lambda: _chips(user) == ["Cancelled"])  # the history reloads after
     await user.should_see("cancelled by an operator")
     await user.should_not_see(marker="cancel-command")
 

@@ -111,6 +111,20 @@ async def test_admin_creates_a_device_through_the_dialog(user: User, admin: Acco
         assert stored.metadata_ == {"site": "Lyon HQ", "floor": 7}
 
 
+async def test_a_double_click_on_create_makes_one_device(user: User, admin: Account) -> None:
+    del admin
+    user.find(marker="new-device").click()
+    await user.should_see(marker="device-form")
+    user.find("Name").type("Pump")
+    user.find("Type").type("pump")
+    user.find(marker="device-form-save").click()
+    user.find(marker="device-form-save").click()  # while the first press is saving
+    await user.should_see("Device “Pump” created")
+    await user.should_see(kind=ui.link, content="Pump", retries=20)  # the list has reloaded
+    assert _stored_names() == ["Pump"]
+    assert user.notify.messages.count("Device “Pump” created") == 1
+
+
 async def test_invalid_metadata_names_the_field_and_stores_nothing(
     user: User, admin: Account
 ) -> None:

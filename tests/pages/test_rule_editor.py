@@ -17,6 +17,7 @@ from app.services.telemetry import Point
 from components.rule_editor import marks, span_at
 from rules.checks import validate
 from tests.pages.conftest import Account
+from tests.waiting import wait_for
 
 CHECKS = 20  # 100 ms apart: the inline check waits for a pause of CHECK_DELAY in typing
 BROKEN = 'rule "Overheat"\n  when temperature = 30\n'
@@ -266,12 +267,44 @@ async def test_test_against_history_counts_firings_and_charts_them(
     user.find(marker="test-rule").click()
     await _see(user, marker="replay-summary", content="Would have fired 2 times on 1 device")
     await _see(user, marker="replay-count", content="2")
+    await _see(user, marker="replay-chart-plot")  # the chart loads after the summary
     (plot,) = user.find(marker="replay-chart-plot").elements
     assert isinstance(plot, ui.plotly)
     assert plot.props["data-device"] == str(hot.id)
     assert len([s for s in plot.figure["layout"]["shapes"] if s["type"] == "rect"]) == 2
     assert plot.figure["data"][-1]["y"] == [31, 33]  # markers where it would have fired
     assert _all_rules() == []  # a test stores nothing
+
+
+def _charted(user: User) -> str | None:
+    """The device whose chart the replay shows (None before it is drawn)."""
+    with user:
+        plots = list(ElementFilter(marker="replay-chart-plot"))
+    return plots[0].props["data-device"] if plots else None
+
+
+async def test_the_chart_button_of_a_row_charts_its_device(
+    user: User, add_device: Callable[..., Device], operator: Account
+) -> None:
+    del operator
+    boilers = add_device("Boiler A"), add_device("Boiler B")
+    now = datetime.now(UTC).replace(microsecond=0)
+    points = [
+        Point(boiler.id, "temperature", now - timedelta(minutes=minutes), value, "°C")
+        for boiler in boilers
+        for minutes, value in ((120, 20), (100, 31))
+    ]
+    with db.session_scope() as session:
+        telemetry.write_points(session=session, points=points, seen_at=now)
+    await user.open("/rules/new")
+    _type(user, 'rule "Hot" when temperature > 30')
+    user.find(marker="test-rule").click()
+    await _see(user, marker="replay-summary", content="Would have fired 2 times on 2 devices")
+    first = await wait_for(lambda: _charted(user))  # the first row's device, charted at once
+    other = next(str(boiler.id) for boiler in boilers if str(boiler.id) != first)
+    buttons = sorted(user.find(marker="replay-chart").elements, key=lambda button: button.id)
+    UserInteraction(user, {buttons[1]}, None).click()  # the second row's Chart
+    await wait_for(lambda: _charted(user) == other)
 
 
 async def test_test_against_history_of_a_rule_that_never_fires(

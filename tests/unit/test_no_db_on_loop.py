@@ -24,24 +24,6 @@ from pathlib import Path
 ROOT = Path(__file__).parents[2]
 OFFLOADERS = frozenset({"io_bound", "run_in_threadpool", "to_thread"})
 
-# Sessions still opened on the loop, each waiting on a file this change did not own. The
-# test fails when one of them moves off the loop: then take it out of this list.
-WAITING = {
-    "pages/alerts.py::acknowledge": "components/alert_table.py calls it synchronously",
-    "pages/alerts.py::resolve": "components/alert_table.py (ResolveDialog) calls it synchronously",
-    "pages/device_commands.py::_send_command": "components/command_panel.py calls on_send "
-    "synchronously",
-    "pages/device_commands.py::_push_config": "components/device_config.py calls on_save "
-    "synchronously",
-    "pages/devices.py::_create_device": "components/device_form.py calls on_save synchronously",
-    "pages/device_detail.py::_update_device": "components/device_form.py calls on_save "
-    "synchronously",
-    "pages/rule_editor.py::_chart": "components/replay_view.py calls its chart loader "
-    "synchronously",
-    "pages/auth.py::_load_active_user": "acting_user re-reads the user for the synchronous "
-    "callbacks above",
-}
-
 
 @dataclass(frozen=True)
 class Function:
@@ -155,14 +137,7 @@ class Survey:
 
 def test_pages_and_components_open_no_session_on_the_event_loop() -> None:
     on_loop = Survey(_sources()).on_loop()
-    unexpected = sorted(set(on_loop) - set(WAITING))
-    assert unexpected == [], "sessions opened on the event loop (use run.io_bound)"
-
-
-def test_every_waiting_exception_still_applies() -> None:
-    on_loop = Survey(_sources()).on_loop()
-    moved = sorted(set(WAITING) - set(on_loop))
-    assert moved == [], "these run off the loop now: take them out of WAITING"
+    assert sorted(on_loop) == [], "sessions opened on the event loop (use run.io_bound)"
 
 
 def test_the_rule_catches_a_session_in_an_event_handler() -> None:
