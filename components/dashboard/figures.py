@@ -188,7 +188,7 @@ def gauge_figure(
             "steps": steps,
         },
     }
-    layout = _layout(height, margin={"l": 24, "r": 24, "t": 16, "b": 0})
+    layout = _layout(height, margin={"l": 36, "r": 36, "t": 16, "b": 4})
     return {"data": [indicator], "layout": layout, "config": _CONFIG | {"staticPlot": True}}
 
 
