@@ -324,6 +324,24 @@ def bench_realtime(
     print(json.dumps(run(Options(subscribers=subscribers, seconds=seconds)), indent=2))
 
 
+@bench_cli.command("dashboard")
+def bench_dashboard(
+    *,
+    viewers: Annotated[int, typer.Option(min=2, help="Browser pages on the dashboard.")] = 20,
+    devices: Annotated[int, typer.Option(min=1, help="Devices publishing.")] = 50,
+    rate: Annotated[float, typer.Option(min=0.1, help="Messages per second per device.")] = 1.0,
+    seconds: Annotated[float, typer.Option(min=1, help="Each steady measuring window.")] = 30.0,
+) -> None:
+    """A 12-widget dashboard in headless Chromium: first render, latency, server cost."""
+    from bench.dashboard import Options, run, table
+
+    logging.basicConfig(level=logging.WARNING)
+    options = Options(viewers=viewers, devices=devices, rate=rate, seconds=seconds)
+    result = run(options)
+    print(table(result))
+    print(json.dumps(result))
+
+
 @bench_cli.command("rules")
 def bench_rules(  # keyword-only: eight options, each named on the command line
     *,

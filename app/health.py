@@ -45,7 +45,7 @@ def live() -> dict[str, str]:
 @router.get("/ready")
 def ready() -> JSONResponse:
     """Every dependency answers; 503 naming the ones that do not."""
-    checks = {name: "ok" if check() else "unreachable" for name, check in _checks.items()}
+    checks = {name: "ok" if check() else "unreachable" for name, check in list(_checks.items())}
     healthy = all(value == "ok" for value in checks.values())
     body = {"status": "ready" if healthy else "not ready", "checks": checks}
     return JSONResponse(body, status_code=200 if healthy else 503)

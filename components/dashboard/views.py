@@ -41,7 +41,11 @@ logger = logging.getLogger(__name__)
 ROW_HEIGHT = 72  # px of one grid row
 GAP = 12  # px between grid cells
 HEADER = 40  # px of a widget card's title bar
-FLUSH_SECONDS = 0.2  # live points are drawn at most this often per widget
+# how often a widget's chart takes live changes: each drawing costs every viewer's browser
+LINE_SECONDS = 0.5  # time series
+SPARK_SECONDS = 1.0  # a stat's sparkline (its value itself changes at once)
+DIAL_SECONDS = 0.5  # gauges
+BARS_SECONDS = 1.0  # bar charts (a point of any of their devices)
 RELOAD_SECONDS = 1.0  # lists reload at most this often on pushed changes
 SHARE_SECONDS = 1.0  # a query's answer serves every page that asks the same meanwhile
 T = TypeVar("T")
@@ -118,6 +122,11 @@ def unresolved(options: Any) -> bool:
     return False
 
 
+def _now() -> datetime:
+    """Now, in whole seconds: pages asking within the same second share their queries."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -155,9 +164,7 @@ class View:
 
     def window(self) -> tuple[datetime, datetime]:
         """[start, end] of the range, now."""
-        checked = TimeRange.model_validate(self.time)
-        # whole seconds: pages opened within the same second share their queries
-        return data.resolve_range(checked, datetime.now(UTC).replace(microsecond=0))
+        return data.resolve_range(TimeRange.model_validate(self.time), _now())
 
     @property
     def follows_now(self) -> bool:
@@ -256,16 +263,23 @@ class View:
 
 
 class LivePlot:
-    """A plotly element that takes live points without redrawing its whole figure."""
+    """A plotly element that takes live changes without redrawing its whole figure.
 
-    def __init__(self, figure: dict[str, Any], height: int) -> None:
-        """Draw `figure`; calls made before plotly.js draws wait for the next full drawing."""
-        self.drawn = False
+    A browser pays for every drawing, and a wall screen has a dozen charts: points are
+    sent in batches (`extendTraces`), values restyled in place, and the time axis moved
+    only once it has drifted by a two-hundredth of the range.
+    """
+
+    def __init__(self, figure: dict[str, Any], height: int, *, every: float) -> None:
+        """Draw `figure`; changes are sent at most every `every` seconds."""
+        self.drawn = False  # plotly.js drops calls made before its first drawing
         self.plot = ui.plotly(figure).classes("w-full").style(f"height: {height}px")
         self.plot.on("plotly_afterplot", self._drawn, [])
         self._pending: dict[int, tuple[list[str], list[float | None]]] = {}
-        self._flush = Deferred(self._send, FLUSH_SECONDS)
+        self._restyle: dict[str, list[Any]] = {}
+        self._flush = Deferred(self._send, every)
         self.window: tuple[datetime, datetime] | None = None
+        self._axis_start: datetime | None = None  # where the browser's time axis starts
 
     def _drawn(self) -> None:
         self.drawn = True
@@ -273,38 +287,65 @@ class LivePlot:
     def show(self, figure: dict[str, Any]) -> None:
         """Replace the figure."""
         self._pending.clear()
+        self._restyle.clear()
+        self._axis_start = None
         self.plot.update_figure(figure)
 
     def add(self, trace: int, moment: datetime, value: float | None) -> None:
-        """Queue one point for trace `trace`; drawn within FLUSH_SECONDS."""
+        """Queue one point for trace `trace`."""
         xs, ys = self._pending.setdefault(trace, ([], []))
         xs.append(plot_time(moment))
         ys.append(value)
         self._flush.soon()
 
+    def restyle(self, changes: dict[str, Any]) -> None:
+        """Queue new attributes of the first trace (`{"value": 3}`, `{"marker.color": [...]}`)."""
+        trace = self.plot.figure["data"][0]
+        for path, value in changes.items():
+            *parents, leaf = path.split(".")
+            place = trace
+            for key in parents:
+                place = place.setdefault(key, {})
+            place[leaf] = value
+            self._restyle[path] = [value]
+        self._flush.soon()
+
     def _send(self) -> None:
         figure = self.plot.figure
         pending, self._pending = self._pending, {}
+        restyle, self._restyle = self._restyle, {}
         for index, (xs, ys) in pending.items():
             trace = figure["data"][index]
-            trace["x"] = list(trace["x"]) + xs
-            trace["y"] = list(trace["y"]) + ys
-        if self.window is not None:
-            start = plot_time(self.window[0])
-            for trace in figure["data"]:
-                keep = next((i for i, x in enumerate(trace["x"]) if x >= start), len(trace["x"]))
-                del trace["x"][:keep], trace["y"][:keep]
-            figure["layout"]["xaxis"]["range"] = time_range(*self.window)
-            figure["layout"]["annotations"] = []
-        if not self.drawn or not pending:
-            self.plot.update()
+            trace["x"] = [*trace["x"], *xs]
+            trace["y"] = [*trace["y"], *ys]
+        relayout = self._moved_axis(figure)
+        if not self.drawn:
+            self.plot.update()  # not drawn yet: the first drawing takes the whole figure
             return
-        indices = sorted(pending)
-        update = {"x": [pending[i][0] for i in indices], "y": [pending[i][1] for i in indices]}
-        self.plot.run_plot_method("extendTraces", update, indices)
-        if self.window is not None:
-            changes = {"xaxis.range": figure["layout"]["xaxis"]["range"], "annotations": []}
-            self.plot.run_plot_method("relayout", changes)
+        if pending:
+            indices = sorted(pending)
+            update = {"x": [pending[i][0] for i in indices], "y": [pending[i][1] for i in indices]}
+            self.plot.run_plot_method("extendTraces", update, indices)
+        if restyle:
+            self.plot.run_plot_method("restyle", restyle, [0])
+        if relayout:
+            self.plot.run_plot_method("relayout", relayout)
+
+    def _moved_axis(self, figure: dict[str, Any]) -> dict[str, Any]:
+        """Forget points before the window; the axis change once it drifted enough."""
+        if self.window is None:
+            return {}
+        start, end = self.window
+        if self._axis_start is not None and start - self._axis_start < (end - start) / 200:
+            return {}
+        self._axis_start = start
+        first = plot_time(start)
+        for trace in figure["data"]:
+            keep = next((i for i, x in enumerate(trace["x"]) if x >= first), len(trace["x"]))
+            del trace["x"][:keep], trace["y"][:keep]
+        figure["layout"]["xaxis"]["range"] = time_range(start, end)
+        figure["layout"]["annotations"] = []
+        return {"xaxis.range": figure["layout"]["xaxis"]["range"], "annotations": []}
 
 
 class TimeseriesView(View):
@@ -314,7 +355,7 @@ class TimeseriesView(View):
 
     def build(self) -> None:
         """An empty chart until the data comes."""
-        self.chart = LivePlot(self._figure([], *self.window()), self.height)
+        self.chart = LivePlot(self._figure([], *self.window()), self.height, every=LINE_SECONDS)
         self.chart.plot.mark("widget-timeseries")
 
     def _figure(self, traces: list[dict[str, Any]], start: datetime, end: datetime) -> dict:
@@ -384,7 +425,9 @@ class StatView(View):
         if self.options.get("sparkline", True):
             height = max(24, self.height - 56)
             self.spark = LivePlot(
-                figures.sparkline_figure([], [], figures.colour(None), height), height
+                figures.sparkline_figure([], [], figures.colour(None), height),
+                height,
+                every=SPARK_SECONDS,
             )
             self.spark.plot.mark("widget-sparkline")
 
@@ -405,8 +448,7 @@ class StatView(View):
             "metric": self.options.get("metric"),
             "expression": self.options.get("expression"),
         }
-        now = datetime.now(UTC).replace(microsecond=0)
-        found = await fetch_shared(data.latest, **source, now=now)
+        found = await fetch_shared(data.latest, **source, now=_now())
         self.show_value(*(found or (None, None)))
         if self.spark is not None:
             start, end = self.window()
@@ -441,9 +483,8 @@ class GaugeView(View):
     def build(self) -> None:
         """An empty dial."""
         self.current: float | None = None
-        self.plot = ui.plotly(self._figure()).classes("w-full").style(f"height: {self.height}px")
-        self.plot.mark("widget-gauge")
-        self._redraw = Deferred(lambda: self.plot.update_figure(self._figure()), FLUSH_SECONDS)
+        self.dial = LivePlot(self._figure(), self.height, every=DIAL_SECONDS)
+        self.plot = self.dial.plot.mark("widget-gauge")
 
     def _figure(self) -> dict[str, Any]:
         return figures.gauge_figure(
@@ -463,11 +504,11 @@ class GaugeView(View):
             device_id=self.options["device"],
             metric=self.options.get("metric"),
             expression=self.options.get("expression"),
-            now=datetime.now(UTC),
+            now=_now(),
         )
         self.current = found[1] if found else None
         self.plot.props(f'data-value="{"" if self.current is None else self.current!r}"')
-        self.plot.update_figure(self._figure())
+        self.dial.show(self._figure())
 
     def follow(self) -> None:
         """Each live point moves the needle."""
@@ -475,7 +516,9 @@ class GaugeView(View):
         def point(_moment: datetime, value: float | None) -> None:
             self.current = value
             self.plot.props(f'data-value="{"" if value is None else value!r}"')
-            self._redraw.soon()
+            thresholds = self.options.get("thresholds", [])
+            bar = figures.threshold_colour(value, thresholds) or figures.colour(None)
+            self.dial.restyle({"value": value, "gauge.bar.color": bar})
 
         self.watch_source(point)
 
@@ -488,9 +531,8 @@ class BarView(View):
     def build(self) -> None:
         """An empty bar chart."""
         self.rows: list[data.BarRow] = []
-        self.plot = ui.plotly(self._figure()).classes("w-full").style(f"height: {self.height}px")
-        self.plot.mark("widget-bar")
-        self._redraw = Deferred(lambda: self.plot.update_figure(self._figure()), FLUSH_SECONDS)
+        self.bars = LivePlot(self._figure(), self.height, every=BARS_SECONDS)
+        self.bars.plot.mark("widget-bar")
 
     def _figure(self) -> dict[str, Any]:
         return figures.bar_figure(
@@ -512,7 +554,7 @@ class BarView(View):
                 limit=self.options.get("limit", 20),
             )
         )
-        self.plot.update_figure(self._figure())
+        self.bars.show(self._figure())
 
     def follow(self) -> None:
         """Live points change their device's bar (the order is kept until the next load)."""
@@ -522,7 +564,12 @@ class BarView(View):
                 self.rows[position] = data.BarRow(
                     self.rows[position].device_id, self.rows[position].name, value, _moment
                 )
-                self._redraw.soon()
+                values = [row.value for row in self.rows]
+                thresholds = self.options.get("thresholds", [])
+                colours = [
+                    figures.threshold_colour(v, thresholds) or figures.colour(None) for v in values
+                ]
+                self.bars.restyle({"y": values, "marker.color": colours})
 
             self.watch(row.device_id, self.options["metric"], point)
 
