@@ -23,7 +23,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -47,8 +46,8 @@ from bench.realtime import _rss_kb
 from bench.services import (
     PG_ADMIN_URL,
     Mosquitto,
+    broker_and_database,
     free_port,
-    fresh_database,
     iotdeck_environment,
     wait_ready,
 )
@@ -257,17 +256,8 @@ def _window(before: Sample, after: Sample) -> dict[str, float]:
 
 def run(options: Options) -> dict:
     """Run the benchmark and return its figures."""
-    with (
-        tempfile.TemporaryDirectory(prefix="iotdeck-dash-") as tmp,
-        fresh_database(options.pg_admin_url) as url,
-    ):
-        folder = Path(tmp)
-        (folder / "mosquitto").mkdir()
-        broker = Mosquitto(folder / "mosquitto").start()
-        try:
-            return _measure(options, folder, broker, url)
-        finally:
-            broker.stop()
+    with broker_and_database(options.pg_admin_url, "iotdeck-dash-") as (folder, broker, url):
+        return _measure(options, folder, broker, url)
 
 
 def _prepare(options: Options, url: str) -> tuple[list[str], str, dict[str, Any]]:

@@ -13,8 +13,8 @@ import time
 from playwright.async_api import Browser, BrowserContext, Frame, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-# Debian's Chromium, never a downloaded one; the project's e2e arguments, plus no throttling
-# of pages Chromium thinks are in the background (every viewer is "visible" here)
+# Debian's Chromium, never a downloaded one (the e2e tests use it too), and no throttling of
+# pages Chromium thinks are in the background (every viewer is "visible" here)
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",

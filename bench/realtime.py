@@ -13,7 +13,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -34,8 +33,8 @@ from bench.ingest import BENCH_RATE_LIMIT
 from bench.services import (
     PG_ADMIN_URL,
     Mosquitto,
+    broker_and_database,
     free_port,
-    fresh_database,
     iotdeck_environment,
     wait_ready,
 )
@@ -148,17 +147,8 @@ def _publish(port: int, device_ids: list[uuid.UUID], seconds: float, counter: li
 
 def run(options: Options) -> dict:
     """Run the load test and return its figures."""
-    with (
-        tempfile.TemporaryDirectory(prefix="iotdeck-rt-") as tmp,
-        fresh_database(options.pg_admin_url) as url,
-    ):
-        folder = Path(tmp)
-        (folder / "mosquitto").mkdir()
-        broker = Mosquitto(folder / "mosquitto").start()
-        try:
-            return _measure(options, folder, broker, url)
-        finally:
-            broker.stop()
+    with broker_and_database(options.pg_admin_url, "iotdeck-rt-") as (folder, broker, url):
+        return _measure(options, folder, broker, url)
 
 
 def _measure(options: Options, folder: Path, broker: Mosquitto, url: str) -> dict:

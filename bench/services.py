@@ -3,6 +3,7 @@
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -300,3 +301,19 @@ def wait_accepted(address: BrokerAddress, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the broker still answers {answer!r} for {address.username}")
         time.sleep(0.1)  # polling the broker's reload: there is no event to wait on
+
+
+@contextmanager
+def broker_and_database(pg_admin_url: str, prefix: str) -> Iterator[tuple[Path, "Mosquitto", str]]:
+    """A scratch folder, a private Mosquitto in it and a fresh database; all gone after."""
+    with (
+        tempfile.TemporaryDirectory(prefix=prefix) as tmp,
+        fresh_database(pg_admin_url) as url,
+    ):
+        folder = Path(tmp)
+        (folder / "mosquitto").mkdir()
+        broker = Mosquitto(folder / "mosquitto").start()
+        try:
+            yield folder, broker, url
+        finally:
+            broker.stop()

@@ -14,19 +14,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from bench.dashboard_viewers import CHROMIUM, CHROMIUM_ARGS  # Debian's, with our flags
 from bench.services import free_port, iotdeck_environment
 from tests.serving import IOTDECK, answers, running
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 VIEWPORT = {"width": 1280, "height": 800}
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 ADMIN_PASSWORD = "e2e-admin-password"
