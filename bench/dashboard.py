@@ -21,8 +21,6 @@ import itertools
 import math
 import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -42,14 +40,13 @@ from app.services import dashboards, devices, users
 from app.services.dashboards import DashboardChange
 from bench.dashboard_viewers import CHROMIUM, CHROMIUM_ARGS, Viewer
 from bench.ingest import BENCH_RATE_LIMIT
-from bench.realtime import _rss_kb
 from bench.services import (
     PG_ADMIN_URL,
     Mosquitto,
     broker_and_database,
-    free_port,
     iotdeck_environment,
-    wait_ready,
+    rss_kb,
+    serving,
 )
 
 DEVICE_TYPE = "bench"
@@ -235,7 +232,7 @@ def _sample(pid: int, stats: psycopg.Connection) -> Sample:
         at=time.monotonic(),
         server_cpu_s=processes[pid][2] / _CLOCK_TICKS,
         browser_cpu_s=_browser_ticks(processes) / _CLOCK_TICKS,
-        server_rss_kb=_rss_kb(pid),
+        server_rss_kb=rss_kb(pid),
         transactions=int(row[0]),
         machine_busy=sum(cpu) - cpu[3] - cpu[4],  # all but idle and iowait
         machine_total=sum(cpu),
@@ -290,7 +287,6 @@ def _prepare(options: Options, url: str) -> tuple[list[str], str, dict[str, Any]
 
 def _measure(options: Options, folder: Path, broker: Mosquitto, url: str) -> dict:
     ids, dashboard_id, spec = _prepare(options, url)
-    port = free_port()
     env = iotdeck_environment(
         IOTDECK_DATABASE_URL=url,
         IOTDECK_MQTT_URL=broker.url,
@@ -300,27 +296,16 @@ def _measure(options: Options, folder: Path, broker: Mosquitto, url: str) -> dic
         IOTDECK_LOG_LEVEL="WARNING",
         **BENCH_RATE_LIMIT,
     )
-    log = (folder / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("iotdeck")), "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
     publisher = Publisher(broker.port, ids, options.rate)
-    try:
-        wait_ready(base, server, folder / "serve.log")
+    with serving(folder, env) as (server, base):
         publisher.start()
-        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as stats:
-            _wait_for_history(stats, len(ids))
-            steps = _Steps(options, server.pid, stats)
-            raw = asyncio.run(steps.drive(base, f"{base}/dashboards/{dashboard_id}", spec))
-    finally:
-        publisher.stop()
-        server.terminate()
-        server.wait(30)
-        log.close()
+        try:
+            with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as stats:
+                _wait_for_history(stats, len(ids))
+                steps = _Steps(options, server.pid, stats)
+                raw = asyncio.run(steps.drive(base, f"{base}/dashboards/{dashboard_id}", spec))
+        finally:
+            publisher.stop()
     return _figures(options, raw, spec, publisher.published)
 
 

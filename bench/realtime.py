@@ -11,8 +11,6 @@ publish-to-client latency p50/p99, messages the server dropped for slow subscrib
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -34,9 +32,9 @@ from bench.services import (
     PG_ADMIN_URL,
     Mosquitto,
     broker_and_database,
-    free_port,
     iotdeck_environment,
-    wait_ready,
+    rss_kb,
+    serving,
 )
 
 PASSWORD = "bench password 1"
@@ -52,13 +50,6 @@ class Options:
     subscribers: int = 1000
     seconds: float = 30.0
     pg_admin_url: str = PG_ADMIN_URL
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def _dropped(url: str) -> float:
@@ -163,7 +154,6 @@ def _measure(options: Options, folder: Path, broker: Mosquitto, url: str) -> dic
         users.create_user(session=session, data=data)
         session.commit()
     engine.dispose()
-    port = free_port()
     env = iotdeck_environment(
         IOTDECK_DATABASE_URL=url,
         IOTDECK_MQTT_URL=broker.url,
@@ -176,16 +166,7 @@ def _measure(options: Options, folder: Path, broker: Mosquitto, url: str) -> dic
         # every subscriber signs in as the one bench account (200 by default)
         IOTDECK_GRAPHQL_MAX_SUBSCRIPTIONS_PER_USER=str(options.subscribers),
     )
-    log = (folder / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("iotdeck")), "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, server, folder / "serve.log")
+    with serving(folder, env) as (server, base):
         login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
         answer = httpx.post(
             f"{base}/graphql",
@@ -193,7 +174,7 @@ def _measure(options: Options, folder: Path, broker: Mosquitto, url: str) -> dic
             timeout=30,
         ).json()
         token = answer["data"]["login"]["token"]
-        idle_kb = _rss_kb(server.pid)
+        idle_kb = rss_kb(server.pid)
         return asyncio.run(
             _drive(
                 options,
@@ -205,10 +186,6 @@ def _measure(options: Options, folder: Path, broker: Mosquitto, url: str) -> dic
                 idle_kb=idle_kb,
             )
         )
-    finally:
-        server.terminate()
-        server.wait(30)
-        log.close()
 
 
 async def _drive(
@@ -226,7 +203,7 @@ async def _drive(
     listening = asyncio.create_task(clients.run(ready, stop))
     await asyncio.wait_for(ready.wait(), 120)
     await asyncio.sleep(1)  # the last subscriptions reach the server's hub
-    subscribed_kb = _rss_kb(pid)
+    subscribed_kb = rss_kb(pid)
     dropped_before = await asyncio.to_thread(_dropped, base)
     published = [0]
     publisher = threading.Thread(

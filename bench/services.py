@@ -3,6 +3,7 @@
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -317,3 +318,32 @@ def broker_and_database(pg_admin_url: str, prefix: str) -> Iterator[tuple[Path, 
             yield folder, broker, url
         finally:
             broker.stop()
+
+
+@contextmanager
+def serving(folder: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`iotdeck serve` on a free port with `env`, logging to folder/serve.log, once ready:
+    the process and its URL; stopped afterwards."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with (folder / "serve.log").open("wb") as log:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).with_name("iotdeck")), "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_ready(base, server, folder / "serve.log")
+            yield server, base
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+def rss_kb(pid: int) -> int:
+    """A process's resident memory, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
