@@ -1,7 +1,9 @@
-"""Fixtures for integration tests: ingest on a private Mosquitto, SMTP and webhook peers."""
+"""Fixtures for integration tests: an in-process bus, ingest on a private Mosquitto, SMTP and
+webhook peers."""
 
+import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -10,6 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import Engine
 
+from app import bus
 from app.config import get_settings
 from app.mqtt.ingest import IngestWorker
 from bench.services import IotdeckBroker, free_port
@@ -17,6 +20,18 @@ from tests.firmware import Firmware, connected_device, connected_service
 from tests.receivers import Mailbox, Receivers
 
 Publish = Callable[[str, bytes | dict], None]
+
+
+@pytest.fixture
+async def hub(engine: Engine) -> AsyncIterator[bus.Hub]:
+    """An in-process bus and its hub, set as this process's bus for the test."""
+    del engine
+    hub = bus.Hub(asyncio.get_running_loop())
+    local = bus.LocalBus()
+    await local.start(hub)
+    bus.set_bus(local, hub)
+    yield hub
+    bus.set_bus(bus.NullBus())
 
 
 @pytest.fixture

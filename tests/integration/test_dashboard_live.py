@@ -1,7 +1,6 @@
 """Live widget values through a real in-process bus: one subscription per device however many
 watchers, one primed evaluator per (device, expression), and the fleet's points per second."""
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -18,18 +17,6 @@ from app.models import Device, DeviceCreate, utcnow
 from app.services import devices, telemetry
 from app.services.telemetry import Point
 from tests.waiting import wait_for
-
-
-@pytest.fixture
-async def hub(engine: Engine) -> AsyncIterator[bus.Hub]:
-    """An in-process bus whose hub this test's live values read."""
-    del engine
-    hub = bus.Hub(asyncio.get_running_loop())
-    local = bus.LocalBus()
-    await local.start(hub)
-    bus.set_bus(local, hub)
-    yield hub
-    bus.set_bus(bus.NullBus())
 
 
 @pytest.fixture

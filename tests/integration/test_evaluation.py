@@ -1,10 +1,8 @@
 """Committed points reach the rule engine through the bus and become alerts."""
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -22,18 +20,6 @@ rule "Hot"
   when temperature > 30
   clear when temperature < 25
 """
-
-
-@pytest.fixture
-async def hub(engine: Engine) -> AsyncIterator[bus.Hub]:
-    """An in-process bus whose hub this test reads."""
-    del engine
-    hub = bus.Hub(asyncio.get_running_loop())
-    local = bus.LocalBus()
-    await local.start(hub)
-    bus.set_bus(local, hub)
-    yield hub
-    bus.set_bus(bus.NullBus())
 
 
 async def test_a_violating_point_opens_an_alert_and_a_clearing_point_resolves_it(
