@@ -20,6 +20,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A stored time as UTC: SQLite hands back naive datetimes, and everything is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class Role(StrEnum):
     """What a user may do: VIEWER reads, OPERATOR acts on devices, ADMIN manages."""
 

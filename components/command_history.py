@@ -12,7 +12,7 @@ from typing import Any
 
 from nicegui import ui
 
-from app.models import CommandStatus, DeviceCommand
+from app.models import CommandStatus, DeviceCommand, as_utc
 from app.services.commands import CANCELLABLE, OPEN
 from components.chips import command_status_chip
 from components.data_table import cell, data_table, row
@@ -32,14 +32,9 @@ class CommandView:
     rule_name: str | None = None  # the rule whose `command` clause sent it
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; the application stores UTC only
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def time_until(moment: datetime, now: datetime | None = None) -> str:
     """ "in 4 min", "in 3 h", "in under a minute", "now" for a time ahead."""
-    seconds = (_aware(moment) - (now or datetime.now(UTC))).total_seconds()
+    seconds = (as_utc(moment) - (now or datetime.now(UTC))).total_seconds()
     if seconds <= 0:
         return "now"
     if seconds < _MINUTE:
@@ -48,7 +43,7 @@ def time_until(moment: datetime, now: datetime | None = None) -> str:
         return f"in {int(seconds // _MINUTE)} min"
     if seconds < _DAY:
         return f"in {int(seconds // _HOUR)} h"
-    return f"on {_aware(moment).strftime('%Y-%m-%d')}"
+    return f"on {as_utc(moment).strftime('%Y-%m-%d')}"
 
 
 def summary(document: Any) -> str:

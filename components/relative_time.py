@@ -4,19 +4,16 @@ from datetime import UTC, datetime
 
 from nicegui import ui
 
+from app.models import as_utc
+
 _MINUTE, _HOUR, _DAY = 60, 3600, 86400
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; the application stores UTC only
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
     """ "never", "just now", "3 min ago", "5 h ago", "2 days ago", or the date when older."""
     if moment is None:
         return "never"
-    seconds = ((now or datetime.now(UTC)) - _aware(moment)).total_seconds()
+    seconds = ((now or datetime.now(UTC)) - as_utc(moment)).total_seconds()
     if seconds < _MINUTE:
         return "just now"
     if seconds < _HOUR:
@@ -26,14 +23,14 @@ def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
     if seconds < 30 * _DAY:
         days = int(seconds // _DAY)
         return f"{days} day ago" if days == 1 else f"{days} days ago"
-    return _aware(moment).strftime("%Y-%m-%d")
+    return as_utc(moment).strftime("%Y-%m-%d")
 
 
 def absolute_time(moment: datetime | None) -> str:
     """The exact time in UTC ("2025-11-29 14:03 UTC"), or "never"."""
     if moment is None:
         return "never"
-    return _aware(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return as_utc(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def time_label(moment: datetime | None, *, relative: bool = True) -> ui.label:

@@ -8,6 +8,7 @@ from typing import Any
 from nicegui import ui
 
 from app.errors import ValidationError
+from app.models import as_utc
 from app.services.charts import ChartData, parse_custom_range
 from app.services.telemetry import Sample
 from components.forms import clear_errors, show_error
@@ -30,8 +31,7 @@ def series_colour(index: int) -> str:
 
 def plot_time(moment: datetime) -> str:
     """A time as plotly reads it, in UTC (plotly ignores zones, so we convert first)."""
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return as_utc(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def width_label(seconds: int) -> str:

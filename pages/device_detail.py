@@ -12,7 +12,7 @@ from sqlmodel import Session
 from app import bus, db
 from app.auth import has_role
 from app.errors import NotFoundError, ValidationError
-from app.models import Device, DeviceStatus, DeviceUpdate, Role, User
+from app.models import Device, DeviceStatus, DeviceUpdate, Role, User, as_utc
 from app.services import charts, devices
 from app.services.telemetry import Sample
 from components.chips import type_chip
@@ -115,16 +115,11 @@ def _copy_id(device_id: uuid.UUID) -> None:
     ui.notify("Device id copied", type="info")
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; the application stores UTC only
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _pushed(points: list[dict[str, Any]]) -> dict[str, list[tuple[Sample, str | None]]]:
     """A bus telemetry message's points by metric, oldest first."""
     by_metric: dict[str, list[tuple[Sample, str | None]]] = {}
     for point in points:
-        at = _aware(datetime.fromisoformat(point["time"]))
+        at = as_utc(datetime.fromisoformat(point["time"]))
         sample = Sample(at, float(point["value"]), point.get("unit"))
         by_metric.setdefault(point["metric"], []).append((sample, point.get("unit")))
     for samples in by_metric.values():
@@ -310,7 +305,7 @@ class DeviceTelemetry:
             if end.timestamp() // width > chart.data.end.timestamp() // width:
                 await self._redraw_chart(name, chart, start, end)
             return
-        after = _aware(chart.last_time) if chart.last_time else start
+        after = as_utc(chart.last_time) if chart.last_time else start
         if tail is None:
             tail = await run.io_bound(_samples_after, self.device_id, name, after, end)
             if tail is None:

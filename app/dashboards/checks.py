@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pydantic
 
 from app.dashboards.expressions import check_expression
 from app.errors import ValidationError
+from app.models import as_utc
 from app.services import validation
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def instant(text: str) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return as_utc(moment)
 
 
 # -- pydantic's first error, as a path and a reason ----------------------------------------------

@@ -12,7 +12,7 @@ import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Select, String, and_, func, literal, select, text, true, union_all
 from sqlmodel import Session, col
@@ -20,7 +20,7 @@ from sqlmodel import Session, col
 from app.dashboards import checks, spec
 from app.dashboards.expressions import parse_expression
 from app.errors import ValidationError
-from app.models import Alert, AlertSeverity, Device, DeviceStatus, TelemetryPoint
+from app.models import Alert, AlertSeverity, Device, DeviceStatus, TelemetryPoint, as_utc
 from app.services import alert_views, charts, devices, telemetry, validation
 from app.services.alerts import OPEN
 from rules.compiler import CompiledValue, compile_value
@@ -115,11 +115,6 @@ def _moment(value: str, now: datetime, field: str) -> datetime:
     raise ValidationError(field, f"'{value[:60]}' is not now, now-<n>m/h/d or an ISO 8601 time")
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything is stored in UTC
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _metric(name: str) -> str:
     if not isinstance(name, str) or not validation.METRIC_NAME.fullmatch(name):
         raise ValidationError("metric", f"must be {validation.METRIC_NAME_RULE}")
@@ -150,7 +145,7 @@ def _newest_at_or_before(
         .limit(1)
     )
     row = session.exec(query).first()
-    return (_aware(row[0]), row[1]) if row else None
+    return (as_utc(row[0]), row[1]) if row else None
 
 
 def recent_series(
@@ -179,7 +174,7 @@ def recent_series(
             device_ids=[device],
         )
         for point in points:
-            found[point.metric_name].add(to_us(_aware(point.time)), point.value)
+            found[point.metric_name].add(to_us(as_utc(point.time)), point.value)
     return found
 
 
@@ -217,10 +212,10 @@ def series(
             max_points=max_points,
         )
         if data.bucketed:
-            times = [_aware(bucket.bucket) for bucket in data.aggregates]
+            times = [as_utc(bucket.bucket) for bucket in data.aggregates]
             values: list[float | None] = [bucket.avg for bucket in data.aggregates]
         else:
-            times = [_aware(sample.time) for sample in data.samples]
+            times = [as_utc(sample.time) for sample in data.samples]
             values = [sample.value for sample in data.samples]
         return Line(compiled, data.unit, times, values, data.bucket_seconds)
     points, bucketed = _expression_points(
@@ -267,8 +262,8 @@ def _expression_points(
             max_points=max_points,
         )
         bucketed |= data.bucketed
-        points += [(to_us(_aware(a.bucket)), name, a.avg) for a in data.aggregates]
-        points += [(to_us(_aware(s.time)), name, s.value) for s in data.samples]
+        points += [(to_us(as_utc(a.bucket)), name, a.avg) for a in data.aggregates]
+        points += [(to_us(as_utc(s.time)), name, s.value) for s in data.samples]
     points.sort()
     return points, bucketed
 
@@ -302,7 +297,7 @@ def latest(
     compiled = _source(metric, expression)
     if isinstance(compiled, str):
         sample = telemetry.latest(session=session, device_id=device, metric_name=compiled)
-        return None if sample is None else (_aware(sample.time), sample.value)
+        return None if sample is None else (as_utc(sample.time), sample.value)
     buffers = recent_series(
         session=session, device_id=str(device), metrics=compiled.metrics, now=now
     )
@@ -363,7 +358,7 @@ def bar(*, session: Session, device_type: str, metric: str, sort: str, limit: in
         .limit(limit)
     )
     return [
-        BarRow(str(device), name, value, _aware(time))
+        BarRow(str(device), name, value, as_utc(time))
         for device, name, value, time in session.exec(query)
     ]
 
@@ -410,7 +405,7 @@ def device_table(
             name=device.name,
             type=device.type,
             status=str(device.status),
-            last_seen=_aware(device.last_seen_at) if device.last_seen_at else None,
+            last_seen=as_utc(device.last_seen_at) if device.last_seen_at else None,
             values=values[device.id],
         )
         for device in page
@@ -451,7 +446,7 @@ def alerts(
             severity=str(alert.severity),
             state=str(alert.status),
             message=alert.message,
-            fired_at=_aware(alert.triggered_at),
+            fired_at=as_utc(alert.triggered_at),
         )
         for alert, name in session.exec(query)
     ]

@@ -8,7 +8,7 @@ per row.
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, union
 from sqlmodel import Session, col, select
@@ -22,6 +22,7 @@ from app.models import (
     TelemetryHourly,
     TelemetryPoint,
     User,
+    as_utc,
     utcnow,
 )
 from app.services import alerts
@@ -64,8 +65,8 @@ def open_alerts(*, session: Session, where: AlertFilter = AlertFilter()) -> list
         alert
         for alert in found
         if (where.status is None or alert.status == where.status)
-        and (where.start is None or _aware(alert.triggered_at) >= where.start)
-        and (where.end is None or _aware(alert.triggered_at) < where.end)
+        and (where.start is None or as_utc(alert.triggered_at) >= where.start)
+        and (where.end is None or as_utc(alert.triggered_at) < where.end)
     ]
 
 
@@ -82,11 +83,6 @@ def history(*, session: Session, where: AlertFilter, limit: int = DEFAULT_LIMIT)
         status=where.status,
         limit=limit,
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; the application stores UTC only
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _people(user: User) -> str:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlmodel import Session
 
 from app.errors import ValidationError
+from app.models import as_utc
 from app.services import telemetry
 from app.services.telemetry import Aggregate, Sample
 
@@ -129,13 +130,9 @@ def tiles(*, session: Session, device_id: uuid.UUID | str) -> list[Tile]:
     """The newest value, unit and time of every metric of a device, by metric name."""
     latest = telemetry.latest_values(session=session, device_id=device_id)
     return [
-        Tile(name, sample.value, sample.unit, _aware(sample.time))
+        Tile(name, sample.value, sample.unit, as_utc(sample.time))
         for name, sample in sorted(latest.items())
     ]
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def parse_custom_range(start_text: str | None, end_text: str | None) -> tuple[datetime, datetime]:

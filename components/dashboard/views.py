@@ -25,7 +25,7 @@ from app.dashboards import data
 from app.dashboards.live import LiveValues
 from app.dashboards.spec import TimeRange
 from app.errors import DomainError
-from app.models import Role, User
+from app.models import Role, User, as_utc
 from app.services import commands
 from app.services.commands import CommandInput
 from components.chips import command_status_chip, severity_chip
@@ -125,10 +125,6 @@ def unresolved(options: Any) -> bool:
 def _now() -> datetime:
     """Now, in whole seconds: pages asking within the same second share their queries."""
     return datetime.now(UTC).replace(microsecond=0)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class View:
@@ -438,7 +434,7 @@ class StatView(View):
         self.value.style(f"color: {tone or '#0f172a'}")
         self.value.props(f'data-value="{"" if value is None else value!r}"')
         if moment is not None:
-            self.value.props(f'data-time="{_aware(moment).isoformat()}"')
+            self.value.props(f'data-time="{as_utc(moment).isoformat()}"')
         set_time(self.when, moment)
 
     async def load(self) -> None:
