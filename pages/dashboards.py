@@ -197,25 +197,26 @@ def _listing(*, session: Any, user: User, device_type: str | None) -> list[Liste
 
 
 def alert_rule_text(
-    widget: dict[str, Any], variables: dict[str, Any], type_of_device: str | None
+    widget: dict[str, Any], device: str | None, device_type: str | None
 ) -> str | None:
-    """The rule "Create alert from this widget" opens: its value above its top threshold."""
+    """The rule "Create alert from this widget" opens: its value above its top threshold.
+
+    A widget of `$device` watches the devices of the variable's `device_type` when it has
+    one, else the `device` picked in the header.
+    """
     options = widget.get("options", {})
     source = options["series"][0] if widget["type"] == "timeseries" else options
     value = source.get("expression") or source.get("metric")
-    device = source.get("device")
-    if value is None or device is None:
+    watched = source.get("device")
+    if watched == DEVICE_VARIABLE:
+        watched = None if device_type else device
+    if value is None or (watched is None and not device_type):
         return None
     thresholds = sorted(options.get("thresholds", []), key=lambda t: t["value"])
     limit = thresholds[-1]["value"] if thresholds else 0
     name = widget.get("title") or value
-    if device == DEVICE_VARIABLE:
-        scope = f'on type "{type_of_device}"' if type_of_device else ""
-    else:
-        scope = f'on device "{device}"'
-    lines = [f"rule {orjson.dumps(name + ' too high').decode()}"]
-    if scope:
-        lines.append(f"  {scope}")
+    scope = f'on device "{watched}"' if watched else f'on type "{device_type}"'
+    lines = [f"rule {orjson.dumps(name + ' too high').decode()}", f"  {scope}"]
     lines += [f"  when {value} > {limit:g}", "  severity warning"]
     return "\n".join(lines) + "\n"
 
@@ -233,7 +234,6 @@ class DashboardPage:
         self.history: list[dict[str, Any]] = []
         self.editing = False
         self.views: dict[str, View] = {}
-        self.bodies: dict[str, Any] = {}
         self.query = query
         self.variables: dict[str, str | None] = {}
         self.time = dict(self.spec["time"])
@@ -242,6 +242,7 @@ class DashboardPage:
         self.feed = LiveFeed(self._message, channels=PAGE_CHANNELS)
         self.choices = Choices([v["name"] for v in self.spec.get("variables", [])])
         self._drafting: str | None = None  # the widget the drawer edits
+        self._drafted_once = False  # the drawer's session has its undo step
         self._preview = Deferred(self._redraw_drafted, _PREVIEW_SECONDS, restart=True)
         self._device_type: str | None = None
 
@@ -482,7 +483,6 @@ class DashboardPage:
             view.close()
         self.views.clear()
         self.grid.clear()
-        self.grid.cards.clear()
         self.empty.clear()
         widgets = self.spec["widgets"]
         if not widgets:
@@ -504,11 +504,10 @@ class DashboardPage:
         return "Its owner has not added any widget yet."
 
     def _card(self, widget: dict[str, Any]) -> View:
-        _card, head, body = self.grid.card(widget)
-        with head:
+        card = self.grid.card(widget)
+        with card.actions:
             self._card_actions(widget)
-        self.bodies[widget["id"]] = body
-        with body:
+        with card.body:
             view = VIEWS[widget["type"]](widget, self._scope())
         self.views[widget["id"]] = view
         return view
@@ -539,7 +538,7 @@ class DashboardPage:
         old = self.views.pop(widget_id, None)
         if old is not None:
             old.close()
-        body = self.bodies[widget_id]
+        body = self.grid.cards[widget_id].body
         body.clear()
         with body:
             view = VIEWS[widget["type"]](widget, self._scope())
@@ -579,11 +578,9 @@ class DashboardPage:
     def _rebuild_heads(self) -> None:
         """Swap the cards' buttons between view and edit mode, keeping the widgets running."""
         for widget in self.spec["widgets"]:
-            card = self.grid.cards[widget["id"]]
-            head = card.default_slot.children[0]
-            for child in list(head.default_slot.children)[1:]:
-                head.remove(child)
-            with head:
+            actions = self.grid.cards[widget["id"]].actions
+            actions.clear()
+            with actions:
                 self._card_actions(widget)
             self.grid.place(widget)
 
@@ -704,9 +701,9 @@ class DashboardPage:
     def _select(self, widget_id: str | None) -> None:
         for key, card in self.grid.cards.items():
             if key == widget_id:
-                card.classes(add="selected")
+                card.element.classes(add="selected")
             else:
-                card.classes(remove="selected")
+                card.element.classes(remove="selected")
 
     def _drawer_closed(self) -> None:
         self._select(None)
@@ -758,13 +755,10 @@ class DashboardPage:
     async def alert_from(self, widget_id: str) -> None:
         """Open the rule editor with this widget's value and threshold filled in."""
         widget = next(w for w in self.spec["widgets"] if w["id"] == widget_id)
-        text = alert_rule_text(widget, self.variables, self._device_type)
+        text = alert_rule_text(widget, self.variables.get("device"), self._device_type)
         if text is None:
             ui.notify("This widget has no device value to watch", type="warning")
             return
-        if widget.get("options", {}).get("device") == DEVICE_VARIABLE and not self._device_type:
-            device = self.variables.get("device")
-            text = text.replace("\n  when", f'\n  on device "{device}"\n  when', 1)
         ui.navigate.to(f"/rules/new?{urlencode({'text': text})}")
 
     async def _make_home(self) -> None:

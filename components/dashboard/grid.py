@@ -10,6 +10,7 @@ moves elements itself, which fights Vue's rendering of the same elements.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from nicegui import ui
@@ -88,6 +89,16 @@ if (!window.iotdeckGrid) {{
 """
 
 
+@dataclass(frozen=True)
+class Card:
+    """A widget's card: the element placed on the grid, its title, its buttons, its body."""
+
+    element: ui.element
+    title: ui.label
+    actions: ui.row
+    body: ui.element
+
+
 def grid_style(widget: dict[str, Any]) -> str:
     """The CSS that puts a widget at its grid cells."""
     return (
@@ -105,7 +116,7 @@ class DashboardGrid(ui.element):
         ui.add_css(_CSS)
         ui.add_body_html(_SCRIPT)
         self.classes("dashboard-grid").mark("dashboard-grid")
-        self.cards: dict[str, ui.element] = {}
+        self.cards: dict[str, Card] = {}
         ui.on(
             "dashboard_layout",
             lambda event: on_layout(
@@ -120,18 +131,17 @@ class DashboardGrid(ui.element):
         else:
             self.classes(remove="editing")
 
-    def card(self, widget: dict[str, Any]) -> tuple[ui.element, ui.row, ui.element]:
-        """A card for `widget`: the card, its title bar (to add buttons to) and its body."""
+    def card(self, widget: dict[str, Any]) -> Card:
+        """A card for `widget`, placed on its cells."""
         with self:
-            card = ui.element("div").classes("dashboard-card")
-            with card:
-                head = (
-                    ui.row().classes("dashboard-card-head no-wrap").props("data-grid-handle=move")
-                )
-                with head:
-                    ui.label(widget.get("title") or "").classes(
+            element = ui.element("div").classes("dashboard-card")
+            with element:
+                head = ui.row().classes("dashboard-card-head no-wrap")
+                with head.props("data-grid-handle=move"):
+                    title = ui.label(widget.get("title") or "").classes(
                         "text-sm font-semibold text-slate-700 truncate grow"
-                    ).mark("widget-title")
+                    )
+                    actions = ui.row().classes("items-center gap-0 no-wrap")
                 body = ui.element("div").classes("dashboard-card-body")
                 with (
                     ui.element("div")
@@ -140,16 +150,16 @@ class DashboardGrid(ui.element):
                     .mark("widget-resize")
                 ):
                     ui.icon("south_east", size="xs")
-        card.mark(f"widget widget-{widget['id']}")
-        if not widget.get("title"):
-            card.classes("untitled")  # no title: the content uses the card alone
+        element.mark(f"widget widget-{widget['id']}")
+        card = Card(element, title.mark("widget-title"), actions, body)
         self.cards[widget["id"]] = card
+        self.set_title(widget)
         self.place(widget)
-        return card, head, body
+        return card
 
     def place(self, widget: dict[str, Any]) -> None:
         """Move a card to the widget's cells."""
-        card = self.cards[widget["id"]]
+        card = self.cards[widget["id"]].element
         card.style(grid_style(widget))
         card.props(
             f"data-widget-id={widget['id']} data-type={widget['type']} data-x={widget['x']}"
@@ -159,14 +169,19 @@ class DashboardGrid(ui.element):
     def set_title(self, widget: dict[str, Any]) -> None:
         """Show a widget's new title (an untitled card hides its title bar outside editing)."""
         card = self.cards[widget["id"]]
-        card.default_slot.children[0].default_slot.children[0].text = widget.get("title") or ""
+        card.title.text = widget.get("title") or ""
         if widget.get("title"):
-            card.classes(remove="untitled")
+            card.element.classes(remove="untitled")
         else:
-            card.classes(add="untitled")
+            card.element.classes(add="untitled")  # no title: the content uses the card alone
 
     def remove_card(self, widget_id: str) -> None:
         """Take a widget's card off the grid."""
         card = self.cards.pop(widget_id, None)
         if card is not None:
-            self.remove(card)
+            self.remove(card.element)
+
+    def clear(self) -> None:
+        """Take every card off."""
+        super().clear()
+        self.cards.clear()
