@@ -43,6 +43,11 @@ def threshold_colour(value: float | None, thresholds: list[dict[str, Any]]) -> s
     return None if chosen is None else colour(chosen)
 
 
+def fill_colour(value: float | None, thresholds: list[dict[str, Any]]) -> str:
+    """What a bar or a dial's needle is painted: its threshold's colour, else the first series'."""
+    return threshold_colour(value, thresholds) or colour(None)
+
+
 def format_value(value: float | None, decimals: int | None) -> str:
     """A value as a widget shows it: `decimals` digits, or up to six significant ones."""
     if value is None:
@@ -166,7 +171,7 @@ def gauge_figure(
     height: int,
 ) -> dict[str, Any]:
     """A dial from `low` to `high`, its bands coloured by the thresholds."""
-    bar_colour = threshold_colour(value, thresholds) or colour(None)
+    bar_colour = fill_colour(value, thresholds)
     ordered = sorted(thresholds, key=lambda t: t["value"])
     steps = []
     for index, threshold in enumerate(ordered):
@@ -201,7 +206,7 @@ def bar_figure(
     height: int,
 ) -> dict[str, Any]:
     """One bar per device, coloured by the thresholds."""
-    colours = [threshold_colour(value, thresholds) or colour(None) for value in values]
+    colours = [fill_colour(value, thresholds) for value in values]
     suffix = f" {unit}" if unit else ""
     trace = {
         "type": "bar",

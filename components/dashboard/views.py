@@ -419,13 +419,17 @@ class StatView(View):
             self.when = time_label(None).classes("text-xs text-slate-400 whitespace-nowrap")
         self.spark: LivePlot | None = None
         if self.options.get("sparkline", True):
-            height = max(24, self.height - 56)
             self.spark = LivePlot(
-                figures.sparkline_figure([], [], figures.colour(None), height),
-                height,
+                figures.sparkline_figure([], [], figures.colour(None), self.spark_height),
+                self.spark_height,
                 every=SPARK_SECONDS,
             )
             self.spark.plot.mark("widget-sparkline")
+
+    @property
+    def spark_height(self) -> int:
+        """Pixels for the sparkline: what the value's row leaves."""
+        return max(24, self.height - 56)
 
     def show_value(self, moment: datetime | None, value: float | None) -> None:
         """Show `value` (None: unknown) as of `moment`."""
@@ -449,15 +453,11 @@ class StatView(View):
         if self.spark is not None:
             start, end = self.window()
             line = await fetch_shared(data.series, **source, start=start, end=end, max_points=200)
-            tone = figures.threshold_colour(
+            tone = figures.fill_colour(
                 found[1] if found else None, self.options.get("thresholds", [])
             )
-            height = max(24, self.height - 56)
-            self.spark.show(
-                figures.sparkline_figure(
-                    line.times, line.values, tone or figures.colour(None), height
-                )
-            )
+            figure = figures.sparkline_figure(line.times, line.values, tone, self.spark_height)
+            self.spark.show(figure)
 
     def follow(self) -> None:
         """Each live point updates the value and extends the sparkline."""
@@ -513,7 +513,7 @@ class GaugeView(View):
             self.current = value
             self.plot.props(f'data-value="{"" if value is None else value!r}"')
             thresholds = self.options.get("thresholds", [])
-            bar = figures.threshold_colour(value, thresholds) or figures.colour(None)
+            bar = figures.fill_colour(value, thresholds)
             self.dial.restyle({"value": value, "gauge.bar.color": bar})
 
         self.watch_source(point)
@@ -562,9 +562,7 @@ class BarView(View):
                 )
                 values = [row.value for row in self.rows]
                 thresholds = self.options.get("thresholds", [])
-                colours = [
-                    figures.threshold_colour(v, thresholds) or figures.colour(None) for v in values
-                ]
+                colours = [figures.fill_colour(v, thresholds) for v in values]
                 self.bars.restyle({"y": values, "marker.color": colours})
 
             self.watch(row.device_id, self.options["metric"], point)
@@ -610,7 +608,6 @@ class DeviceTableView(View):
             offset=self.offset,
             limit=size,
         )
-        self.rows = found.rows
         self.cells.clear()
         self.table.clear()
         with self.table:
