@@ -1,7 +1,6 @@
 """What `iotdeck serve` runs beside the web app: broker, ingest, jobs, demo devices."""
 
 import asyncio
-import contextlib
 import gc
 import logging
 import uuid
@@ -20,6 +19,7 @@ from app.mqtt.ingest import IngestWorker
 from app.mqtt.runner import build_worker
 from app.notifications import run_dispatcher
 from app.services import credentials
+from app.shutdown import Shutdown
 from app.simulator import Simulator, backfill, demo_devices
 
 logger = logging.getLogger(__name__)
@@ -54,8 +54,9 @@ def _tune_garbage_collector() -> None:
 class Background:
     """Starts and stops, in order, everything that runs beside the pages."""
 
-    def __init__(self, settings: Settings, *, ingest: bool) -> None:
+    def __init__(self, settings: Settings, *, ingest: bool, shutdown: Shutdown) -> None:
         self.settings = settings
+        self._shutdown = shutdown
         self.address = broker_address(settings)
         self._with_ingest = ingest
         self.broker: EmbeddedBroker | None = None
@@ -117,24 +118,55 @@ class Background:
             self.simulator.start()
 
     async def stop(self) -> None:
-        """The reverse order; ingest flushes and acknowledges before the broker goes."""
+        """Stop taking work, let what was taken finish, then the broker and the bus.
+
+        Ingest commits and acknowledges what it holds; each dispatcher ends its round or
+        sends in progress and claims nothing more; the evaluator ends its batch (its state
+        is rebuilt from stored telemetry at the next start). They stop side by side within
+        the time the shutdown has left (app/shutdown.py); what still runs then is abandoned
+        and said. The broker goes once ingest acknowledged, the bus last.
+        """
+        self._shutdown.begin()
         if self.simulator is not None:
             # off the loop: the embedded broker runs on it and must acknowledge `offline`
             await asyncio.to_thread(self.simulator.stop)
         if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
+            self._scheduler.shutdown(wait=False)  # no new job starts; one running ends
             await asyncio.sleep(0)
-        for task in (self._commands, self._notifications, self._evaluation):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self.worker is not None:
-            health.unregister_check("mqtt")
-            await asyncio.to_thread(self.worker.stop)
+        await self._finish_work()
         if self.broker is not None:
             await self.broker.stop()
         health.unregister_check("bus")
         get_live_values().close()  # the dashboards' subscriptions go before the hub
         await self.bus.stop()
         bus.set_bus(bus.NullBus())
+
+    async def _finish_work(self) -> None:
+        """Ingest and the workers finish what they took, together, until the deadline."""
+        work: dict[asyncio.Future, str] = {
+            task: task.get_name()
+            for task in (self._commands, self._notifications, self._evaluation)
+            if task is not None
+        }
+        for task in work:
+            task.cancel()  # each ends what it took first (app/shutdown.py: finish_first)
+        ingest: asyncio.Future[int] | None = None
+        if self.worker is not None:
+            health.unregister_check("mqtt")
+            stopping = asyncio.to_thread(self.worker.stop, self._shutdown.remaining())
+            ingest = asyncio.ensure_future(stopping)
+            work[ingest] = "ingest"
+        if not work:
+            return
+        _, late = await asyncio.wait(work, timeout=self._shutdown.remaining())
+        for task in late:
+            task.cancel()  # abandoned: its thread, if any, ends on its own
+            self._shutdown.left_undone(f"{work[task]}: still busy at the deadline")
+        results = await asyncio.gather(*work, return_exceptions=True)
+        for (task, name), result in zip(work.items(), results, strict=True):
+            if isinstance(result, Exception):
+                logger.error("%s failed while stopping", name, exc_info=result)
+            elif task is ingest and isinstance(result, int) and result:  # left unacknowledged
+                self._shutdown.left_undone(
+                    f"ingest: {result} message(s) not committed, left unacknowledged in the broker"
+                )

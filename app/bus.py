@@ -7,7 +7,8 @@ threads publish). Two transports behind one interface:
 - `LocalBus` (embedded default): the same fan-out, inside the one process.
 Inside a process a `Hub` hands each message to the subscribers whose channel filter
 matches, through bounded queues: a slow subscriber loses its oldest messages (counted in
-`bus_dropped_total`), never slows anyone else. Messages are JSON objects with a version.
+`bus_dropped_total`), never slows anyone else. Messages are JSON objects with a version and
+the correlation id of the work that published them, if any (`app.logs`).
 """
 
 import asyncio
@@ -20,8 +21,10 @@ from typing import Any, Protocol
 import orjson
 import redis
 import redis.asyncio as aredis
-from prometheus_client import Counter
+from redis.asyncio.client import PubSub
+from tenacity import RetryCallState
 
+from app import logs, metrics, retries
 from app.redaction import redacted
 
 logger = logging.getLogger(__name__)
@@ -35,9 +38,7 @@ COMMANDS = "iot:commands"
 RULES = "iot:rules"  # a rule was created, changed or deleted: evaluators reload
 PATTERN = "iot:*"
 QUEUE_SIZE = 1000
-
-DROPPED = Counter("bus_dropped_total", "Bus messages a slow subscriber lost (oldest first)")
-RECEIVED = Counter("bus_received_total", "Bus messages this process received")
+REDIS_CONNECT_TIMEOUT = 2.0  # seconds: an unreachable Redis must not hold up a publisher
 
 Message = dict[str, Any]
 
@@ -45,6 +46,23 @@ Message = dict[str, Any]
 def telemetry_channel(device_id: object) -> str:
     """The channel of one device's telemetry."""
     return TELEMETRY.format(device_id=device_id)
+
+
+_TELEMETRY_PREFIX = telemetry_channel("")
+_KINDS = {ALERTS: "alerts", COMMANDS: "commands", DEVICE_STATUS: "status"}
+# labelled children resolved once: labels() costs microseconds per call on the hot path
+_PUBLISHED = {kind: metrics.BUS_PUBLISHED.labels(kind) for kind in metrics.BUS_KINDS}
+
+
+def _count_published(channels: Iterable[str]) -> None:
+    """Add a sent batch to bus_published_total, by kind of channel."""
+    counts = dict.fromkeys(_PUBLISHED, 0)
+    for channel in channels:
+        kind = "telemetry" if channel.startswith(_TELEMETRY_PREFIX) else _KINDS.get(channel)
+        counts[kind or "other"] += 1
+    for kind, count in counts.items():
+        if count:
+            _PUBLISHED[kind].inc(count)
 
 
 class Subscription:
@@ -59,15 +77,21 @@ class Subscription:
         self.dropped = 0
         self.closed = False
 
-    def offer(self, channel: str, message: Message) -> None:
-        """Queue the message if this subscriber wants it (on the hub's loop)."""
+    def offer(self, channel: str, message: Message) -> bool:
+        """Queue the message if this subscriber wants it (on the hub's loop); True if queued."""
         if not self._accepts(channel):
-            return
+            return False
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1  # the deque drops the oldest on append
-            DROPPED.inc()
+            metrics.BUS_DROPPED.inc()
         self._queue.append((channel, message))
         self._ready.set()
+        return True
+
+    @property
+    def waiting(self) -> int:
+        """How many messages wait to be taken (read from any thread, for metrics)."""
+        return len(self._queue)
 
     async def get(self) -> tuple[str, Message]:
         """The next message, waiting for one."""
@@ -144,11 +168,14 @@ class Hub:
 
     def deliver(self, channel: str, message: Message) -> None:
         """Offer one message to every interested subscription (call on the hub's loop)."""
-        RECEIVED.inc()
+        metrics.BUS_RECEIVED.inc()
+        delivered = 0
         for subscription in list(self._by_channel.get(channel, ())):
-            subscription.offer(channel, message)
+            delivered += subscription.offer(channel, message)
         for subscription in list(self._filtered):
-            subscription.offer(channel, message)
+            delivered += subscription.offer(channel, message)
+        if delivered:  # one increment per message, not per subscriber: the hot path
+            metrics.BUS_DELIVERED.inc(delivered)
 
     def deliver_threadsafe(self, items: list[tuple[str, Message]]) -> None:
         """Deliver from any thread."""
@@ -177,7 +204,12 @@ class Bus(Protocol):
 
 
 def _versioned(message: Message) -> Message:
-    return {"v": VERSION, **message}
+    # the correlation id of the work publishing it (an ingest batch, a request) goes along:
+    # the evaluator opens the alerts of a batch's points under its id (SPEC 11)
+    correlation = logs.correlation_id()
+    if correlation is None:
+        return {"v": VERSION, **message}
+    return {"v": VERSION, "correlation_id": correlation, **message}
 
 
 class NullBus:
@@ -210,6 +242,7 @@ class LocalBus:
         batch = [(channel, _versioned(message)) for channel, message in items]
         if self._hub is not None and batch:
             self._hub.deliver_threadsafe(batch)
+            _count_published(channel for channel, _ in batch)
 
     async def start(self, hub: Hub | None) -> None:
         """Deliver to `hub` from now on."""
@@ -225,7 +258,9 @@ class RedisBus:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._publisher = redis.Redis.from_url(url)
+        self._publisher = redis.Redis.from_url(
+            url, retry=retries.redis_retry(), socket_connect_timeout=REDIS_CONNECT_TIMEOUT
+        )
         self._task: asyncio.Task | None = None
         self._listening = False
 
@@ -237,16 +272,18 @@ class RedisBus:
     def publish_many(self, items: Iterable[tuple[str, Message]]) -> None:
         """One round trip for the whole batch; a Redis outage costs the messages, not ingest."""
         pipeline = self._publisher.pipeline(transaction=False)
-        count = 0
+        channels = []
         for channel, message in items:
             pipeline.publish(channel, orjson.dumps(_versioned(message)))
-            count += 1
-        if not count:
+            channels.append(channel)
+        if not channels:
             return
         try:
             pipeline.execute()
         except redis.RedisError as exc:
-            logger.warning("bus: %d message(s) not published: %s", count, exc)
+            logger.warning("bus: %d message(s) not published: %s", len(channels), exc)
+            return
+        _count_published(channels)
 
     async def start(self, hub: Hub | None) -> None:
         """Listen on `iot:*` and deliver to `hub`, reconnecting when Redis goes away."""
@@ -254,27 +291,46 @@ class RedisBus:
             self._task = asyncio.create_task(self._listen(hub), name="bus-listener")
 
     async def _listen(self, hub: Hub) -> None:
-        delay = 0.5
         while True:
-            client = aredis.Redis.from_url(self.url)
+            client, pubsub = await retries.reconnect_redis(self._unreachable)(self._subscribe)
+            self._listening = True
+            logger.info("bus: listening on %s (%s)", redacted(self.url), PATTERN)
             try:
-                async with client.pubsub() as pubsub:
-                    await pubsub.psubscribe(PATTERN)
-                    self._listening, delay = True, 0.5
-                    logger.info("bus: listening on %s (%s)", redacted(self.url), PATTERN)
-                    async for raw in pubsub.listen():
-                        if raw["type"] == "pmessage":
-                            channel = raw["channel"].decode()
-                            hub.deliver(channel, orjson.loads(raw["data"]))
+                async for raw in pubsub.listen():
+                    if raw["type"] == "pmessage":
+                        channel = raw["channel"].decode()
+                        hub.deliver(channel, orjson.loads(raw["data"]))
             except (redis.RedisError, OSError) as exc:
                 # a dropped subscription loses what was published meanwhile: say so
                 shown = redacted(self.url)
                 logger.warning("bus: subscription to %s lost (%s); reconnecting", shown, exc)
             finally:
                 self._listening = False
+                await pubsub.aclose()
                 await client.aclose()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+
+    async def _subscribe(self) -> tuple[aredis.Redis, PubSub]:
+        """A new connection and its pattern subscription (one attempt)."""
+        client = aredis.Redis.from_url(
+            self.url,
+            retry=retries.async_redis_retry(),
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+        )
+        pubsub = client.pubsub()
+        try:
+            await pubsub.psubscribe(PATTERN)
+        except BaseException:
+            await pubsub.aclose()
+            await client.aclose()
+            raise
+        return client, pubsub
+
+    def _unreachable(self, state: RetryCallState) -> None:
+        """Before each wait for Redis to come back: say why and for how long."""
+        error = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        shown = redacted(self.url)
+        logger.warning("bus: cannot subscribe on %s (%s); next try in %.1f s", shown, error, wait)
 
     async def stop(self) -> None:
         """Cancel the listener and close the publishing connection."""

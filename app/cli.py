@@ -2,7 +2,6 @@
 
 import getpass
 import json
-import logging
 import os
 import signal
 import sys
@@ -12,7 +11,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from app import db, migrate, storage
+from app import db, logs, migrate, storage
 from app.config import ConfigError, Settings, get_settings
 from app.errors import DomainError, NotFoundError, ValidationError
 from app.models import CredentialKind, DashboardVisibility, Role, UserCreate, UserUpdate
@@ -37,14 +36,13 @@ cli.add_typer(bench_cli, name="bench")
 def _settings(*, demo: bool = False) -> Settings:
     settings = get_settings()
     settings.demo = settings.demo or demo
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # each command says what it did; these libraries' per-step chatter is noise there
-    for chatty in ("alembic", "amqtt", "transitions", "apscheduler"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    logs.configure(settings)  # after --demo: it decides the default format
     return settings
+
+
+def _warnings_only() -> None:
+    """The benchmarks print their figures; only their warnings are worth a log line."""
+    logs.configure(get_settings(), level="WARNING")
 
 
 def _fail(message: str) -> NoReturn:
@@ -129,7 +127,7 @@ def serve(  # keyword-only: six options, each named on the command line
             )
     sys.stdout.flush()
     settings.ingest = settings.ingest and not no_ingest
-    main.run(settings)
+    raise typer.Exit(main.run(settings))  # 1: something was left to the next process
 
 
 def _print_generated_logins(report: SeedReport | None) -> set[str]:
@@ -171,14 +169,20 @@ def seed() -> None:
 
 @cli.command()
 def ingest() -> None:
-    """Consume device telemetry and status from the broker in IOTDECK_MQTT_URL."""
+    """Consume device telemetry and status from the broker in IOTDECK_MQTT_URL.
+
+    /metrics and /health/live are served on IOTDECK_METRICS_PORT meanwhile.
+    """
+    from app import metrics_server
     from app.mqtt.runner import run_ingest  # paho and the scheduler load only here
 
     settings = _settings()
     try:
-        run_ingest(settings)
+        with metrics_server.serving(settings.host, settings.metrics_port):
+            code = run_ingest(settings)
     except ConfigError as exc:
         _fail(str(exc))
+    raise typer.Exit(code)  # 1: something was left to the next process (app/shutdown.py)
 
 
 @cli.command()
@@ -237,9 +241,10 @@ def mqtt_broker() -> None:
     settings = _settings()
     _open_database(settings)
     try:
-        run_broker(settings)
+        code = run_broker(settings)
     except ConfigError as exc:
         _fail(str(exc))
+    raise typer.Exit(code)  # 1: Mosquitto had to be killed (app/shutdown.py)
 
 
 @bench_cli.command("ingest")
@@ -263,7 +268,7 @@ def bench_ingest(  # keyword-only: seven options, each named on the command line
     """Measure ingest against a bare subscriber and bare COPY; prints one JSON object."""
     from bench.ingest import Options, run
 
-    logging.basicConfig(level=logging.WARNING)
+    _warnings_only()
     options = Options(
         devices=devices,
         seconds=seconds,
@@ -293,7 +298,7 @@ def bench_storage(  # keyword-only: six options, each named on the command line
     """Plain PostgreSQL against TimescaleDB: ingest, chart queries, compression; JSON."""
     from bench.storage import Options, run
 
-    logging.basicConfig(level=logging.WARNING)
+    _warnings_only()
     options = Options(
         devices=devices,
         days=days,
@@ -320,7 +325,7 @@ def bench_realtime(
     """GraphQL subscribers under load: delivery rate, latency, drops, memory; prints JSON."""
     from bench.realtime import Options, run
 
-    logging.basicConfig(level=logging.WARNING)
+    _warnings_only()
     print(json.dumps(run(Options(subscribers=subscribers, seconds=seconds)), indent=2))
 
 
@@ -335,7 +340,7 @@ def bench_dashboard(
     """A 12-widget dashboard in headless Chromium: first render, latency, server cost."""
     from bench.dashboard import Options, run, table
 
-    logging.basicConfig(level=logging.WARNING)
+    _warnings_only()
     options = Options(viewers=viewers, devices=devices, rate=rate, seconds=seconds)
     result = run(options)
     print(table(result))
@@ -359,7 +364,7 @@ def bench_rules(  # keyword-only: eight options, each named on the command line
     """Rule engine µs per point, and ingest points/s with rules evaluated versus none."""
     from bench.rules import Options, run, table
 
-    logging.basicConfig(level=logging.WARNING)
+    _warnings_only()
     options = Options(
         rules=rules,
         devices=devices,

@@ -13,7 +13,8 @@ A round runs when a command is created or cancelled, a configuration changes or 
 comes ONLINE (bus messages), when the next expiry falls due, and at least every few
 seconds. Everything it does is decided from the database, so nothing is stuck after a
 restart: pending commands still go out, expiry still happens. The device's answers come
-back through ingest (`devices/{id}/commands/ack`).
+back through ingest (`devices/{id}/commands/ack`). Stopped (cancelled), it ends the round in
+progress first, so a command published is also marked SENT, then disconnects.
 """
 
 import asyncio
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 5.0
 PUBLISH_TIMEOUT = 10.0  # how long the broker may take to acknowledge one publish
+METRICS_CLIENT = "dispatcher"  # its mqtt_connected{client} label
 
 
 def command_topic(device_id: uuid.UUID | str) -> str:
@@ -77,10 +79,12 @@ class CommandDispatcher:
             logger.error("broker %s refused the command dispatcher: %s", self.address.url, reason)
             return
         self._connected.set()
+        metrics.MQTT_CONNECTED.labels(METRICS_CLIENT).set(1)
         self._rounds.wake_threadsafe()  # connected: what waited for the broker can go now
 
     def _on_disconnect(self, *_args: object) -> None:
         self._connected.clear()
+        metrics.MQTT_CONNECTED.labels(METRICS_CLIENT).set(0)
 
     # the event loop ---------------------------------------------------------------------
 
@@ -103,8 +107,12 @@ class CommandDispatcher:
         finally:
             self._client.disconnect()
             self._client.loop_stop()
+            # no dispatcher here any more: no series, rather than one saying "disconnected"
+            metrics.MQTT_CONNECTED.remove(METRICS_CLIENT)
 
     def _connect(self) -> None:
+        # only the process running the dispatcher has this series (0 until connected)
+        metrics.MQTT_CONNECTED.labels(METRICS_CLIENT).set(0)
         connection.connect(self._client, self.address, persistent=False)
         self._client.loop_start()
 
@@ -155,16 +163,34 @@ class CommandDispatcher:
     def _publish_commands(self, now: datetime) -> None:
         with db.session_scope() as session:
             due = [
-                (command.id, command.device_id, commands.device_message(command))
+                (
+                    command.id,
+                    command.device_id,
+                    command.correlation_id,
+                    commands.device_message(command),
+                )
                 for command in commands.due_for_sending(session=session, now=now)
             ]
+        metrics.COMMAND_DISPATCH_PENDING.set(len(due))
         sent = [
-            (command_id, self._publish(command_topic(device_id), message))
-            for command_id, device_id, message in due
+            (command_id, device_id, correlation, self._publish(command_topic(device_id), message))
+            for command_id, device_id, correlation, message in due
         ]
-        for command_id, info in sent:
+        for command_id, device_id, correlation, info in sent:
             if self._confirmed(info):
+                # with the id of what sent it: a request, or the MQTT batch that fired its alert
+                logger.info(
+                    "command %s published to device %s",
+                    command_id,
+                    device_id,
+                    extra={
+                        "correlation_id": correlation,
+                        "command_id": command_id,
+                        "device_id": device_id,
+                    },
+                )
                 metrics.COMMANDS_PUBLISHED.inc()
+                metrics.COMMAND_DISPATCH_PENDING.dec()
                 with db.session_scope() as session:
                     commands.mark_sent(session=session, command_id=command_id, at=utcnow())
 

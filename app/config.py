@@ -73,7 +73,10 @@ class Settings(BaseSettings):
     dashboards_dir: str = ""
     # webhooks may reach loopback, private, link-local and metadata addresses (SPEC 8.2)
     webhook_allow_private: bool = False
-    log_level: str = "INFO"
+    # logs (docs/operations.md): the level, and json (one object a line) or text; unset
+    # format: text in demo mode, json otherwise
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] | None = None
     # Redis pub/sub between processes; unset: the in-process bus (one process only)
     redis_url: str = ""
     # MQTT: an external broker (mqtt:// or mqtts://) or, when unset, the embedded one
@@ -100,6 +103,8 @@ class Settings(BaseSettings):
     ingest_shared_group: str = ""
     ingest_batch_messages: int = Field(default=2000, ge=1)
     ingest_batch_ms: int = Field(default=200, ge=1)
+    # `iotdeck ingest` serves /metrics and /health/live on this port (on IOTDECK_HOST); 0: off
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
     offline_after: int = Field(default=300, ge=1)
     retention_days: int = Field(default=90, ge=1)
     # PostgreSQL storage: TimescaleDB when the server preloads it (auto), required (on),
@@ -118,6 +123,8 @@ class Settings(BaseSettings):
     notification_timeout: float = Field(default=10, gt=0)
     # wait before the first retry of a failed notification, in seconds; doubles each time
     notification_retry_seconds: float = Field(default=30, gt=0)
+    # seconds from SIGTERM (or SIGINT) to exit: work taken finishes within it (app/shutdown.py)
+    shutdown_timeout: float = Field(default=25, gt=0)
 
     @field_validator(
         "cors_origins", "broker_hostnames", "trusted_proxies", "jwt_previous_secrets", mode="before"
@@ -159,6 +166,16 @@ class Settings(BaseSettings):
             raise ValueError(f"IOTDECK_OIDC_ROLE_MAP: unknown role {unknown[0]}")
         return value
 
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object, info: ValidationInfo) -> object:
+        # `debug` and `DEBUG`, `JSON` and `json` alike; an empty IOTDECK_LOG_FORMAT is unset
+        if not isinstance(value, str):
+            return value
+        if info.field_name == "log_level":
+            return value.strip().upper()
+        return value.strip().lower() or None
+
     @field_validator("compress_after")
     @classmethod
     def _check_interval(cls, value: str) -> str:
@@ -197,6 +214,11 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'iotdeck.db'}"
         return self
+
+    @property
+    def resolved_log_format(self) -> str:
+        """IOTDECK_LOG_FORMAT, or its default: text in demo mode, json otherwise."""
+        return self.log_format or ("text" if self.demo else "json")
 
     @property
     def is_sqlite(self) -> bool:

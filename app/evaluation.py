@@ -12,7 +12,9 @@ the new evaluator replays the stored telemetry each rule can still see (its long
 plus its `for`), which rebuilds the windows and the `for` timers, then aligns each
 (rule, device) with the stored alerts (open ones stay open, cooldowns keep running). A
 violation that is still going on but has no alert (no evaluator ran when it began) opens
-one then.
+one then. That is also why a graceful stop has no state to save: the batch (or tick) in
+progress ends whole, its alerts committed, before the lock goes; points still queued are
+stored already, and the next evaluator's replay sees them.
 """
 
 import asyncio
@@ -23,10 +25,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, select
 
-from app import bus, db, leadership
+from app import bus, db, leadership, logs, metrics
 from app.errors import ValidationError
 from app.models import Alert, AlertRule, Device
 from app.services import alerts, commands, notifications, rules, telemetry
+from app.shutdown import finish_first
 from rules.ast import CommandAction
 from rules.compiler import CompiledRule, compile_rule
 from rules.engine import Engine, Transition
@@ -68,6 +71,7 @@ class Evaluator:
         self._clock = clock
         self._types: dict[str, str] = {}
         self._rules: dict[str, AlertRule] = {}
+        self._newest: datetime | None = None  # of the points evaluated since the last lag
 
     def load(self) -> None:
         """Read the enabled rules and the devices (at start, and when rules change)."""
@@ -144,16 +148,29 @@ class Evaluator:
         """Take what the bus queued, in order; the alerts of a run of points in one commit."""
         found: list[Transition] = []
         pending: list[Transition] = []
+        cause = None  # the correlation id of the ingest batch the pending points came in
         for channel, message in batch:
             if channel.startswith(TELEMETRY_PREFIX):
+                if message.get("correlation_id") != cause:  # each batch's alerts under its id
+                    self.apply(pending, cause)
+                    found += pending
+                    pending, cause = [], message.get("correlation_id")
                 pending += self._evaluate(message)
                 continue
-            self.apply(pending)  # decided under the rules and devices as they were
+            self.apply(pending, cause)  # decided under the rules and devices as they were
             found += pending
             pending = []
             self._on_event(channel, message)
-        self.apply(pending)
+        self.apply(pending, cause)
+        self._report_lag()
         return found + pending
+
+    def _report_lag(self) -> None:
+        """evaluator_lag_seconds: the age of the newest point evaluated, its alerts written."""
+        if self._newest is not None:
+            lag = (self._clock() - self._newest).total_seconds()
+            metrics.EVALUATOR_LAG.set(max(0.0, lag))  # a device clock ahead is no lag
+            self._newest = None
 
     def _on_event(self, channel: str, message: bus.Message) -> None:
         """A rule change, an alert change or a device event."""
@@ -180,7 +197,7 @@ class Evaluator:
     def on_telemetry(self, message: bus.Message) -> list[Transition]:
         """Evaluate one bus telemetry message; apply what fired or cleared."""
         found = self._evaluate(message)
-        self.apply(found)
+        self.apply(found, message.get("correlation_id"))
         return found
 
     def _evaluate(self, message: bus.Message) -> list[Transition]:
@@ -189,11 +206,15 @@ class Evaluator:
         if device_type is None:
             return []
         found: list[Transition] = []
+        evaluations = self.engine.evaluations
         for point in message["points"]:
             at = datetime.fromisoformat(point["time"])
             found += self.engine.on_point(
                 device_id, device_type, point["metric"], at, float(point["value"])
             )
+            if self._newest is None or at > self._newest:
+                self._newest = at
+        metrics.RULE_EVALUATIONS.inc(self.engine.evaluations - evaluations)
         return found
 
     def tick(self, now: datetime | None = None) -> list[Transition]:
@@ -202,10 +223,20 @@ class Evaluator:
         self.apply(found)
         return found
 
-    def apply(self, transitions: list[Transition]) -> None:
-        """Open an alert per FIRED, resolve the open one per CLEARED, in one transaction."""
+    def apply(self, transitions: list[Transition], cause: str | None = None) -> None:
+        """Open an alert per FIRED, resolve the open one per CLEARED, in one transaction.
+
+        `cause` is the correlation id of the ingest batch whose points made the transitions:
+        the alerts store it, and their log lines, notifications and commands carry it. A
+        time-driven evaluation (a tick, the replay at start) has none: it gets a new one.
+        """
         if not transitions:
             return
+        with logs.bind(correlation_id=cause or logs.new_id()):
+            self._apply(transitions)
+
+    def _apply(self, transitions: list[Transition]) -> None:
+        opened: list[Alert] = []
         with db.session_scope() as session:
             for transition in transitions:
                 stored = self._rules.get(transition.rule_id)
@@ -213,7 +244,8 @@ class Evaluator:
                     continue
                 device_id = uuid.UUID(transition.device_id)
                 if transition.kind == "FIRED":
-                    self._fire(session, stored, device_id, transition)
+                    if (alert := self._fire(session, stored, device_id, transition)) is not None:
+                        opened.append(alert)
                 else:
                     open_one = alerts.open_alert_for(
                         session=session, rule_id=stored.id, device_id=device_id
@@ -225,13 +257,20 @@ class Evaluator:
                             user_id=None,
                             message="cleared by the rule",
                         )
+        for alert in opened:  # counted once committed
+            metrics.ALERTS_TRIGGERED.labels(str(alert.severity).lower()).inc()
 
     @staticmethod
-    def _fire(session: Session, stored: AlertRule, device_id: uuid.UUID, t: Transition) -> None:
-        """Open the alert with its message; its notifications go in the same transaction."""
+    def _fire(
+        session: Session, stored: AlertRule, device_id: uuid.UUID, t: Transition
+    ) -> Alert | None:
+        """Open the alert with its message; its notifications go in the same transaction.
+
+        The alert opened, or None (one is already open, or the device is gone).
+        """
         device = session.get(Device, device_id)
         if device is None:
-            return  # deleted meanwhile
+            return None  # deleted meanwhile
         message = notifications.render_message(
             t.rule.message,
             rule_name=stored.name,
@@ -252,10 +291,16 @@ class Evaluator:
             metric_value=t.value,
         )
         if alert is None:
-            return
-        notifications.schedule(session, alert=alert, notify=t.rule.notify)
-        if t.rule.command is not None:
-            _command(session, stored, alert, device_id, t.rule.command)
+            return None
+        with logs.bind(alert_id=alert.id, device_id=device_id):  # its command's lines too
+            logger.info(
+                "alert %s opened: rule %s on device %s (%s = %s)",
+                alert.id, stored.name, device.name, t.metric, t.value,
+            )  # fmt: skip
+            notifications.schedule(session, alert=alert, notify=t.rule.notify)
+            if t.rule.command is not None:
+                _command(session, stored, alert, device_id, t.rule.command)
+        return alert
 
 
 def _command(
@@ -294,10 +339,12 @@ async def run_evaluator(hub: bus.Hub) -> None:
     turns through one lock, each running off the event loop.
     """
     async with leadership.leading(leadership.EVALUATOR, "rule evaluator"):
+        metrics.EVALUATOR_LEADER.set(1)
         # subscribed before the replay: points committed meanwhile wait in the queue
         watched = hub.subscribe(
             lambda c: c.startswith(TELEMETRY_PREFIX) or c in _WATCHED, size=QUEUE_SIZE
         )
+        metrics.EVALUATOR_QUEUE_DEPTH.set_function(lambda: watched.waiting)  # read at scrape
         evaluator = Evaluator()
         turn = asyncio.Lock()
         await _run(turn, evaluator.start)
@@ -308,6 +355,9 @@ async def run_evaluator(hub: bus.Hub) -> None:
         finally:
             watched.close()
             ticking.cancel()
+            await asyncio.wait({ticking})  # a tick in progress ends whole before the lock goes
+            metrics.EVALUATOR_LEADER.set(0)
+            metrics.EVALUATOR_QUEUE_DEPTH.set_function(lambda: 0)
 
 
 async def _tick(evaluator: Evaluator, turn: asyncio.Lock) -> None:
@@ -319,6 +369,7 @@ async def _tick(evaluator: Evaluator, turn: asyncio.Lock) -> None:
 async def _run(turn: asyncio.Lock, work: Callable[..., object], *args: object) -> None:
     async with turn:
         try:
-            await asyncio.to_thread(work, *args)
+            # stopped meanwhile: the batch still ends whole, its alerts committed
+            await finish_first(asyncio.to_thread(work, *args))
         except Exception:  # one bad message or a database blip must not stop evaluation
             logger.exception("rule evaluation failed; carrying on")

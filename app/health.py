@@ -13,9 +13,16 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/health", tags=["health"])
 
 
-def _database() -> bool:
+# a probe answers True (fine), False ("unreachable") or a phrase saying what is wrong
+Check = Callable[[], bool | str]
+
+
+def _database() -> bool | str:
     try:
         db.ping()
+    except db.DatabaseUnavailableError as exc:
+        logger.warning("readiness: database unavailable: %s", exc.reason)
+        return exc.reason  # "circuit open since ..., last error: ...", or the error itself
     except SQLAlchemyError as exc:
         logger.warning("readiness: database unreachable: %s", exc)
         return False
@@ -23,11 +30,11 @@ def _database() -> bool:
 
 
 # name -> probe; components that start later (ingest, bus) add theirs
-_checks: dict[str, Callable[[], bool]] = {"database": _database}
+_checks: dict[str, Check] = {"database": _database}
 
 
-def register_check(name: str, check: Callable[[], bool]) -> None:
-    """Make readiness depend on `check()` being true."""
+def register_check(name: str, check: Check) -> None:
+    """Make readiness depend on `check()` being true (or a phrase saying why it is not)."""
     _checks[name] = check
 
 
@@ -42,10 +49,16 @@ def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def _outcome(answer: bool | str) -> str:
+    if answer is True:
+        return "ok"
+    return answer or "unreachable"
+
+
 @router.get("/ready")
 def ready() -> JSONResponse:
     """Every dependency answers; 503 naming the ones that do not."""
-    checks = {name: "ok" if check() else "unreachable" for name, check in list(_checks.items())}
+    checks = {name: _outcome(check()) for name, check in list(_checks.items())}
     healthy = all(value == "ok" for value in checks.values())
     body = {"status": "ready" if healthy else "not ready", "checks": checks}
     return JSONResponse(body, status_code=200 if healthy else 503)

@@ -25,6 +25,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app import metrics
 from app.config import Settings
 from app.errors import RateLimitedError
 
@@ -183,6 +184,7 @@ class RateLimitMiddleware:
         if seconds is None:
             await self.app(scope, receive, send)
             return
+        metrics.RATE_LIMIT_REFUSALS.labels("graphql" if path == GRAPHQL_PATH else "http").inc()
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": WEBSOCKET_TRY_AGAIN_LATER})
             return

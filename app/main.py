@@ -5,21 +5,25 @@ import logging
 from pathlib import Path
 
 from fastapi.middleware.cors import CORSMiddleware
-from nicegui import app, ui
+from nicegui import app, helpers, ui
 
 import pages
 import pages.oidc
-from app import db, health, https, metrics, migrate, oidc
+from app import db, health, http_metrics, https, logs, metrics, migrate, oidc, request_ids
 from app.background import Background
 from app.config import ConfigError, Settings, get_settings
+from app.going_away import WebSockets, WebSocketsMiddleware, listen
 from app.graphql.router import create_router
 from app.limiter import RateLimitMiddleware
 from app.mqtt import emqx
 from app.mqtt.embedded import choose_port
 from app.services import dashboards
 from app.services.seed import SeedReport, seed_demo
+from app.shutdown import Shutdown
 
 logger = logging.getLogger(__name__)
+
+HTTP_DRAIN_SHARE = 0.5  # of IOTDECK_SHUTDOWN_TIMEOUT, for the HTTP requests in flight
 
 
 def prepare(settings: Settings) -> SeedReport | None:
@@ -60,8 +64,11 @@ def provision_dashboards(folder: Path) -> None:
     )
 
 
-def build(settings: Settings) -> None:
-    """Attach every route, middleware and background service to NiceGUI's FastAPI app."""
+def build(settings: Settings) -> Shutdown:
+    """Attach every route, middleware and background service to NiceGUI's FastAPI app.
+
+    Returns the graceful stop that SIGTERM starts (app/going_away.py).
+    """
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -77,11 +84,20 @@ def build(settings: Settings) -> None:
     if settings.oidc_issuer:  # single sign-on (OIDC): /auth/oidc/login and /callback
         app.include_router(pages.oidc.create_router(settings))
     pages.create(settings)
-    # added last, so outermost: a refused request costs no session or database work
+    sockets = WebSockets()  # closed with 1001 Going Away when the server stops
+    app.add_middleware(WebSocketsMiddleware, sockets=sockets)
+    # outside the routes: a refused request costs no session or database work
     app.add_middleware(RateLimitMiddleware, settings=settings)
-    background = Background(settings, ingest=settings.ingest)
+    app.add_middleware(http_metrics.HttpMetricsMiddleware)  # outside the limit: 429s counted
+    # outermost of all, NiceGUI's too: every line about a request carries its id
+    request_ids.around_everything(app)
+    shutdown = Shutdown("serve", settings.shutdown_timeout)
+    if not helpers.is_user_simulation():  # NiceGUI's simulated browser has no server to stop
+        app.on_startup(lambda: listen(shutdown, sockets))  # first: a signal at start-up counts
+    background = Background(settings, ingest=settings.ingest, shutdown=shutdown)
     app.on_startup(background.start)
     app.on_shutdown(background.stop)
+    return shutdown
 
 
 def storage_secret(settings: Settings) -> str:
@@ -89,13 +105,13 @@ def storage_secret(settings: Settings) -> str:
     return hashlib.sha256(b"iotdeck-storage:" + settings.jwt_secret.encode()).hexdigest()
 
 
-def run(settings: Settings) -> None:
-    """Serve the dashboard, GraphQL and health endpoints until stopped.
+def run(settings: Settings) -> int:
+    """Serve the dashboard, GraphQL and health endpoints until stopped; the exit code.
 
     HTTPS with IOTDECK_TLS_CERT and IOTDECK_TLS_KEY (`serve` checked them); cookies are
     Secure on every HTTPS request, a trusted proxy's included (app/https.py).
     """
-    build(settings)
+    shutdown = build(settings)
     https.secure_cookies_over_https(app)
     ui.run(
         host=settings.host,
@@ -107,9 +123,12 @@ def run(settings: Settings) -> None:
         reload=False,
         show=False,
         show_welcome_message=False,
-        uvicorn_logging_level="warning",
+        **logs.uvicorn_options(settings),
         **https.uvicorn_options(settings),
+        # the HTTP requests in flight get half the stop's time, ingest and the workers the rest
+        timeout_graceful_shutdown=settings.shutdown_timeout * HTTP_DRAIN_SHARE,
     )
+    return shutdown.finish() if shutdown.started else 0
 
 
 if __name__ in {"__main__", "__mp_main__"}:

@@ -241,6 +241,8 @@ class Alert(SQLModel, table=True):
     resolved_at: datetime | None = None
     resolved_by: uuid.UUID | None = Field(default=None, foreign_key="users.id")
     resolution: str | None = None
+    # the id of the MQTT batch (or tick) that fired it, as its log lines carry it (SPEC 11)
+    correlation_id: str | None = Field(default=None, max_length=128)
 
 
 class NotificationDelivery(SQLModel, table=True):
@@ -298,6 +300,8 @@ class DeviceCommand(SQLModel, table=True):
         default=None, foreign_key="alert_rules.id", ondelete="SET NULL"
     )
     alert_id: uuid.UUID | None = Field(default=None, foreign_key="alerts.id", ondelete="SET NULL")
+    # the sending request's id, or its alert's correlation id, as log lines carry it
+    correlation_id: str | None = Field(default=None, max_length=128)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None

@@ -5,13 +5,17 @@ service's FOR UPDATE SKIP LOCKED claim, so processes share the work without send
 twice), sends each in its own task under its own timeout, so a slow or dead receiver
 never holds up another, and records every attempt on the delivery row. It wakes when an
 alert is triggered (`iot:alerts`), when an attempt ends or a retry falls due, and polls
-every few seconds in case another process wrote the delivery.
+every few seconds in case another process wrote the delivery. Stopped (cancelled), it
+claims nothing more and lets the sends in progress finish and record their attempt.
 
 A failed attempt's reason is stored on the delivery and shown to every signed-in user,
 VIEWERs included, so it is a fixed phrase ("connection failed", "HTTP 503 Service
 Unavailable", "refused: the address is not public"), never an address, a port or an
 error text of the network stack, which would map the internal network for whoever wrote
 the rule; the details go to the log, with the target's host only (URLs carry tokens).
+
+Each target has a circuit breaker (`app.circuits`): after a few failures in a row the
+dispatcher stops trying it for a while and puts its deliveries off ("circuit open: ...").
 """
 
 import asyncio
@@ -23,6 +27,7 @@ import logging
 import socket
 import ssl
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,9 +41,9 @@ import aiosmtplib
 import httpcore
 import httpx
 import orjson
-from prometheus_client import Counter
 
-from app import bus, db, outbound
+from app import bus, db, logs, metrics, outbound
+from app.circuits import DEFAULT_CIRCUIT, CircuitPolicy, TargetCircuits
 from app.config import Settings
 from app.models import utcnow
 from app.rounds import Rounds
@@ -47,11 +52,6 @@ from app.services.notifications import Backoff, Claim
 
 logger = logging.getLogger(__name__)
 
-ATTEMPTS = Counter(
-    "notification_attempts_total",
-    "Notification attempts by channel and outcome (sent, retry, failed)",
-    ["channel", "outcome"],
-)
 WEBHOOK_KEY_LABEL = b"iotdeck webhook signing key"
 LEASE_MARGIN = timedelta(seconds=30)  # a claim outlives the send timeout by this much
 
@@ -340,6 +340,8 @@ class WebhookSender:
             ("X-Iotdeck-Signature", sign(self.key, timestamp, body)),
             ("X-Iotdeck-Delivery", str(claim.delivery_id)),
         ]
+        if claim.notice.correlation_id:  # the receiver's logs can name what caused the alert
+            headers.append(("X-Correlation-ID", claim.notice.correlation_id))
         if url.userinfo:
             headers.append(("Authorization", _basic_auth(url)))
         target = httpcore.URL(
@@ -391,12 +393,14 @@ class Dispatcher:
         backoff: Backoff = notifications.DEFAULT_BACKOFF,
         poll_seconds: float = 5.0,
         max_in_flight: int = 50,
+        circuits: CircuitPolicy = DEFAULT_CIRCUIT,
     ) -> None:
         self.senders = dict(senders)
         self.timeout = timeout
         self.backoff = backoff
         self.poll_seconds = poll_seconds
         self.max_in_flight = max_in_flight
+        self.circuits = TargetCircuits(circuits)
         self.lease = timedelta(seconds=timeout) + LEASE_MARGIN
         self._in_flight: set[asyncio.Task] = set()
         self._timers: set[asyncio.TimerHandle] = set()
@@ -450,11 +454,22 @@ class Dispatcher:
             return 0
         try:
             claims = await asyncio.to_thread(self._claim, room)
+        except db.DatabaseUnavailableError as error:  # said once by its breaker: no traceback
+            logger.warning("could not claim due notifications: %s", error)
+            return 0
         except Exception:  # a database blip: the next poll tries again
             logger.exception("could not claim due notifications")
             return 0
         for claim in claims:
-            task = asyncio.create_task(self._deliver(claim), name=f"notify-{claim.delivery_id}")
+            # each send in the alert's context: its attempt's lines carry the alert's ids
+            ids = logs.context(
+                correlation_id=claim.notice.correlation_id,
+                alert_id=claim.notice.alert_id,
+                device_id=claim.notice.device_id,
+            )
+            task = asyncio.create_task(
+                self._deliver(claim), name=f"notify-{claim.delivery_id}", context=ids
+            )
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
         return len(claims)
@@ -465,9 +480,15 @@ class Dispatcher:
 
     def _claim(self, limit: int) -> list[Claim]:
         with db.session_scope() as session:
-            return notifications.claim_due(session, limit=limit, lease=self.lease)
+            claims = notifications.claim_due(session, limit=limit, lease=self.lease)
+            # what is still due once this process took its share: the backlog
+            metrics.NOTIFICATION_QUEUE_DEPTH.set(notifications.count_due(session))
+            return claims
 
     async def _deliver(self, claim: Claim) -> None:
+        if not self.circuits.allow(claim):
+            await self._hold(claim)
+            return
         sender = self.senders.get(claim.channel)
         failure: DeliveryError | None = None
         try:
@@ -482,15 +503,47 @@ class Dispatcher:
         except Exception as error:  # a bug in a sender must not stop the others
             logger.exception("notification %s: unexpected error", claim.delivery_id)
             failure = DeliveryError("internal error", detail=_detail(error))
+        held: dict[uuid.UUID, datetime] = {}
+        if failure is None:
+            held = self.circuits.succeeded(claim)
+        elif not failure.permanent:  # a permanent failure says nothing of the target being up
+            self.circuits.failed(claim, failure.reason)
         try:
             retry_at = await asyncio.to_thread(self._record, claim, failure)
+            if held:  # the target is back: what waited for it need not wait for the cooldown
+                await asyncio.to_thread(self._release, held)
+                self.wake()
         except Exception:  # the lease runs out and the delivery is tried again
             logger.exception("notification %s: could not record the attempt", claim.delivery_id)
             return
         if retry_at is not None:  # wake up for the retry rather than at the next poll
-            delay = max(0.0, (retry_at - utcnow()).total_seconds())
-            timer = asyncio.get_running_loop().call_later(delay, self._ring)
-            self._timers.add(timer)
+            self._wake_at(retry_at)
+
+    async def _hold(self, claim: Claim) -> None:
+        """Put a delivery off, untried, until its target's open circuit lets one through."""
+        reason, until = self.circuits.hold(claim)
+        try:
+            await asyncio.to_thread(self._record_held, claim, reason, until)
+        except Exception:  # the lease runs out and the delivery is tried again
+            logger.exception("notification %s: could not put it off", claim.delivery_id)
+            return
+        self._wake_at(until)
+
+    def _record_held(self, claim: Claim, reason: str, until: datetime) -> None:
+        with db.session_scope() as session:
+            notifications.record_held(
+                session, delivery_id=claim.delivery_id, reason=reason, until=until
+            )
+        logger.info("alert %s: %s put off: %s", claim.notice.alert_id, claim.channel, reason)
+
+    def _release(self, held: dict[uuid.UUID, datetime]) -> None:
+        with db.session_scope() as session:
+            notifications.release_held(session, held=held)
+
+    def _wake_at(self, moment: datetime) -> None:
+        """Look for due deliveries at `moment` rather than at the next poll."""
+        delay = max(0.0, (moment - utcnow()).total_seconds())
+        self._timers.add(asyncio.get_running_loop().call_later(delay, self._ring))
 
     def _ring(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -503,7 +556,7 @@ class Dispatcher:
         with db.session_scope() as session:
             if failure is None:
                 notifications.record_success(session, delivery_id=claim.delivery_id)
-                ATTEMPTS.labels(claim.channel, "sent").inc()
+                metrics.NOTIFICATION_ATTEMPTS.labels(claim.channel, "sent").inc()
                 logger.info(
                     "alert %s: %s to %s sent (attempt %d)",
                     claim.notice.alert_id, claim.channel, where, claim.attempt,
@@ -517,7 +570,7 @@ class Dispatcher:
                 backoff=self.backoff,
             )
             retry_at = delivery.next_attempt_at
-        ATTEMPTS.labels(claim.channel, "retry" if retry_at else "failed").inc()
+        metrics.NOTIFICATION_ATTEMPTS.labels(claim.channel, "retry" if retry_at else "failed").inc()
         reason = f"{failure.reason} [{failure.detail}]" if failure.detail else failure.reason
         logger.warning(
             "alert %s: %s to %s failed (attempt %d): %s; %s",
@@ -527,15 +580,20 @@ class Dispatcher:
         return retry_at
 
     async def close(self) -> None:
-        """Stop in-flight sends (their leases run out, they are retried) and the senders."""
+        """Let the sends in progress finish and record their attempt, then close the senders.
+
+        A cancel meanwhile (the end of a graceful stop's time) stops them instead: their
+        claims run out and any process tries them again.
+        """
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
-        for task in list(self._in_flight):
-            task.cancel()
-        await asyncio.gather(*self._in_flight, return_exceptions=True)
-        for sender in self.senders.values():
-            await sender.aclose()
+        try:
+            # gather, cancelled, cancels them all
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        finally:
+            for sender in self.senders.values():
+                await sender.aclose()
 
 
 async def run_dispatcher(settings: Settings, hub: bus.Hub | None) -> None:

@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 from app import bus
+from app.shutdown import finish_first
 
 
 class Rounds:
@@ -37,10 +38,12 @@ class Rounds:
         *,
         started: Callable[[], None] = lambda: None,
     ) -> None:
-        """Run `round_` (it returns the seconds until the next round is needed) forever.
+        """Run `round_` (it returns the seconds until the next round is needed) until cancelled.
 
         A message of `news` that `wakes` accepts ends the pause; `news` is closed at the
         end. `started` runs once the loop is known, so that `wake_threadsafe` works from then.
+        Cancelled during a round, the round ends first (a graceful stop): what it took is
+        done, not half-done.
         """
         self._loop = asyncio.get_running_loop()
         started()
@@ -49,7 +52,7 @@ class Rounds:
             while True:
                 # cleared before the round: a wake-up that comes during it is kept
                 self._wake.clear()
-                pause = await round_()
+                pause = await finish_first(round_())
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
                 # arrives as the event is set, and the loop would never stop
                 with contextlib.suppress(TimeoutError):

@@ -27,7 +27,7 @@ from typing import Any
 from anyio import to_thread
 from limits.aio.storage import MemoryStorage, Storage
 
-from app import db
+from app import db, metrics
 from app.errors import AuthenticationError, RateLimitedError
 from app.limiter import StorageTrouble, make_storage, whole_seconds
 from app.models import User
@@ -174,6 +174,7 @@ async def sign_in(email: str, password: str, *, client: str, redis_url: str) -> 
     async with lock:
         seconds = await throttle.retry_after(key, client)
         if seconds > 0:
+            metrics.RATE_LIMIT_REFUSALS.labels("signin").inc()
             message = REFUSED.format(seconds=whole_seconds(seconds))
             raise RateLimitedError(message, retry_after=seconds)
         try:

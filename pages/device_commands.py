@@ -2,12 +2,12 @@
 sending, cancelling and pushing a configuration for operators and admins."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from nicegui import run, ui
 from sqlmodel import Session
 
-from app import bus, db
+from app import bus, db, logs
 from app.command_dispatch import config_topic
 from app.errors import NotFoundError, ValidationError
 from app.models import CommandStatus, Device, DeviceCommand, DeviceStatus, Role
@@ -68,8 +68,8 @@ def _configured_device(device_id: uuid.UUID) -> Device | None:
         return devices.get_device(session=session, device_id=device_id)
 
 
-def _send_command(data: CommandInput, user_id: uuid.UUID) -> None:
-    with db.session_scope() as session:
+def _send_command(data: CommandInput, user_id: uuid.UUID, ids: Mapping[str, str]) -> None:
+    with logs.bind(**ids), db.session_scope() as session:  # the command stores the request id
         commands.send_command(session=session, data=data, created_by=user_id)
 
 
@@ -185,7 +185,8 @@ class DeviceCommands:
             idempotency_key=request.idempotency_key,
         )
         try:
-            await run.io_bound(_send_command, data, user.id)
+            # the page request's ids go along: run.io_bound's thread does not inherit them
+            await run.io_bound(_send_command, data, user.id, logs.bound())
         except NotFoundError:
             ui.notify("This device was deleted in the meantime", type="warning")
             return

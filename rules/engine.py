@@ -66,6 +66,7 @@ class Engine:
         self._retention: dict[str, int] = {}
         self._devices: dict[str, _Device] = {}
         self._states: dict[tuple[str, str], _State] = {}
+        self.evaluations = 0  # (point, rule) evaluations so far, for whoever counts them
         self.set_rules(rules)
 
     @property
@@ -112,6 +113,7 @@ class Engine:
         transitions: list[Transition] = []
         for rule in rules:
             if rule.applies_to(device_id, device.device_type):
+                self.evaluations += 1
                 self._evaluate(rule, device, device.now, transitions)
         return transitions
 

@@ -8,6 +8,8 @@ Every error a client sees carries `extensions.code`:
 - RATE_LIMITED, with `extensions.retryAfter` (whole seconds) when known: too many requests
   or sign-in attempts, a second rule test while one runs, a subscription over the limits
   (`app.errors.RateLimitedError`);
+- UNAVAILABLE: the database cannot be reached now; answered at once while its circuit
+  breaker is open instead of waiting for a connection (`app.db.DatabaseUnavailableError`);
 - GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED: the document itself is wrong (syntax,
   token limit, unknown field or argument, depth, alias or cost limit, introspection where
   it is off: see `app.graphql.limits`);

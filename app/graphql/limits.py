@@ -46,6 +46,7 @@ from graphql.validation.rules.max_introspection_depth_rule import MaxIntrospecti
 from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 
+from app import metrics
 from app.config import Settings
 from app.errors import DomainError
 from app.graphql import arguments
@@ -385,6 +386,7 @@ class WebSocketOperationLimit(SchemaExtension):
             limiter = request_limiter(self.settings.rate_limit, self.settings.redis_url)
             seconds = await limiter.retry_after(client_of(request, self.settings))
             if seconds is not None:
+                metrics.RATE_LIMIT_REFUSALS.labels("graphql").inc()
                 self.execution_context.pre_execution_errors = [_rate_limited(seconds)]
         yield
 

@@ -7,12 +7,14 @@ from strawberry.types import ExecutionContext
 from app.config import Settings
 from app.graphql.alerts import AlertsMutation, AlertsQuery
 from app.graphql.commands import CommandsMutation, CommandsQuery, CommandsSubscription
+from app.graphql.correlation import SubscriptionIds
 from app.graphql.credentials import CredentialsMutation
 from app.graphql.dashboards import DashboardsMutation, DashboardsQuery
 from app.graphql.device_types import DeviceTypesMutation, DeviceTypesQuery
 from app.graphql.devices import DevicesMutation, DevicesQuery
 from app.graphql.errors import GraphQLErrorCodes, log_unexpected
 from app.graphql.limits import query_limits, websocket_operation_limit
+from app.graphql.metrics import OperationMetrics
 from app.graphql.subscriptions import Subscription as DeviceSubscription
 from app.graphql.telemetry import TelemetryQuery
 from app.graphql.users import UsersMutation, UsersQuery
@@ -67,9 +69,11 @@ def create_schema(settings: Settings) -> Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=[
+            OperationMetrics,  # first, so outermost: it sees every error of the operation
             # factories, not instances: strawberry builds fresh extensions per operation
             websocket_operation_limit(settings),
             query_limits(settings),
             GraphQLErrorCodes,
+            SubscriptionIds,
         ],
     )

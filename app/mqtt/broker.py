@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from app.models import utcnow
 from app.mqtt import access
 from app.services import credentials
 from app.services.credentials import Authority, BrokerState
+from app.shutdown import Shutdown
 
 logger = logging.getLogger(__name__)
 
@@ -255,16 +255,20 @@ class ManagedBroker:
         self._terminate()
         self._spawn()
 
-    def _terminate(self) -> None:
+    def _terminate(self, timeout: float = 10.0) -> bool:
+        """SIGTERM Mosquitto (it saves its sessions and queued messages, then exits); True
+        when it exited cleanly within `timeout`, False when it had to be killed."""
         if self._process is None:
-            return
+            return True
         self._process.terminate()
         try:
-            self._process.wait(10)
+            clean = self._process.wait(timeout) == 0
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+            clean = False
         self._process = None
+        return clean
 
     @property
     def running(self) -> bool:
@@ -284,19 +288,24 @@ class ManagedBroker:
             except Exception:  # the database may be away for a while: keep the broker up
                 logger.exception("could not bring the broker in step with the database")
 
-    def stop(self) -> None:
-        """Stop Mosquitto; it saves sessions and queued messages first."""
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop Mosquitto; it saves sessions and queued messages first. False when it did
+        not exit cleanly within `timeout` (killed: what it received since its last autosave
+        is lost)."""
         with self._lock:
-            self._terminate()
+            return self._terminate(timeout)
 
 
-def run_broker(settings: Settings) -> None:
-    """`iotdeck mqtt-broker` until SIGTERM or SIGINT."""
+def run_broker(settings: Settings) -> int:
+    """`iotdeck mqtt-broker` until SIGTERM or SIGINT; the exit code (app/shutdown.py).
+
+    The stop: no more syncing, then Mosquitto gets SIGTERM, saves its sessions and queued
+    messages to its persistence file and exits (0), within IOTDECK_SHUTDOWN_TIMEOUT.
+    """
     broker = ManagedBroker(settings)
     broker.start()
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    shutdown = Shutdown("mqtt-broker", settings.shutdown_timeout)
+    stop = shutdown.listen()
     tls = settings.broker_tls_port
     logger.info(
         "Mosquitto for iotdeck on %s: passwords on %d%s; files in %s",
@@ -305,7 +314,8 @@ def run_broker(settings: Settings) -> None:
         f", certificates (TLS) on {tls}" if tls else "",
         broker.files.folder,
     )
-    started = time.monotonic()
     broker.run(stop)
-    broker.stop()
-    logger.info("broker stopped after %.0f s", time.monotonic() - started)
+    shutdown.begin()
+    if not broker.stop(shutdown.remaining()):
+        shutdown.left_undone("Mosquitto did not exit cleanly: killed before it saved its state")
+    return shutdown.finish()

@@ -1,5 +1,6 @@
 """paho-mqtt clients configured from an `mqtt://` or `mqtts://` URL."""
 
+import logging
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -10,11 +11,28 @@ from paho.mqtt.client import CallbackAPIVersion, Client, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from app import retries
 from app.config import ConfigError
 from app.redaction import redacted
 
 SESSION_EXPIRY_SECONDS = 7 * 24 * 3600  # a persistent session outlives any restart
 RECEIVE_MAXIMUM = 65535  # batches are acked after commit: allow many messages in flight
+
+
+class _NotConnectedNoise(logging.Filter):
+    """Drops paho 2.2's "Client is not connected" ERROR after a clean `disconnect()`.
+
+    Its loop thread runs one more turn on the closed socket and says so at ERROR level,
+    on every clean stop (a race in `loop_forever`): no error, and nothing to act on.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for that line only."""
+        return not str(record.msg).startswith("Client is not connected")
+
+
+_PAHO_LOG = logging.getLogger("paho.mqtt.client")
+_PAHO_LOG.addFilter(_NotConnectedNoise())
 
 
 @dataclass(frozen=True)
@@ -75,7 +93,12 @@ def make_client(
         client.username_pw_set(address.username, address.password)
     if address.tls:
         client.tls_set_context(tls_context(address))
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    # paho doubles its delay between reconnections but adds no jitter: drawing the bounds
+    # per client spreads a fleet that lost the broker together
+    min_delay, max_delay = retries.broker_reconnect_delays()
+    client.reconnect_delay_set(min_delay=min_delay, max_delay=max_delay)  # type: ignore[arg-type]
+    # paho's own lines (an exception in a callback above all) through the one log pipeline
+    client.enable_logger(_PAHO_LOG)
     return client
 
 

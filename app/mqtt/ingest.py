@@ -7,7 +7,9 @@ database's work on this one). A message is therefore acknowledged only once its 
 the process dies first, the broker redelivers it (persistent session) and the primary
 key (device_id, metric_name, time) turns the second copy into a no-op. While the
 database is down the batch is retried with backoff and nothing new is acknowledged, so
-the backlog waits in the broker.
+the backlog waits in the broker. A batch that fails for any other reason is committed in
+halves, down to single messages: the one that still fails alone is rejected as poison
+(and acknowledged), the others are stored.
 """
 
 import logging
@@ -21,10 +23,10 @@ from datetime import UTC, datetime, timedelta
 
 from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
 from paho.mqtt.reasoncodes import ReasonCode
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
+from tenacity import RetryCallState, RetryError
 
-from app import db, metrics
+from app import db, logs, metrics, retries
 from app.models import Device, DeviceStatus
 from app.mqtt import connection
 from app.mqtt.bulk_client import BulkClient
@@ -50,6 +52,7 @@ _KNOWN_DEVICE_TTL = 30.0  # seconds before known ids are looked up again (a type
 _RECEIVED = {
     kind: metrics.MESSAGES_RECEIVED.labels(kind) for kind in ("telemetry", "status", "ack")
 }
+_RATE_LIMITED = metrics.RATE_LIMIT_REFUSALS.labels("mqtt")
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,14 @@ class _Parsed:
     """A batch after validation, on its way from the parser to the committer."""
 
     messages: list[Received]
+    correlation_id: str  # on every line about the batch, and on its bus messages
     candidates: list[tuple[Received, uuid.UUID, str, object]] = field(default_factory=list)
     rejected: int = 0
     # decided once, on the first commit attempt: a retried batch must not spend tokens twice
     over_limit: set[int] | None = None  # indexes into candidates
     reported: set[uuid.UUID] = field(default_factory=set)  # their rate_limited_at to set
+    # the candidates the last attempt did not store (unknown device, over the limit)
+    skipped: set[int] | None = None
 
 
 @dataclass
@@ -82,6 +88,50 @@ class BatchResult:
     points: list[Point] = field(default_factory=list)
     status_changes: dict[uuid.UUID, DeviceStatus] = field(default_factory=dict)
     rejected: int = 0
+
+    def add(self, part: "BatchResult") -> None:
+        """Count in what a part of the same batch, committed on its own, changed."""
+        self.points.extend(part.points)
+        self.status_changes.update(part.status_changes)
+        self.rejected += part.rejected
+
+
+class _Abandoned(Exception):
+    """Shutting down while the database is away: the batch stays in the broker."""
+
+
+def _culprit(parsed: _Parsed) -> Received | None:
+    """The message to blame when `parsed` failed for good: the only one it tried to store."""
+    if len(parsed.candidates) == 1 and not parsed.skipped:
+        return parsed.candidates[0][0]
+    return None
+
+
+def _halves(parsed: _Parsed) -> list[_Parsed]:
+    """The candidates the failed attempt tried to store, in two batches to commit apart.
+
+    The skipped ones (unknown device, over the limit) were counted already: left out.
+    """
+    skipped = parsed.skipped or set()
+    storable = [c for i, c in enumerate(parsed.candidates) if i not in skipped]
+    middle = (len(storable) + 1) // 2
+    return [
+        _Parsed(
+            messages=[candidate[0] for candidate in half],
+            correlation_id=parsed.correlation_id,
+            candidates=half,
+            # screened already: policing again would spend the devices' tokens twice
+            over_limit=None if parsed.skipped is None else set(),
+            reported=parsed.reported,
+        )
+        for half in (storable[:middle], storable[middle:])
+        if half
+    ]
+
+
+def _error_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 class _KnownDevices:
@@ -116,10 +166,22 @@ class _KnownDevices:
             self._known.pop(device_id, None)
 
 
+def _claimed_device(topic: str) -> str | None:
+    """The device id a topic names (`devices/{id}/...`), as sent: maybe no device's."""
+    parts = topic.split("/")
+    return parts[1] if len(parts) > 2 else None
+
+
 def _reject(message: Received, reason: str, detail: str, *, log: bool = True) -> None:
     metrics.TELEMETRY_REJECTED.labels(reason).inc()
     if log:
-        logger.warning("rejected message on %s: %s: %s", message.topic, reason, detail)
+        logger.warning(
+            "rejected message on %s: %s: %s",
+            message.topic,
+            reason,
+            detail,
+            extra={"device_id": _claimed_device(message.topic)},
+        )
 
 
 class IngestWorker:
@@ -148,6 +210,9 @@ class IngestWorker:
         self._known = _KnownDevices()
         self._limiter = RateLimiter(rate_limit, rate_burst)
         self._listeners: list[Callable[[BatchResult], None]] = []
+        # messages taken from the broker, and those of them committed and acknowledged
+        self._taken = 0
+        self._finished = 0
         # parsing batch N+1 overlaps the database writing batch N; one parsed batch waits
         self._parsed: queue.Queue[_Parsed | None] = queue.Queue(maxsize=1)
         self._parser = threading.Thread(target=self._parse_loop, name="ingest-parser", daemon=True)
@@ -162,6 +227,13 @@ class IngestWorker:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        # commits wait for a database that is away; anything else fails at once
+        self._retrying = retries.retry_while(
+            db.is_transient, stopping=self._stopping, before_sleep=self._storage_failed
+        )
+        # created here, not at import: a `serve --no-ingest` has no ingest to say is down
+        self._connected_gauge = metrics.MQTT_CONNECTED.labels("ingest")
+        self._connected_gauge.set(0)
 
     @property
     def connected(self) -> bool:
@@ -183,14 +255,19 @@ class IngestWorker:
         """Block until subscribed on the broker, or `timeout` seconds pass."""
         return self._connected.wait(timeout)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Flush, commit and acknowledge what was received, then disconnect."""
+    def stop(self, timeout: float = 30.0) -> int:
+        """Take no more messages; commit and acknowledge those taken, then disconnect.
+
+        Returns how many taken messages were left unacknowledged (0: none), because the
+        database was down or `timeout` passed: the broker redelivers them to the next session.
+        """
         self._stopping.set()
         deadline = time.monotonic() + timeout
         self._parser.join(timeout)
         self._committer.join(max(0.0, deadline - time.monotonic()))
         self._client.disconnect()
         self._client.loop_stop()
+        return self._taken - self._finished
 
     # network thread -------------------------------------------------------------------
 
@@ -220,6 +297,7 @@ class IngestWorker:
             logger.error("broker %s refused the subscriptions: %s", self.address.url, reasons)
             return
         self._connected.set()
+        self._connected_gauge.set(1)
         logger.info("ingest subscribed on %s as %s", self.address.url, client._client_id.decode())
 
     def _on_disconnect(
@@ -231,6 +309,7 @@ class IngestWorker:
         _properties: object,
     ) -> None:
         self._connected.clear()
+        self._connected_gauge.set(0)
         if not self._stopping.is_set():
             logger.warning("ingest lost the broker (%s); reconnecting", reason)
 
@@ -240,6 +319,8 @@ class IngestWorker:
         self._inbox.put(
             Received(message.topic, message.payload, message.mid, message.qos, datetime.now(UTC))
         )
+        self._taken += 1
+        metrics.INGEST_BACKLOG.inc()
 
     # parser and committer threads -------------------------------------------------------
 
@@ -266,7 +347,9 @@ class IngestWorker:
         while True:
             batch = self._collect()
             if batch:
-                self._parsed.put(self._parse(batch))
+                # one id per batch, from its rejections to the alerts its points fire
+                with logs.bind(correlation_id=logs.new_id()):
+                    self._parsed.put(self._parse(batch))
             elif self._stopping.is_set() and self._inbox.empty():
                 self._parsed.put(None)
                 return
@@ -274,35 +357,71 @@ class IngestWorker:
     def _commit_loop(self) -> None:
         abandoned = False
         while (parsed := self._parsed.get()) is not None:
-            # after an abandoned batch nothing more is acknowledged: acks stay in order
-            abandoned = abandoned or not self._process(parsed)
+            with logs.bind(correlation_id=parsed.correlation_id):
+                # after an abandoned batch nothing more is acknowledged: acks stay in order
+                abandoned = abandoned or not self._process(parsed)
+                if not abandoned:
+                    self._finished += len(parsed.messages)
 
     def _process(self, parsed: "_Parsed") -> bool:
-        """Commit with retries, then acknowledge; False if abandoned at shutdown."""
-        while True:
-            try:
-                result = self._commit(parsed)
-            except SQLAlchemyError as exc:
-                metrics.STORAGE_RETRIES.inc()
-                logger.warning(
-                    "storage failed (%s); retrying the batch of %d", exc, len(parsed.messages)
-                )
-            except Exception:
-                metrics.STORAGE_RETRIES.inc()
-                logger.exception("batch of %d failed; retrying", len(parsed.messages))
-            else:
-                break
-            if self._stopping.wait(1.0):
-                # shutting down with the database away: leave the batch in the broker
-                return False
+        """Commit (`_store`), then acknowledge; False if abandoned at shutdown."""
+        try:
+            result = self._store(parsed)
+        except _Abandoned:
+            # shutting down with the database away: leave the batch in the broker
+            return False
         # PUBACKs in arrival order, as MQTT requires; QoS 0 messages take none
         self._client.ack_many([m.mid for m in parsed.messages if m.qos == 1])
+        metrics.INGEST_BACKLOG.dec(len(parsed.messages))
         for listener in self._listeners:
             try:
                 listener(result)
             except Exception:
                 logger.exception("ingest listener failed")
         return True
+
+    def _store(self, parsed: "_Parsed", *, whole: bool = True) -> BatchResult:
+        """Commit `parsed`, retrying while the database is away; split it if it fails for good.
+
+        An error that waiting cannot cure (a value the database refuses, a bug) comes from
+        some message of the batch: the halves are committed apart, down to single
+        messages, and one that still fails alone is rejected as poison. It is acknowledged
+        with the others, so the broker does not hand it over again and again.
+        """
+        try:
+            return self._retrying(self._commit, parsed)
+        except RetryError:
+            raise _Abandoned from None
+        except Exception as error:
+            failure = error
+        if whole:
+            logger.error(
+                "a batch of %d messages failed (%s); committing it in parts to find the culprit",
+                len(parsed.messages),
+                _error_line(failure),
+                exc_info=failure,
+            )
+        if (culprit := _culprit(parsed)) is not None:
+            metrics.INGEST_POISON.inc()
+            _reject(culprit, "poison", f"it fails even alone: {_error_line(failure)}")
+            return BatchResult(rejected=parsed.rejected + 1)
+        result = BatchResult(rejected=parsed.rejected + len(parsed.skipped or ()))
+        for half in _halves(parsed):
+            result.add(self._store(half, whole=False))
+        return result
+
+    def _storage_failed(self, state: RetryCallState) -> None:
+        """Before each wait for the database: count and say it."""
+        metrics.STORAGE_RETRIES.inc()
+        parsed: _Parsed = state.args[0]
+        error = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.warning(
+            "storage failed (%s); retrying the batch of %d in %.1f s",
+            db.short_error(error) if error is not None else "?",
+            len(parsed.messages),
+            wait,
+        )
 
     def _commit(self, parsed: "_Parsed") -> BatchResult:
         started = time.perf_counter()
@@ -345,16 +464,25 @@ class IngestWorker:
                         message.topic,
                         answer.command_id,
                         refused,
+                        extra={"device_id": device_id, "command_id": answer.command_id},
                     )
             device_types.record_rate_limited(
                 session=session, device_ids=parsed.reported, at=arrival
             )
             session.commit()
+        metrics.INGEST_LAST_COMMIT.set_to_current_time()
         if written.dropped_devices:
             self._known.forget(set(written.dropped_devices))
         result.points = [p for p in points if p.device_id not in written.dropped_devices]
         metrics.POINTS_INGESTED.inc(written.stored)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        # the one line naming an accepted message's batch id: at DEBUG, it is every batch
+        logger.debug(
+            "batch of %d message(s) committed: %d point(s) stored, %d rejected",
+            len(parsed.messages),
+            written.stored,
+            result.rejected,
+        )
         return result
 
     def _screen(self, session: Session, parsed: "_Parsed", result: BatchResult) -> set[int]:
@@ -368,6 +496,7 @@ class IngestWorker:
                 _reject(message, "unknown_device", f"no device {device_id}")
                 skipped.add(index)
         result.rejected += len(skipped)
+        parsed.skipped = skipped
         return skipped
 
     def _police(self, session: Session, parsed: "_Parsed", known: dict[uuid.UUID, str]) -> None:
@@ -384,6 +513,7 @@ class IngestWorker:
             if device_type is None or self._limiter.allow(device_id, device_type, now):
                 continue
             parsed.over_limit.add(index)
+            _RATE_LIMITED.inc()
             if not self._limiter.report_due(device_id, now):
                 _reject(message, "rate_limited", "", log=False)
                 continue
@@ -394,7 +524,7 @@ class IngestWorker:
 
     def _parse(self, batch: list[Received]) -> "_Parsed":
         """Each message validated into (message, device, kind, content); rejections counted."""
-        parsed = _Parsed(messages=batch)
+        parsed = _Parsed(messages=batch, correlation_id=logs.correlation_id() or logs.new_id())
         for message in batch:
             kind = message.topic.rsplit("/", 1)[-1]
             _RECEIVED[kind].inc()
@@ -413,7 +543,11 @@ class IngestWorker:
                 parsed.rejected += 1
                 continue
             except Exception:  # a bug must cost one message, never the worker
-                logger.exception("could not parse the message on %s", message.topic)
+                logger.exception(
+                    "could not parse the message on %s",
+                    message.topic,
+                    extra={"device_id": _claimed_device(message.topic)},
+                )
                 _reject(message, "internal_error", "see the traceback above")
                 parsed.rejected += 1
                 continue

@@ -2,8 +2,6 @@
 
 import asyncio
 import logging
-import signal
-import threading
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -13,6 +11,7 @@ from app.mqtt import logins
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
 from app.services import credentials
+from app.shutdown import Shutdown
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +39,13 @@ def ingest_address(settings: Settings) -> BrokerAddress:
     )
 
 
-def run_ingest(settings: Settings) -> None:
-    """Run until told to stop; on SIGTERM flush, commit and acknowledge, then return."""
+def run_ingest(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT, then commit and acknowledge what it took; the exit code.
+
+    0 when all of it was committed and acknowledged within IOTDECK_SHUTDOWN_TIMEOUT; 1
+    when some could not be (the database is down): it stays unacknowledged, and the broker
+    redelivers it to the next session with this client id, so nothing is lost.
+    """
     if not settings.mqtt_url:
         raise ConfigError(
             "IOTDECK_MQTT_URL is not set: `iotdeck ingest` consumes an external broker "
@@ -55,9 +59,8 @@ def run_ingest(settings: Settings) -> None:
         logger.warning(
             "IOTDECK_REDIS_URL is not set: live updates from this ingest reach no dashboard"
         )
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    shutdown = Shutdown("ingest", settings.shutdown_timeout)
+    stop = shutdown.listen()
     worker = build_worker(settings, address)
     scheduler = BackgroundScheduler(timezone="UTC")
     jobs.add_jobs(scheduler, settings)
@@ -65,8 +68,11 @@ def run_ingest(settings: Settings) -> None:
     scheduler.start()
     logger.info("ingest running against %s; SIGTERM stops it cleanly", address.url)
     stop.wait()
-    logger.info("stopping: flushing and acknowledging what was received")
-    scheduler.shutdown(wait=False)
-    worker.stop()
+    shutdown.begin()
+    scheduler.shutdown(wait=False)  # no new job starts; one running ends on its own
+    if unacknowledged := worker.stop(shutdown.remaining()):
+        shutdown.left_undone(
+            f"{unacknowledged} message(s) not committed, left unacknowledged in the broker"
+        )
     asyncio.run(bus.get_bus().stop())
-    logger.info("ingest stopped")
+    return shutdown.finish()

@@ -15,7 +15,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app import bus
+from app import bus, logs
 from app.errors import NotFoundError, ValidationError
 from app.models import Alert, AlertRule, AlertSeverity, AlertStatus, utcnow
 from app.services import events, validation
@@ -86,6 +86,7 @@ def open_alert(
         metric_value=metric_value,
         threshold=rule.threshold,
         triggered_at=at,
+        correlation_id=logs.correlation_id(),  # the batch whose points fired it
     )
     try:
         with session.begin_nested():  # a savepoint: losing the race undoes only this insert

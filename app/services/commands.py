@@ -13,6 +13,7 @@ A change that lost the race is decided again from the fresh row; none is ever ov
 (a device's EXECUTED can not turn back into SENT, then EXPIRED).
 """
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,11 +23,13 @@ from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app import bus
+from app import bus, logs
 from app.errors import NotFoundError, ValidationError
 from app.models import CommandStatus, Device, DeviceCommand, DeviceStatus, utcnow
 from app.services import events, validation
 from rules.ast import COMMAND_ACTION, COMMAND_ACTION_RULE
+
+logger = logging.getLogger(__name__)
 
 MAX_PARAMS_BYTES = 16 * 1024
 MAX_CONFIG_BYTES = 64 * 1024
@@ -159,6 +162,8 @@ def send_command(
         created_by=created_by,
         rule_id=rule_id,
         alert_id=alert_id,
+        # the sending request's id, or the alert's batch: what its log lines carry
+        correlation_id=logs.correlation_id(),
         created_at=now,
         updated_at=now,
         expires_at=now + timedelta(seconds=timeout),
@@ -172,6 +177,13 @@ def send_command(
             raise
         return existing
     _announce(session, "CREATED", command)
+    logger.info(
+        "command %s (%s) created for device %s",
+        command.id,
+        action,
+        device_id,
+        extra={"command_id": command.id, "device_id": device_id},
+    )
     return command
 
 

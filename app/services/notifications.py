@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from app.errors import NotFoundError
-from app.models import Alert, AlertRule, Device, NotificationDelivery, utcnow
+from app.models import Alert, AlertRule, Device, NotificationDelivery, as_utc, utcnow
 from app.services import validation
 
 logger = logging.getLogger(__name__)
@@ -180,6 +180,7 @@ class Notice:
     metric_name: str | None
     metric_value: float | None
     triggered_at: datetime
+    correlation_id: str | None = None  # the alert's: sent as X-Correlation-ID, logged
 
     def payload(self) -> dict[str, Any]:
         """The alert as a webhook carries it (GraphQL's names, ISO 8601 UTC time)."""
@@ -236,6 +237,7 @@ def _notice(alert: Alert, rule: AlertRule | None, device: Device | None) -> Noti
         metric_name=alert.metric_name,
         metric_value=alert.metric_value,
         triggered_at=alert.triggered_at,
+        correlation_id=alert.correlation_id,
     )
 
 
@@ -294,6 +296,17 @@ def claim_due(
     return claims
 
 
+def count_due(session: Session, *, now: datetime | None = None) -> int:
+    """How many deliveries are due and not claimed (the dispatchers' backlog)."""
+    query = (
+        select(func.count())
+        .select_from(NotificationDelivery)
+        .where(NotificationDelivery.status == PENDING)
+        .where(col(NotificationDelivery.next_attempt_at) <= (now or utcnow()))
+    )
+    return int(session.exec(query).one())
+
+
 def _delivery(session: Session, delivery_id: uuid.UUID) -> NotificationDelivery:
     delivery = session.get(NotificationDelivery, delivery_id)
     if delivery is None:
@@ -338,3 +351,51 @@ def record_failure(
     session.add(delivery)
     session.flush()
     return delivery
+
+
+def record_held(
+    session: Session,
+    *,
+    delivery_id: uuid.UUID,
+    reason: str,
+    until: datetime,
+    now: datetime | None = None,
+) -> NotificationDelivery:
+    """The delivery was claimed but not tried (its target's circuit is open): due at `until`.
+
+    The claim's attempt is given back (nothing was sent), so waiting on an open circuit
+    never uses up a delivery's attempts; `reason` ("circuit open: ...") is shown as its
+    last error meanwhile.
+    """
+    delivery = _delivery(session, delivery_id)
+    delivery.attempts = max(0, delivery.attempts - 1)
+    delivery.last_error = reason[:MAX_ERROR_LENGTH]
+    delivery.next_attempt_at = until
+    delivery.updated_at = now or utcnow()
+    session.add(delivery)
+    session.flush()
+    return delivery
+
+
+def release_held(
+    session: Session, *, held: dict[uuid.UUID, datetime], now: datetime | None = None
+) -> int:
+    """Make due now the deliveries `record_held` put off (delivery id -> its `until`).
+
+    Only those still PENDING and still due at that very `until`: one that another
+    dispatcher has claimed since (its lease moved `next_attempt_at`) is left alone.
+    """
+    now = now or utcnow()
+    released = 0
+    for delivery_id, until in held.items():
+        # locked: a claim cannot take it between this check and the update
+        delivery = session.get(NotificationDelivery, delivery_id, with_for_update=True)
+        if delivery is None or delivery.status != PENDING or delivery.next_attempt_at is None:
+            continue
+        if as_utc(delivery.next_attempt_at) != as_utc(until):
+            continue
+        delivery.next_attempt_at, delivery.updated_at = now, now
+        session.add(delivery)
+        released += 1
+    session.flush()
+    return released

@@ -11,7 +11,7 @@ once a second when the page's feed says something changed.
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import markdown2
 from nicegui import run, ui
 
-from app import bus, db
+from app import bus, db, logs
 from app.auth import has_role
 from app.dashboards import data
 from app.dashboards.live import LiveValues
@@ -51,14 +51,16 @@ SHARE_SECONDS = 1.0  # a query's answer serves every page that asks the same mea
 T = TypeVar("T")
 
 
-def _with_session(function: Callable[..., T], kwargs: dict[str, Any]) -> T:
-    with db.session_scope() as session:
+def _with_session(function: Callable[..., T], kwargs: dict[str, Any], ids: Mapping[str, str]) -> T:
+    with logs.bind(**ids), db.session_scope() as session:
         return function(session=session, **kwargs)
 
 
 async def fetch(function: Callable[..., T], **kwargs: Any) -> T:
     """`function(session=..., **kwargs)` in a worker thread: the event loop never waits."""
-    return await run.io_bound(_with_session, function, kwargs)
+    # the page request's ids go along (run.io_bound's thread does not inherit them): its log
+    # lines, and a command it sends, keep them
+    return await run.io_bound(_with_session, function, kwargs, logs.bound())
 
 
 _SHARED: dict[tuple[Any, ...], tuple[float, "asyncio.Future[Any]"]] = {}

@@ -30,4 +30,21 @@ async def test_ready_is_503_when_the_database_is_unreachable() -> None:
         ready = await client.get("/health/ready")
     assert live.status_code == 200
     assert ready.status_code == 503
-    assert ready.json() == {"status": "not ready", "checks": {"database": "unreachable"}}
+    body = {"status": "not ready", "checks": {"database": "unreachable (Connection refused)"}}
+    assert ready.json() == body
+
+
+async def test_ready_says_since_when_the_database_circuit_is_open() -> None:
+    db.init_engine("postgresql+psycopg://postgres@127.0.0.1:1/iotdeck")
+    try:
+        async with _client() as client:
+            for _ in range(db.database_breaker.threshold):  # refused: the circuit opens
+                await client.get("/health/ready")
+            ready = await client.get("/health/ready")  # refused at once, without a connection
+    finally:
+        db.database_breaker.success()
+    assert ready.status_code == 503
+    reason = ready.json()["checks"]["database"]
+    assert reason.startswith("circuit open since "), reason
+    failures = db.database_breaker.threshold
+    assert f", {failures} failures in a row, last error: Connection refused; next try at " in reason

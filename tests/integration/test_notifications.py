@@ -28,7 +28,7 @@ from app.config import Settings
 from app.models import DeviceCreate, NotificationDelivery, utcnow
 from app.notifications import Dispatcher, EmailSender, Sender, WebhookSender, webhook_key
 from app.services import alerts, devices, events, notifications, rules
-from app.services.notifications import Backoff
+from app.services.notifications import Backoff, Claim
 from app.services.rules import RuleInput
 from rules.ast import Notify
 from rules.parser import parse_rule
@@ -322,6 +322,41 @@ async def test_more_deliveries_than_slots_all_go_out(engine: Engine, receivers: 
         await eventually(settled(engine, alert_id), timeout=10)
     assert {d.status for d in deliveries(engine, alert_id).values()} == {"SENT"}
     assert sorted(r.path for r in receivers.received) == [f"/r{n}" for n in range(7)]
+
+
+class HeldSender:
+    """A sender whose sends end only when released: one is in progress when told to stop."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.sent: list[uuid.UUID] = []
+
+    async def send(self, claim: Claim) -> None:
+        """Wait for `release`, then count the delivery as sent."""
+        self.started.set()
+        await self.release.wait()
+        self.sent.append(claim.delivery_id)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+async def test_stopped_mid_send_it_finishes_the_send_and_records_it(engine: Engine) -> None:
+    alert_id = fire(engine, [("webhook", "https://a.example.com/")])
+    sender = HeldSender()
+    dispatcher = Dispatcher({"webhook": sender}, timeout=10.0, backoff=FAST, poll_seconds=0.05)
+    task = asyncio.create_task(dispatcher.run())
+    await asyncio.wait_for(sender.started.wait(), 10)
+    task.cancel()  # a graceful stop: the send in progress goes on
+    done, _ = await asyncio.wait({task}, timeout=0.5)
+    assert not done, "the stop did not wait for the send in progress"
+    sender.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    delivery = deliveries(engine, alert_id)["https://a.example.com/"]
+    assert sender.sent == [delivery.id]
+    assert (delivery.status, delivery.attempts) == ("SENT", 1)
 
 
 async def test_a_triggered_alert_wakes_the_dispatcher_at_once(
