@@ -38,10 +38,12 @@ def _trust(root_file: Path) -> ssl.SSLContext | None:
 
 
 @contextmanager
-def caddy(root: Path, upstream: str, site_tls: str | None, root_file: Path) -> Iterator[Proxy]:
+def caddy(
+    root: Path, upstream: str, site_tls: str | None, root_file: Path, *, grafana: str | None = None
+) -> Iterator[Proxy]:
     """The repository's Caddyfile in front of `upstream` (host:port), as compose runs it
     but on free ports, with SITE_TLS `site_tls` (None: its default); `root_file` is the CA
-    certificate to verify it by."""
+    certificate to verify it by; `grafana` (host:port) is where /grafana/ goes."""
     assert CADDY is not None, MISSING
     http_port, https_port = free_port(), free_port()
     env = {
@@ -57,6 +59,8 @@ def caddy(root: Path, upstream: str, site_tls: str | None, root_file: Path) -> I
     }
     if site_tls is not None:
         env["SITE_TLS"] = site_tls
+    if grafana is not None:
+        env["GRAFANA_UPSTREAM"] = grafana
     https = f"https://localhost:{https_port}"
 
     def ready() -> bool:
