@@ -8,10 +8,10 @@ another takes over. On SQLite there is only one process: it always leads.
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from app import db
 
@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 EVALUATOR = 0x10DEC0DE
 COMMAND_DISPATCHER = 0x10DEC0DF
 ROLLUPS = 0x10DEC0E0  # TimescaleDB: one process refreshes the continuous aggregate
+MIGRATIONS = 0x10DEC0E1  # processes starting together migrate one after the other
 RETRY_SECONDS = 5.0
 
 
@@ -53,3 +54,21 @@ async def leading(key: int, job: str) -> AsyncIterator[None]:
         yield
     finally:
         await asyncio.to_thread(connection.close)  # releases the lock: another process leads
+
+
+@contextmanager
+def exclusively(engine: Engine, key: int) -> Iterator[None]:
+    """Wait (blocking) until no other process holds the lock `key`; hold it for the block.
+
+    For start-up work every process does but only one may do at a time: the second waits,
+    then finds the work done. A no-op on SQLite.
+    """
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        try:
+            yield
+        finally:
+            release(connection, key)

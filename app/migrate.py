@@ -7,7 +7,7 @@ from alembic.config import Config
 from sqlalchemy import Engine
 
 import migrations
-from app import db, storage
+from app import db, leadership, storage
 from app.config import Settings
 from app.intervals import DAY
 
@@ -23,13 +23,15 @@ def upgrade(
     """Bring the database behind `engine` to the latest revision; returns its telemetry layout.
 
     The layout is checked against `timescaledb` (IOTDECK_TIMESCALEDB) before any revision
-    runs, so a mismatch stops here with a ConfigError instead of half-migrating.
+    runs, so a mismatch stops here with a ConfigError instead of half-migrating. Processes
+    that start together (pods of a first install) take turns: the later ones find the
+    schema current.
     """
     config = Config()
     config.set_main_option("script_location", str(SCRIPT_LOCATION))
     # a plain connection: env.py runs each revision in its own transaction, so a revision
     # may step outside it (refreshing a continuous aggregate refuses to run inside one)
-    with engine.connect() as connection:
+    with leadership.exclusively(engine, leadership.MIGRATIONS), engine.connect() as connection:
         layout = storage.choose_layout(connection, timescaledb)
         connection.rollback()  # the checks' implicit transaction; each revision opens its own
         config.attributes["connection"] = connection

@@ -56,7 +56,8 @@ class Received:
 
 
 class Receivers:
-    """Webhook receivers on one local HTTP server, by path.
+    """Webhook receivers on one local HTTP server, by path (any upstream that must only
+    answer, for a proxy: GET is recorded too).
 
     `/hang` never answers (until the test ends); other paths answer the statuses queued in
     `script[path]`, then 200.
@@ -70,7 +71,7 @@ class Receivers:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 owner.received.append(Received(self.path, headers, body, time.monotonic()))
                 if self.path == "/hang":
@@ -80,6 +81,8 @@ class Receivers:
                 self.send_response(queued.pop(0) if queued else 200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            do_GET = do_POST
 
             def log_message(self, *args: Any) -> None:
                 del args  # quiet
@@ -91,8 +94,13 @@ class Receivers:
         )
         self.thread.start()
 
+    @property
+    def address(self) -> str:
+        """host:port, as Caddy's upstreams are written."""
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        return f"http://{self.address}{path}"
 
     def at(self, path: str) -> list[Received]:
         return [r for r in self.received if r.path == path]

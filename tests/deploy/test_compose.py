@@ -6,10 +6,8 @@ run for real with the repository's Caddyfile, sends /grafana/ to Grafana with it
 and keeps /metrics inside."""
 
 import re
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +19,7 @@ import yaml
 from tests.caddy import CADDY, MISSING, caddy, internal_root
 from tests.deploy.environment import read_settings, unknown_settings
 from tests.deploy.monitoring import PROMETHEUS_CONFIG, PROVISIONING
+from tests.receivers import Receivers
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -243,43 +242,14 @@ def test_grafana_is_provisioned_and_served_under_its_prefix() -> None:
 # Caddy for real --------------------------------------------------------------------------------
 
 
-class Upstream:
-    """A plain HTTP server standing in for one of Caddy's upstreams: 200 to every GET, and
-    the paths it was asked for."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.paths.append(self.path)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                del args  # quiet
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def address(self) -> str:
-        """host:port, as Caddy's UPSTREAM wants it."""
-        return f"127.0.0.1:{self.server.server_address[1]}"
-
-
 @contextmanager
-def upstream() -> Iterator[Upstream]:
-    """An Upstream for the block."""
-    server = Upstream()
+def upstream() -> Iterator[Receivers]:
+    """A plain HTTP server standing in for one of Caddy's upstreams, for the block."""
+    server = Receivers()
     try:
         yield server
     finally:
-        server.server.shutdown()
-        server.server.server_close()
+        server.stop()
 
 
 @pytest.mark.skipif(CADDY is None, reason=MISSING)
@@ -297,6 +267,6 @@ def test_caddy_sends_grafana_its_prefix_and_keeps_metrics_inside(tmp_path: Path)
             assert browser.get("/metrics").status_code == 404
             assert browser.get("/metrics/").status_code == 404
             assert browser.get("/devices").status_code == 200
-    assert grafana.paths == ["/grafana/login", GRAFANA_PREFIX]
-    assert not [path for path in app.paths if path.startswith("/metrics")]
-    assert "/devices" in app.paths
+    assert [r.path for r in grafana.received] == ["/grafana/login", GRAFANA_PREFIX]
+    assert not [path for path in (r.path for r in app.received) if path.startswith("/metrics")]
+    assert "/devices" in [r.path for r in app.received]

@@ -1,8 +1,10 @@
 """deploy/prometheus and deploy/grafana hold together: promtool accepts them, every alert is
 tested, every panel asks the provisioned Prometheus datasource something."""
 
+import re
 import subprocess
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +24,7 @@ from tests.deploy.monitoring import (
 )
 
 SEVERITIES = {"critical", "warning", "none"}
+OPERATIONS = Path(__file__).parents[2] / "docs" / "operations.md"
 # the paths docker-compose and deploy/k8s mount these files at
 GRAFANA_DASHBOARDS_PATH = "/var/lib/grafana/dashboards"
 PROMETHEUS_URL = "http://prometheus:9090"
@@ -64,6 +67,8 @@ def test_every_alert_has_a_case_where_it_fires_and_one_where_it_stays_quiet() ->
 
 
 def test_every_alert_tells_the_operator_how_bad_it_is_and_what_to_do() -> None:
+    # the runbook anchor: GitHub makes `#### IngestStalled` into #ingeststalled
+    runbooks = set(re.findall(r"^#### (\w+)$", OPERATIONS.read_text(), flags=re.M))
     problems = []
     for group in load_yaml(ALERT_RULES)["groups"]:
         for rule in group["rules"]:
@@ -75,6 +80,8 @@ def test_every_alert_tells_the_operator_how_bad_it_is_and_what_to_do() -> None:
                 problems.append(f"{name}: summary or description missing")
             if annotations.get("runbook") != f"docs/operations.md#{name.lower()}":
                 problems.append(f"{name}: runbook is not docs/operations.md#{name.lower()}")
+            if name not in runbooks:
+                problems.append(f"{name}: docs/operations.md has no heading `#### {name}`")
     assert problems == []
 
 

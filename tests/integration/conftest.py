@@ -12,11 +12,15 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import Engine
 
-from app import bus
+from app import bus, db
+from app.auth import create_token
 from app.config import get_settings
+from app.models import DeviceCreate, Role, UserCreate
 from app.mqtt.ingest import IngestWorker
+from app.services import devices, users
 from bench.services import IotdeckBroker, free_port
 from tests.firmware import Firmware, connected_device, connected_service
+from tests.postgres_server import PostgresServer
 from tests.receivers import Mailbox, Receivers
 
 Publish = Callable[[str, bytes | dict], None]
@@ -149,3 +153,29 @@ def firmware(mosquitto: IotdeckBroker) -> Iterator[Callable[[uuid.UUID], Firmwar
     yield connect
     for device in made:
         device.close()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test's own, so the test may stop it."""
+    server = PostgresServer().init()
+    yield server
+    server.remove()
+
+
+# the JWT secret of the `iotdeck serve` subprocesses the end-to-end tests start
+SERVER_SECRET = "integration-server-" + "k" * 40
+
+
+@pytest.fixture
+def accounts(engine: Engine) -> tuple[str, str]:
+    """An OPERATOR's token (signed with SERVER_SECRET) and a thermostat's id, in this
+    test's database."""
+    del engine
+    with db.session_scope() as session:
+        data = UserCreate(email="op@example.com", password="x" * 12, role=Role.OPERATOR)
+        operator = users.create_user(session=session, data=data)
+        device = devices.create_device(
+            session=session, data=DeviceCreate(name="boiler-1", type="thermostat")
+        )
+        return create_token(operator, secret=SERVER_SECRET, expire_hours=1), str(device.id)

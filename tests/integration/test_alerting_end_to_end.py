@@ -17,20 +17,13 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 import websockets
-from sqlalchemy import Engine
 
-from app import db
-from app.auth import create_token
-from app.models import DeviceCreate, Role, UserCreate
-from app.services import devices, users
 from bench.services import IotdeckBroker
 from tests.e2e.conftest import running_server
-from tests.integration.conftest import Publish
+from tests.integration.conftest import SERVER_SECRET, Publish
 from tests.receivers import Mailbox, Receivers
 
-SECRET = "alerting-end-to-end-" + "k" * 40
 WEBHOOK_SECRET = "the receivers' shared key"
 TIMEOUT = 30.0
 RULE = """rule "Boiler overheat"
@@ -109,19 +102,6 @@ async def _eventually(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any
             await asyncio.sleep(0.1)
 
 
-@pytest.fixture
-def accounts(engine: Engine) -> tuple[str, str]:
-    """An OPERATOR's token and a thermostat's id, in this test's database."""
-    del engine
-    with db.session_scope() as session:
-        data = UserCreate(email="op@example.com", password="x" * 12, role=Role.OPERATOR)
-        operator = users.create_user(session=session, data=data)
-        device = devices.create_device(
-            session=session, data=DeviceCreate(name="boiler-1", type="thermostat")
-        )
-        return create_token(operator, secret=SECRET, expire_hours=1), str(device.id)
-
-
 async def test_a_rule_catches_mqtt_telemetry_and_notifies_everyone(
     *,
     database_url: str,
@@ -138,7 +118,7 @@ async def test_a_rule_catches_mqtt_telemetry_and_notifies_everyone(
     env = {
         "IOTDECK_DATABASE_URL": database_url,
         "IOTDECK_MQTT_URL": mosquitto.url,
-        "IOTDECK_JWT_SECRET": SECRET,
+        "IOTDECK_JWT_SECRET": SERVER_SECRET,
         "IOTDECK_DATA_DIR": str(tmp_path / "data"),
         "IOTDECK_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
         "IOTDECK_SMTP_FROM": "iotdeck@example.com",

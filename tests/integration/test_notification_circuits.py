@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from app.circuits import CircuitPolicy
 from app.models import NotificationDelivery
-from tests.integration.test_notifications import deliveries, eventually, fire, running, webhooks
+from tests.integration.notifying import deliveries, eventually, fire, running, webhooks
 from tests.receivers import Receivers
 
 pytestmark = pytest.mark.usefixtures("allow_private_webhooks")

@@ -13,8 +13,7 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,99 +25,34 @@ from sqlmodel import Session, func, select
 from app import bus
 from app.config import Settings
 from app.models import DeviceCreate, NotificationDelivery, utcnow
-from app.notifications import Dispatcher, EmailSender, Sender, WebhookSender, webhook_key
-from app.services import alerts, devices, events, notifications, rules
+from app.notifications import Dispatcher, EmailSender, webhook_key
+from app.services import alerts, devices, notifications, rules
 from app.services.notifications import Backoff, Claim
 from app.services.rules import RuleInput
 from rules.ast import Notify
-from rules.parser import parse_rule
 from tests.certificates import server_files
+from tests.integration.notifying import (
+    FAST,
+    KEY,
+    deliveries,
+    eventually,
+    fire,
+    running,
+    webhooks,
+)
 from tests.receivers import Mailbox, Receivers
-from tests.waiting import wait_until
 
-KEY = b"a webhook signing key shared with the receivers"
 # the receivers listen on 127.0.0.1, which webhooks may reach only with this switch on
 pytestmark = pytest.mark.usefixtures("allow_private_webhooks")
-FAST = Backoff(base=0.2, cap=2.0, max_attempts=5)
 SENDER = "iotdeck@example.com"
 
 
 # --- a fired alert ------------------------------------------------------------------------
 
 
-def fire(engine: Engine, targets: list[tuple[str, str]]) -> uuid.UUID:
-    """Open an alert of a critical "Overheat" rule on thermostat-3, notifying `targets`.
-
-    The deliveries come from the rule text, through the parser and `schedule`, in the
-    alert's own transaction: what the evaluator does when a rule fires.
-    """
-    notify = ", ".join(f'{channel} "{target}"' for channel, target in targets)
-    text = (
-        'rule "Overheat" on type "thermostat" when temperature > 30 severity critical'
-        f' message "{{device.name}}: {{value}}°C" notify {notify}'
-    )
-    with Session(engine, expire_on_commit=False) as session:
-        device = devices.create_device(
-            session=session, data=DeviceCreate(name="thermostat-3", type="thermostat")
-        )
-        stored = rules.create_rule(session=session, data=RuleInput(expression=text))
-        rule = parse_rule(stored.expression)
-        at = utcnow()
-        message = notifications.render_message(
-            rule.message,
-            rule_name=stored.name,
-            device_name=device.name,
-            device_id=device.id,
-            value=31.5,
-            metric="temperature",
-            severity=stored.severity,
-            at=at,
-        )
-        alert = alerts.open_alert(
-            session=session,
-            rule=stored,
-            device_id=device.id,
-            at=at,
-            message=message,
-            metric_name="temperature",
-            metric_value=31.5,
-        )
-        assert alert is not None
-        notifications.schedule(session, alert=alert, notify=rule.notify)
-        events.emit(session, bus.ALERTS, {"type": "TRIGGERED", "alert_id": str(alert.id)})
-        session.commit()
-        return alert.id
-
-
-def deliveries(engine: Engine, alert_id: uuid.UUID) -> dict[str, NotificationDelivery]:
-    """The alert's deliveries by target."""
-    with Session(engine) as session:
-        return {d.target: d for d in notifications.deliveries_for_alert(session, alert_id)}
-
-
-async def eventually(condition: Callable[[], object], timeout: float = 15.0) -> Any:
-    """wait_until, off the event loop (the dispatcher under test runs on it)."""
-    return await asyncio.to_thread(wait_until, condition, timeout)
-
-
 def settled(engine: Engine, alert_id: uuid.UUID) -> Callable[[], bool]:
     """True once no delivery of the alert is PENDING."""
     return lambda: all(d.status != "PENDING" for d in deliveries(engine, alert_id).values())
-
-
-@asynccontextmanager
-async def running(
-    senders: dict[str, Sender], *, hub: bus.Hub | None = None, **options: Any
-) -> AsyncIterator[Dispatcher]:
-    """A dispatcher running on this loop until the block ends."""
-    options = {"timeout": 5.0, "backoff": FAST, "poll_seconds": 0.05} | options
-    dispatcher = Dispatcher(senders, **options)
-    task = asyncio.create_task(dispatcher.run(hub))
-    try:
-        yield dispatcher
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 # --- SMTP -----------------------------------------------------------------------------------
@@ -223,10 +157,6 @@ def test_smtp_urls_are_read_with_their_defaults() -> None:
 
 
 # --- webhooks -------------------------------------------------------------------------------
-
-
-def webhooks(timeout: float = 5.0) -> dict[str, Sender]:
-    return {"webhook": WebhookSender(KEY, timeout=timeout, allow_private=True)}
 
 
 async def test_a_webhook_carries_the_alert_signed_with_the_shared_key(

@@ -21,20 +21,17 @@ from app.models import Role, UserCreate
 from app.services import users
 from bench.rules import RedisServer
 from bench.services import IotdeckBroker, free_port
-from tests.integration.mqtt.test_durability import private_postgres
-from tests.integration.test_graceful_shutdown import (
+from tests.integration.load import (
     GraphQLSubscriber,
     Publisher,
-    _device_clients,
-    _env,
-    _everything_stored,
-    _make_devices,
+    connect_devices,
+    everything_stored,
+    make_devices,
+    process_env,
 )
 from tests.postgres_server import PostgresServer
 from tests.serving import IOTDECK, answers, running
 from tests.waiting import wait_until
-
-__all__ = ["private_postgres"]  # the fixture, imported to be used here
 
 SECRET = "outages-" + "s" * 40
 ANSWER_WITHIN = 5.0  # seconds: an answer while the database is away never waits longer
@@ -78,13 +75,13 @@ def test_postgres_and_redis_restarts_under_load(
     engine = db.init_engine(database_url)
     migrate.upgrade(engine, timescaledb="off")
     token = _admin_token()
-    [device_id] = _make_devices(1)
+    [device_id] = make_devices(1)
     (tmp_path / "redis").mkdir()
     redis = RedisServer(tmp_path / "redis").start()
     broker = IotdeckBroker(tmp_path / "broker").start()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = _env(
+    env = process_env(
         database_url,
         broker.url,
         IOTDECK_REDIS_URL=redis.url,
@@ -98,7 +95,7 @@ def test_postgres_and_redis_restarts_under_load(
     try:
         with running(command, env, log, lambda: answers(f"{url}/health/ready")):
             subscriber = GraphQLSubscriber(f"ws://127.0.0.1:{port}", token, device_id)
-            publisher = Publisher(_device_clients(broker.device_addresses([device_id])))
+            publisher = Publisher(connect_devices(broker.device_addresses([device_id])))
             publisher.start()
             wait_until(lambda: subscriber.points > 10, timeout=30)
             answer, _ = _graphql(url, token)
@@ -145,7 +142,7 @@ def test_postgres_and_redis_restarts_under_load(
             wait_until(lambda: subscriber.points > received + 10, timeout=60)
             publisher.stop()
             # every point the broker accepted, during the outage too, is stored
-            _everything_stored(engine, publisher)
+            everything_stored(engine, publisher)
     finally:
         if publisher is not None:
             publisher.stop()

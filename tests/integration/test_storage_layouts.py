@@ -5,11 +5,14 @@ lists the extension in `pg_available_extensions` and cannot create it, which is 
 that broke migrations when availability decided.
 """
 
+import multiprocessing
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
@@ -170,6 +173,32 @@ def test_iotdeck_migrate_says_which_layout_and_why_it_refuses(
     assert "(timescaledb telemetry storage)" in done.stdout
     bad = _migrate(timescale, tmp_path, IOTDECK_COMPRESS_AFTER="soon")
     assert bad.returncode != 0 and "IOTDECK_COMPRESS_AFTER" in bad.stderr
+
+
+def _migrate_at_once(url: str, start: Barrier, layouts: "Queue[str]") -> None:
+    """One process of a first install: migrate the moment every other one does."""
+    engine = db.make_engine(url)
+    start.wait(timeout=30)
+    layouts.put(migrate.upgrade(engine).value)
+
+
+def test_processes_starting_together_on_a_new_database_migrate_one_after_the_other(
+    blank_database: Blank,
+) -> None:
+    # every pod of a first install migrates at start, at the same moment; without the
+    # lock most of them die on the tables another one is creating
+    url = blank_database("postgres")
+    forking = multiprocessing.get_context("fork")
+    start, layouts = forking.Barrier(6), forking.Queue()
+    starting = [
+        forking.Process(target=_migrate_at_once, args=(url, start, layouts)) for _ in range(6)
+    ]
+    for process in starting:
+        process.start()
+    for process in starting:
+        process.join(timeout=120)
+    assert [process.exitcode for process in starting] == [0] * 6
+    assert {layouts.get(timeout=5) for _ in starting} == {Layout.PLAIN.value}
 
 
 def test_a_database_migrated_before_005a_heals_the_hours_its_policy_missed(

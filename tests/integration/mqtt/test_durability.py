@@ -5,12 +5,10 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
@@ -135,14 +133,6 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(
     assert worker.terminate() == 0, worker.log
     assert any("ingest stopped" in line for line in worker.log)
     _assert_exactly_once(engine)
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this test's own, so the test may stop it."""
-    server = PostgresServer().init()
-    yield server
-    server.remove()
 
 
 def test_postgres_restart_mid_stream_loses_and_duplicates_nothing(
