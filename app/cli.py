@@ -173,10 +173,11 @@ def ingest() -> None:
 
     /metrics and /health/live are served on IOTDECK_METRICS_PORT meanwhile.
     """
-    from app import metrics_server
+    from app import metrics_server, tracing
     from app.mqtt.runner import run_ingest  # paho and the scheduler load only here
 
     settings = _settings()
+    tracing.configure("iotdeck-ingest")  # spans over OTLP if OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
         with metrics_server.serving(settings.host, settings.metrics_port):
             code = run_ingest(settings)

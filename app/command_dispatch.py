@@ -20,6 +20,7 @@ progress first, so a command published is also marked SENT, then disconnects.
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta
 
@@ -27,7 +28,7 @@ import orjson
 from paho.mqtt.client import Client, ConnectFlags, MQTTMessageInfo
 from paho.mqtt.reasoncodes import ReasonCode
 
-from app import bus, db, leadership, metrics
+from app import bus, db, leadership, metrics, tracing
 from app.models import DeviceStatus, utcnow
 from app.mqtt import connection
 from app.mqtt.connection import BrokerAddress
@@ -131,6 +132,9 @@ class CommandDispatcher:
                 self._publish_commands(now)
             with db.session_scope() as session:
                 upcoming = commands.next_expiry(session=session)
+        except db.DatabaseUnavailableError as error:  # said once by its breaker: no traceback
+            logger.warning("command dispatch round skipped: %s", error)
+            return self.poll_seconds
         except Exception:  # a database or broker blip must not end the dispatcher
             logger.exception("command dispatch round failed; retrying")
             return self.poll_seconds
@@ -172,12 +176,24 @@ class CommandDispatcher:
                 for command in commands.due_for_sending(session=session, now=now)
             ]
         metrics.COMMAND_DISPATCH_PENDING.set(len(due))
-        sent = [
-            (command_id, device_id, correlation, self._publish(command_topic(device_id), message))
-            for command_id, device_id, correlation, message in due
-        ]
-        for command_id, device_id, correlation, info in sent:
-            if self._confirmed(info):
+        sent = []  # all published first, then each confirmed: one broker round trip in all
+        for command_id, device_id, correlation, message in due:
+            began = time.time_ns()  # its command.publish span runs from here to the PUBACK
+            info = self._publish(command_topic(device_id), message)
+            sent.append((command_id, device_id, correlation, message["action"], began, info))
+        for command_id, device_id, correlation, action, began, info in sent:
+            with tracing.span(
+                "command.publish",
+                correlation,
+                kind=tracing.SpanKind.PRODUCER,
+                start_time=began,
+                command_id=command_id,
+                action=action,
+                device_id=device_id,
+            ):
+                if not self._confirmed(info):
+                    tracing.failed("the broker did not acknowledge it; the next round retries")
+                    continue
                 # with the id of what sent it: a request, or the MQTT batch that fired its alert
                 logger.info(
                     "command %s published to device %s",

@@ -18,6 +18,7 @@ stored already, and the next evaluator's replay sees them.
 """
 
 import asyncio
+import itertools
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -25,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, select
 
-from app import bus, db, leadership, logs, metrics
+from app import bus, db, leadership, logs, metrics, tracing
 from app.errors import ValidationError
 from app.models import Alert, AlertRule, Device
 from app.services import alerts, commands, notifications, rules, telemetry
@@ -145,25 +146,32 @@ class Evaluator:
         return self._types[device_id]
 
     def on_messages(self, batch: list[tuple[str, bus.Message]]) -> list[Transition]:
-        """Take what the bus queued, in order; the alerts of a run of points in one commit."""
+        """Take what the bus queued, in order; the alerts of a run of points in one commit.
+
+        A run is the points of one ingest batch (one correlation id), evaluated in one
+        rules.evaluate span. A rule, alert or device event between two runs applies after
+        the first: its points are decided under the rules and devices as they were.
+        """
         found: list[Transition] = []
-        pending: list[Transition] = []
-        cause = None  # the correlation id of the ingest batch the pending points came in
-        for channel, message in batch:
-            if channel.startswith(TELEMETRY_PREFIX):
-                if message.get("correlation_id") != cause:  # each batch's alerts under its id
-                    self.apply(pending, cause)
-                    found += pending
-                    pending, cause = [], message.get("correlation_id")
-                pending += self._evaluate(message)
+        for (is_telemetry, cause), run in itertools.groupby(batch, _run_key):
+            if is_telemetry:
+                found += self._evaluate_run(cause, [message for _, message in run])
                 continue
-            self.apply(pending, cause)  # decided under the rules and devices as they were
-            found += pending
-            pending = []
-            self._on_event(channel, message)
-        self.apply(pending, cause)
+            for channel, message in run:
+                self._on_event(channel, message)
         self._report_lag()
-        return found + pending
+        return found
+
+    def _evaluate_run(self, cause: str | None, messages: list[bus.Message]) -> list[Transition]:
+        """Evaluate the points of one ingest batch (`cause`: its id), then apply the result."""
+        begins = cause is None  # points that came with no id: their trace begins here
+        cause = cause or logs.new_id()
+        points = sum(len(message["points"]) for message in messages)
+        with tracing.span("rules.evaluate", cause, begins=begins, trigger="points", points=points):
+            found = [transition for message in messages for transition in self._evaluate(message)]
+            tracing.annotate(transitions=len(found))
+            self.apply(found, cause)
+        return found
 
     def _report_lag(self) -> None:
         """evaluator_lag_seconds: the age of the newest point evaluated, its alerts written."""
@@ -196,9 +204,7 @@ class Evaluator:
 
     def on_telemetry(self, message: bus.Message) -> list[Transition]:
         """Evaluate one bus telemetry message; apply what fired or cleared."""
-        found = self._evaluate(message)
-        self.apply(found, message.get("correlation_id"))
-        return found
+        return self._evaluate_run(message.get("correlation_id"), [message])
 
     def _evaluate(self, message: bus.Message) -> list[Transition]:
         device_id = message["device_id"]
@@ -228,11 +234,22 @@ class Evaluator:
 
         `cause` is the correlation id of the ingest batch whose points made the transitions:
         the alerts store it, and their log lines, notifications and commands carry it. A
-        time-driven evaluation (a tick, the replay at start) has none: it gets a new one.
+        time-driven evaluation (a tick, the replay at start) has none: it gets a new one,
+        whose trace begins with its own rules.evaluate span (app/tracing.py).
         """
         if not transitions:
             return
-        with logs.bind(correlation_id=cause or logs.new_id()):
+        if cause is not None:  # in the rules.evaluate span of the run of points
+            with logs.bind(correlation_id=cause):
+                self._apply(transitions)
+            return
+        cause = logs.new_id()
+        with (
+            logs.bind(correlation_id=cause),
+            tracing.span(
+                "rules.evaluate", cause, begins=True, trigger="clock", transitions=len(transitions)
+            ),
+        ):
             self._apply(transitions)
 
     def _apply(self, transitions: list[Transition]) -> None:
@@ -292,7 +309,17 @@ class Evaluator:
         )
         if alert is None:
             return None
-        with logs.bind(alert_id=alert.id, device_id=device_id):  # its command's lines too
+        with (
+            logs.bind(alert_id=alert.id, device_id=device_id),  # its command's lines too
+            tracing.span(
+                "alert.open",
+                logs.correlation_id(),
+                alert_id=alert.id,
+                rule_id=stored.id,
+                device_id=device_id,
+                severity=stored.severity,
+            ),
+        ):
             logger.info(
                 "alert %s opened: rule %s on device %s (%s = %s)",
                 alert.id, stored.name, device.name, t.metric, t.value,
@@ -316,6 +343,14 @@ def _command(
         commands.send_command(session=session, data=data, rule_id=stored.id, alert_id=alert.id)
     except ValidationError as refused:  # the alert stands; the command is logged as refused
         logger.error("rule %s could not send command %s: %s", stored.name, action.action, refused)
+
+
+def _run_key(item: tuple[str, bus.Message]) -> tuple[bool, str | None]:
+    """Telemetry of one ingest batch (its correlation id) runs together; events apart."""
+    channel, message = item
+    if channel.startswith(TELEMETRY_PREFIX):
+        return True, message.get("correlation_id")
+    return False, None
 
 
 def _silent_since(device: Device) -> datetime:

@@ -9,7 +9,18 @@ from nicegui import app, helpers, ui
 
 import pages
 import pages.oidc
-from app import db, health, http_metrics, https, logs, metrics, migrate, oidc, request_ids
+from app import (
+    db,
+    health,
+    http_metrics,
+    https,
+    logs,
+    metrics,
+    migrate,
+    oidc,
+    request_ids,
+    tracing,
+)
 from app.background import Background
 from app.config import ConfigError, Settings, get_settings
 from app.going_away import WebSockets, WebSocketsMiddleware, listen
@@ -111,6 +122,7 @@ def run(settings: Settings) -> int:
     HTTPS with IOTDECK_TLS_CERT and IOTDECK_TLS_KEY (`serve` checked them); cookies are
     Secure on every HTTPS request, a trusted proxy's included (app/https.py).
     """
+    tracing.configure("iotdeck-serve")  # spans over OTLP if OTEL_EXPORTER_OTLP_ENDPOINT is set
     shutdown = build(settings)
     https.secure_cookies_over_https(app)
     ui.run(

@@ -42,7 +42,7 @@ import httpcore
 import httpx
 import orjson
 
-from app import bus, db, logs, metrics, outbound
+from app import bus, db, logs, metrics, outbound, tracing
 from app.circuits import DEFAULT_CIRCUIT, CircuitPolicy, TargetCircuits
 from app.config import Settings
 from app.models import utcnow
@@ -252,6 +252,11 @@ def sign(key: bytes, timestamp: int, body: bytes) -> str:
 def _where(url: str) -> str:
     # webhook URLs often carry a token in their path: logs get the host only
     return outbound.host_only(url)
+
+
+def _shown(claim: Claim) -> str:
+    """Where a delivery goes, as logs and spans show it: a webhook's host only."""
+    return claim.target if claim.channel == "email" else _where(claim.target)
 
 
 def _detail(error: BaseException) -> str:
@@ -491,18 +496,33 @@ class Dispatcher:
             return
         sender = self.senders.get(claim.channel)
         failure: DeliveryError | None = None
-        try:
-            if sender is None:
-                raise DeliveryError(f"no sender for channel {claim.channel!r}", permanent=True)
-            async with asyncio.timeout(self.timeout):
-                await sender.send(claim)
-        except DeliveryError as error:
-            failure = error
-        except TimeoutError:
-            failure = DeliveryError(f"timed out after {self.timeout:g} s")
-        except Exception as error:  # a bug in a sender must not stop the others
-            logger.exception("notification %s: unexpected error", claim.delivery_id)
-            failure = DeliveryError("internal error", detail=_detail(error))
+        with tracing.span(
+            "notification.send",
+            claim.notice.correlation_id,
+            kind=tracing.SpanKind.CLIENT,
+            channel=claim.channel,
+            target=_shown(claim),
+            alert_id=claim.notice.alert_id,
+            delivery_id=claim.delivery_id,
+            attempt=claim.attempt,
+        ):
+            try:
+                if sender is None:
+                    raise DeliveryError(f"no sender for channel {claim.channel!r}", permanent=True)
+                async with asyncio.timeout(self.timeout):
+                    await sender.send(claim)
+            except DeliveryError as error:
+                failure = error
+            except TimeoutError:
+                failure = DeliveryError(f"timed out after {self.timeout:g} s")
+            except Exception as error:  # a bug in a sender must not stop the others
+                logger.exception("notification %s: unexpected error", claim.delivery_id)
+                failure = DeliveryError("internal error", detail=_detail(error))
+            if failure is None:
+                tracing.annotate(outcome="sent")
+            else:  # the stored phrase only: its detail may map the internal network
+                tracing.annotate(outcome="failed", permanent=failure.permanent)
+                tracing.failed(failure.reason, failure)
         held: dict[uuid.UUID, datetime] = {}
         if failure is None:
             held = self.circuits.succeeded(claim)
@@ -552,7 +572,7 @@ class Dispatcher:
 
     def _record(self, claim: Claim, failure: DeliveryError | None) -> datetime | None:
         """Write the attempt's outcome; when to try again, if at all."""
-        where = claim.target if claim.channel == "email" else _where(claim.target)
+        where = _shown(claim)
         with db.session_scope() as session:
             if failure is None:
                 notifications.record_success(session, delivery_id=claim.delivery_id)

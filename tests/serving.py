@@ -1,11 +1,13 @@
 """A real `iotdeck serve` (or another server) in a subprocess, waited for by a condition."""
 
+import json
 import ssl
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -13,6 +15,7 @@ from tests.waiting import wait_until
 
 IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
 STARTUP_SECONDS = 60
+Line = dict[str, Any]
 
 
 @contextmanager
@@ -60,3 +63,44 @@ def cookie_attributes(set_cookie: str) -> set[str]:
         name = name.lower()
         attributes.add(f"{name}={value.lower()}" if name == "samesite" else name)
     return attributes
+
+
+class Log:
+    """The JSON lines of a running server's log (its stdout's plain lines skipped)."""
+
+    def __init__(self, path: Path, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout  # how long `one` waits
+
+    def lines(self) -> list[Line]:
+        """Every JSON line written so far; each must be one whole object."""
+        found = []
+        for text in self.path.read_text(errors="replace").splitlines():
+            if text.startswith("{"):
+                found.append(json.loads(text))
+        return found
+
+    def where(self, **fields: str) -> list[Line]:
+        """The lines with all of these field values."""
+        return [line for line in self.lines() if all(line.get(k) == v for k, v in fields.items())]
+
+    def one(self, match: Callable[[Line], bool]) -> Line:
+        """Wait for the first line `match` accepts and return it."""
+        found = wait_until(lambda: [line for line in self.lines() if match(line)], self.timeout)
+        assert isinstance(found, list)
+        return found[0]
+
+
+def graphql(
+    url: str, token: str, query: str, headers: dict[str, str], **variables: Any
+) -> tuple[httpx.Response, Any]:
+    """POST `query` to the server at `url` as `token`'s user; the answer, and its data."""
+    answer = httpx.post(
+        f"{url}/graphql",
+        json={"query": query, "variables": variables},
+        headers={"Authorization": f"Bearer {token}", **headers},
+        timeout=10,
+    )
+    body = answer.json()
+    assert "errors" not in body, body
+    return answer, body["data"]

@@ -97,6 +97,10 @@ class Alert:
         description='The note given when it was resolved ("cleared by the rule" when the '
         "rule's `clear when` resolved it)."
     )
+    correlation_id: str | None = strawberry.field(
+        description="The id on every log line of the MQTT batch whose points fired it, and "
+        "on its webhooks (X-Correlation-ID) and commands (docs/operations.md)."
+    )
 
     @classmethod
     def from_model(cls, alert: models.Alert) -> "Alert":
@@ -121,6 +125,8 @@ class Alert:
             resolved_at=iso_utc_text_or_none(payload["resolved_at"]),
             rule_id=None if payload["rule_id"] is None else strawberry.ID(payload["rule_id"]),
             resolution=payload["resolution"],
+            # .get: a process of the previous release announces alerts without it
+            correlation_id=payload.get("correlation_id"),
         )
 
     @strawberry.field(description="The device the alert is about; null once it was deleted.")

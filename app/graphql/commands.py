@@ -60,6 +60,10 @@ class Command:
     alert_id: strawberry.ID | None = strawberry.field(
         description="The alert whose firing sent it, if a rule did."
     )
+    correlation_id: str | None = strawberry.field(
+        description="The id on every log line about it: its alert's when a rule sent it, "
+        "else the X-Request-ID of the request that did (docs/operations.md)."
+    )
 
     @classmethod
     def from_model(cls, command: models.DeviceCommand) -> "Command":
@@ -92,6 +96,8 @@ class Command:
             created_by=ident("created_by"),
             rule_id=ident("rule_id"),
             alert_id=ident("alert_id"),
+            # .get: a process of the previous release announces commands without it
+            correlation_id=payload.get("correlation_id"),
         )
 
 

@@ -26,7 +26,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sqlmodel import Session, col, select
 from tenacity import RetryCallState, RetryError
 
-from app import db, logs, metrics, retries
+from app import db, logs, metrics, retries, tracing
 from app.models import Device, DeviceStatus
 from app.mqtt import connection
 from app.mqtt.bulk_client import BulkClient
@@ -79,6 +79,7 @@ class _Parsed:
     reported: set[uuid.UUID] = field(default_factory=set)  # their rate_limited_at to set
     # the candidates the last attempt did not store (unknown device, over the limit)
     skipped: set[int] | None = None
+    began: int = field(default_factory=time.time_ns)  # its ingest.batch span's start
 
 
 @dataclass
@@ -357,11 +358,24 @@ class IngestWorker:
     def _commit_loop(self) -> None:
         abandoned = False
         while (parsed := self._parsed.get()) is not None:
-            with logs.bind(correlation_id=parsed.correlation_id):
+            with (
+                logs.bind(correlation_id=parsed.correlation_id),
+                # the root of the trace of everything the batch causes (app/tracing.py)
+                tracing.span(
+                    "ingest.batch",
+                    parsed.correlation_id,
+                    begins=True,
+                    kind=tracing.SpanKind.CONSUMER,
+                    start_time=parsed.began,
+                    messages=len(parsed.messages),
+                ),
+            ):
                 # after an abandoned batch nothing more is acknowledged: acks stay in order
                 abandoned = abandoned or not self._process(parsed)
                 if not abandoned:
                     self._finished += len(parsed.messages)
+                else:
+                    tracing.failed("left unacknowledged in the broker at shutdown")
 
     def _process(self, parsed: "_Parsed") -> bool:
         """Commit (`_store`), then acknowledge; False if abandoned at shutdown."""
@@ -370,6 +384,7 @@ class IngestWorker:
         except _Abandoned:
             # shutting down with the database away: leave the batch in the broker
             return False
+        tracing.annotate(points=len(result.points), rejected=result.rejected)
         # PUBACKs in arrival order, as MQTT requires; QoS 0 messages take none
         self._client.ack_many([m.mid for m in parsed.messages if m.qos == 1])
         metrics.INGEST_BACKLOG.dec(len(parsed.messages))
@@ -424,6 +439,13 @@ class IngestWorker:
         )
 
     def _commit(self, parsed: "_Parsed") -> BatchResult:
+        """One attempt at storing `parsed` (`_write`), as an ingest.commit span."""
+        with tracing.span("ingest.commit", parsed.correlation_id, messages=len(parsed.messages)):
+            result = self._write(parsed)
+            tracing.annotate(points=len(result.points), rejected=result.rejected)
+            return result
+
+    def _write(self, parsed: "_Parsed") -> BatchResult:
         started = time.perf_counter()
         result = BatchResult(rejected=parsed.rejected)
         points: list[Point] = []

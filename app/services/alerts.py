@@ -42,6 +42,7 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
         "resolved_at": events.moment(alert.resolved_at),
         "resolved_by": events.ident(alert.resolved_by),
         "resolution": alert.resolution,
+        "correlation_id": alert.correlation_id,
     }
 
 

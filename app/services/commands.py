@@ -98,6 +98,7 @@ def command_payload(command: DeviceCommand) -> dict[str, Any]:
         "expires_at": command.expires_at.isoformat(),
         "error": command.error,
         "result": command.result,
+        "correlation_id": command.correlation_id,
     }
 
 

@@ -11,26 +11,20 @@ a sane X-Request-ID or get a fresh one, and return it; a subscription has an id 
 
 import json
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from sqlalchemy import Engine
 from websockets.sync.client import connect
 
 from app import db
-from app.auth import create_token
-from app.models import Alert, DeviceCommand, DeviceCreate, Role, UserCreate
-from app.services import devices, users
+from app.models import Alert, DeviceCommand
 from bench.services import IotdeckBroker
 from tests.e2e.conftest import running_server
-from tests.integration.conftest import Publish
+from tests.integration.conftest import SERVER_SECRET, Publish
 from tests.receivers import Receivers
-from tests.waiting import wait_until
+from tests.serving import Log, graphql
 
-SECRET = "correlation-ids-" + "k" * 40
 TIMEOUT = 30.0
 RULE = """rule "Boiler overheat"
   on device "{device}"
@@ -39,58 +33,9 @@ RULE = """rule "Boiler overheat"
   command set_fan {{"speed": 3}}
 """
 CREATE_RULE = "mutation($e: String!) { createAlertRule(input: {expression: $e}) { id } }"
-SEND = "mutation($input: SendCommandInput!) { sendCommand(input: $input) { id } }"
-Line = dict[str, Any]
-
-
-@pytest.fixture
-def accounts(engine: Engine) -> tuple[str, str]:
-    """An OPERATOR's token and a thermostat's id, in this test's database."""
-    del engine
-    with db.session_scope() as session:
-        data = UserCreate(email="op@example.com", password="x" * 12, role=Role.OPERATOR)
-        operator = users.create_user(session=session, data=data)
-        device = devices.create_device(
-            session=session, data=DeviceCreate(name="boiler-1", type="thermostat")
-        )
-        return create_token(operator, secret=SECRET, expire_hours=1), str(device.id)
-
-
-class Log:
-    """The JSON lines of a running server's log (its stdout's plain lines skipped)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def lines(self) -> list[Line]:
-        """Every JSON line written so far; each must be one whole object."""
-        found = []
-        for text in self.path.read_text(errors="replace").splitlines():
-            if text.startswith("{"):
-                found.append(json.loads(text))
-        return found
-
-    def where(self, **fields: str) -> list[Line]:
-        """The lines with all of these field values."""
-        return [line for line in self.lines() if all(line.get(k) == v for k, v in fields.items())]
-
-    def one(self, match: Callable[[Line], bool]) -> Line:
-        """Wait for the first line `match` accepts and return it."""
-        found = wait_until(lambda: [line for line in self.lines() if match(line)], TIMEOUT)
-        assert isinstance(found, list)
-        return found[0]
-
-
-def _graphql(url: str, token: str, query: str, headers: dict[str, str], **variables: Any) -> Any:
-    answer = httpx.post(
-        f"{url}/graphql",
-        json={"query": query, "variables": variables},
-        headers={"Authorization": f"Bearer {token}", **headers},
-        timeout=10,
-    )
-    body = answer.json()
-    assert "errors" not in body, body
-    return answer, body["data"]
+SEND = "mutation($input: SendCommandInput!) { sendCommand(input: $input) { id correlationId } }"
+ALERTS = "query($d: ID!) { activeAlerts(deviceId: $d) { id correlationId } }"
+COMMAND = "query($id: ID!) { command(id: $id) { correlationId } }"
 
 
 def _row(model: type[Alert] | type[DeviceCommand], row_id: str) -> Any:
@@ -111,7 +56,7 @@ def test_one_id_follows_an_mqtt_batch_to_its_alert_webhook_and_command(
     env = {
         "IOTDECK_DATABASE_URL": database_url,
         "IOTDECK_MQTT_URL": mosquitto.url,
-        "IOTDECK_JWT_SECRET": SECRET,
+        "IOTDECK_JWT_SECRET": SERVER_SECRET,
         "IOTDECK_DATA_DIR": str(tmp_path / "data"),
         "IOTDECK_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver listens on 127.0.0.1
         "IOTDECK_LOG_FORMAT": "json",
@@ -124,7 +69,7 @@ def test_one_id_follows_an_mqtt_batch_to_its_alert_webhook_and_command(
     topic = f"devices/{device_id}/telemetry"
     with running_server(tmp_path, ["--host", "127.0.0.1"], env) as server:
         text = RULE.format(device=device_id, webhook=receivers.url("/hook"))
-        _graphql(server.url, token, CREATE_RULE, {}, e=text)
+        graphql(server.url, token, CREATE_RULE, {}, e=text)
         log.one(lambda line: line["event"] == "rule engine: 1 enabled rule(s)")
 
         publish(topic, b"{not json")
@@ -167,6 +112,11 @@ def test_one_id_follows_an_mqtt_batch_to_its_alert_webhook_and_command(
         assert json.loads(request.body)["id"] == alert_id
         assert _row(Alert, alert_id).correlation_id == batch_id
         assert _row(DeviceCommand, command_id).correlation_id == batch_id
+        # integrators read it over GraphQL too
+        _, found = graphql(server.url, token, ALERTS, {}, d=device_id)
+        assert found["activeAlerts"] == [{"id": alert_id, "correlationId": batch_id}]
+        _, found = graphql(server.url, token, COMMAND, {}, id=command_id)
+        assert found["command"]["correlationId"] == batch_id
 
         _http_requests_keep_or_get_their_ids(server.url, token, device_id, log)
         _a_subscription_has_its_own_id(server.url, token, log)
@@ -175,9 +125,10 @@ def test_one_id_follows_an_mqtt_batch_to_its_alert_webhook_and_command(
 def _http_requests_keep_or_get_their_ids(url: str, token: str, device_id: str, log: Log) -> None:
     """X-Request-ID kept (and returned) when sane; the command sent stores and logs it."""
     command = {"deviceId": device_id, "action": "reboot"}
-    answer, data = _graphql(url, token, SEND, {"X-Request-ID": "abc"}, input=command)
+    answer, data = graphql(url, token, SEND, {"X-Request-ID": "abc"}, input=command)
     assert answer.headers["x-request-id"] == "abc"
     command_id = data["sendCommand"]["id"]
+    assert data["sendCommand"]["correlationId"] == "abc"
     assert _row(DeviceCommand, command_id).correlation_id == "abc"
     created = log.one(lambda line: line.get("command_id") == command_id)
     assert (created["request_id"], created["correlation_id"]) == ("abc", "abc")

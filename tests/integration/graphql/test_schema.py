@@ -20,7 +20,8 @@ from tests.integration.graphql.client import GraphQLClient, code_of, make_settin
 # section 4.2 with the commands issue's deviceCommands, command, cancelCommand,
 # updateDeviceConfig, Device.config, CommandStatus.CANCELLED and the Command fields after
 # `error`; issue 12's optional `limit`/`offset` on the lists that had none, and
-# RuleTestResult's `truncated`/`replayedUntil`): a client
+# RuleTestResult's `truncated`/`replayedUntil`; issue 14's `correlationId` on Alert and
+# Command): a client
 # generated from this contract must keep working
 CONTRACT = """
 scalar JSON
@@ -101,7 +102,7 @@ enum AlertStatus { ACTIVE ACKNOWLEDGED RESOLVED }
 type Alert { id: ID! deviceId: ID! device: Device severity: AlertSeverity! status: AlertStatus!
   title: String! message: String metricName: String metricValue: Float threshold: Float
   triggeredAt: String! acknowledgedAt: String resolvedAt: String ruleId: ID resolution: String
-  notifications: [NotificationDelivery!]! }
+  notifications: [NotificationDelivery!]! correlationId: String }
 type NotificationDelivery { id: ID! channel: String! target: String! status: String!
   attempts: Int! lastError: String nextAttemptAt: String createdAt: String! updatedAt: String! }
 type AlertRule { id: ID! name: String! description: String deviceId: ID deviceType: String
@@ -124,7 +125,7 @@ enum CommandStatus { PENDING SENT ACKNOWLEDGED EXECUTED FAILED EXPIRED CANCELLED
 type Command { id: ID! deviceId: ID! action: String! params: JSON status: CommandStatus!
   sentAt: String! acknowledgedAt: String executedAt: String error: String
   createdAt: String! updatedAt: String! expiresAt: String! result: JSON idempotencyKey: String
-  createdBy: ID ruleId: ID alertId: ID }
+  createdBy: ID ruleId: ID alertId: ID correlationId: String }
 input SendCommandInput { deviceId: ID! action: String! params: JSON timeoutSeconds: Int = 300
   idempotencyKey: String }
 type Subscription { deviceUpdated(deviceId: ID): Device!
