@@ -9,13 +9,17 @@ Inside a process a `Hub` hands each message to the subscribers whose channel fil
 matches, through bounded queues: a slow subscriber loses its oldest messages (counted in
 `bus_dropped_total`), never slows anyone else. Messages are JSON objects with a version and
 the correlation id of the work that published them, if any (`app.logs`).
+
+An ingest batch's points travel as ONE message (`TELEMETRY_BATCH`) whatever the number of
+devices in it; the receiving hub splits it into the per-device messages subscribers get on
+`iot:telemetry:{device_id}`, exactly as if each had been published on its own.
 """
 
 import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -31,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 VERSION = 1
 TELEMETRY = "iot:telemetry:{device_id}"
+TELEMETRY_BATCH = "iot:telemetry-batch"  # on the wire only: hubs deliver it per device
 DEVICE_STATUS = "iot:device:status"
 DEVICE_EVENTS = "iot:device:events"
 ALERTS = "iot:alerts"
@@ -48,8 +53,26 @@ def telemetry_channel(device_id: object) -> str:
     return TELEMETRY.format(device_id=device_id)
 
 
+def telemetry_batch(points: Mapping[object, list[Message]]) -> Message:
+    """One message carrying the points of many devices (device id -> its points)."""
+    return {"devices": [{"device_id": str(d), "points": p} for d, p in points.items()]}
+
+
+def _per_device(batch: Message) -> Iterator[tuple[str, Message]]:
+    """A telemetry batch as its per-device messages: the batch's envelope (version,
+    correlation id) plus one device's id and points, on that device's channel."""
+    envelope = {key: value for key, value in batch.items() if key != "devices"}
+    for part in batch.get("devices", ()):
+        yield telemetry_channel(part["device_id"]), {**envelope, **part}
+
+
 _TELEMETRY_PREFIX = telemetry_channel("")
-_KINDS = {ALERTS: "alerts", COMMANDS: "commands", DEVICE_STATUS: "status"}
+_KINDS = {
+    ALERTS: "alerts",
+    COMMANDS: "commands",
+    DEVICE_STATUS: "status",
+    TELEMETRY_BATCH: "telemetry",
+}
 # labelled children resolved once: labels() costs microseconds per call on the hot path
 _PUBLISHED = {kind: metrics.BUS_PUBLISHED.labels(kind) for kind in metrics.BUS_KINDS}
 
@@ -68,9 +91,16 @@ def _count_published(channels: Iterable[str]) -> None:
 class Subscription:
     """One subscriber's bounded queue; iterate it (async) to receive (channel, message)."""
 
-    def __init__(self, hub: "Hub", accepts: Callable[[str], bool], size: int) -> None:
+    def __init__(
+        self,
+        hub: "Hub",
+        accepts: Callable[[str], bool],
+        size: int,
+        on_drop: Callable[[str, Message], None] | None = None,
+    ) -> None:
         self._hub = hub
         self._accepts = accepts
+        self._on_drop = on_drop  # told of each message dropped, before it goes (on the loop)
         self._queue: deque[tuple[str, Message]] = deque(maxlen=size)
         self._ready = asyncio.Event()
         self.channels: frozenset[str] = frozenset()  # set by the hub when indexed
@@ -84,6 +114,8 @@ class Subscription:
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1  # the deque drops the oldest on append
             metrics.BUS_DROPPED.inc()
+            if self._on_drop is not None:
+                self._on_drop(*self._queue[0])
         self._queue.append((channel, message))
         self._ready.set()
         return True
@@ -138,10 +170,14 @@ class Hub:
         *,
         channels: Iterable[str] = (),
         size: int = QUEUE_SIZE,
+        on_drop: Callable[[str, Message], None] | None = None,
     ) -> Subscription:
-        """A new subscription to `channels`, or to whatever channel `accepts` says yes to."""
+        """A new subscription to `channels`, or to whatever channel `accepts` says yes to.
+
+        `on_drop(channel, message)` hears of each message the full queue pushes out.
+        """
         wanted = frozenset(channels)
-        subscription = Subscription(self, accepts or wanted.__contains__, size)
+        subscription = Subscription(self, accepts or wanted.__contains__, size, on_drop)
         subscription.channels = wanted if accepts is None else frozenset()
         if subscription.channels:
             for channel in subscription.channels:
@@ -167,15 +203,26 @@ class Hub:
         return len(self._filtered) + len(indexed)
 
     def deliver(self, channel: str, message: Message) -> None:
-        """Offer one message to every interested subscription (call on the hub's loop)."""
+        """Offer one message to every interested subscription (call on the hub's loop).
+
+        A telemetry batch is offered as its per-device messages.
+        """
         metrics.BUS_RECEIVED.inc()
+        if channel == TELEMETRY_BATCH:
+            delivered = sum(self._offer(*part) for part in _per_device(message))
+        else:
+            delivered = self._offer(channel, message)
+        if delivered:  # one increment per message, not per subscriber: the hot path
+            metrics.BUS_DELIVERED.inc(delivered)
+
+    def _offer(self, channel: str, message: Message) -> int:
+        """Offer to the subscriptions of `channel`; how many took it."""
         delivered = 0
         for subscription in list(self._by_channel.get(channel, ())):
             delivered += subscription.offer(channel, message)
         for subscription in list(self._filtered):
             delivered += subscription.offer(channel, message)
-        if delivered:  # one increment per message, not per subscriber: the hot path
-            metrics.BUS_DELIVERED.inc(delivered)
+        return delivered
 
     def deliver_threadsafe(self, items: list[tuple[str, Message]]) -> None:
         """Deliver from any thread."""

@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     # `iotdeck ingest` serves /metrics and /health/live on this port (on IOTDECK_HOST); 0: off
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     offline_after: int = Field(default=300, ge=1)
+    # ingest writes devices' last contact at most this often, in seconds (app/services/last_seen.py)
+    last_seen_flush: float = Field(default=5, gt=0)
     retention_days: int = Field(default=90, ge=1)
     # PostgreSQL storage: TimescaleDB when the server preloads it (auto), required (on),
     # or plain tables (off); see app/storage.py

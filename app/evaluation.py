@@ -15,19 +15,27 @@ violation that is still going on but has no alert (no evaluator ran when it bega
 one then. That is also why a graceful stop has no state to save: the batch (or tick) in
 progress ends whole, its alerts committed, before the lock goes; points still queued are
 stored already, and the next evaluator's replay sees them.
+
+Nothing is lost in a burst either. The evaluator's bus queue is bounded and drops its oldest
+messages when ingest commits faster than the rules evaluate (a backlog drained after an
+outage); `app/evaluation_drops.py` notes per device the range of point times dropped, and the
+evaluator replays those ranges from storage before the next batch it takes, so each device's
+points still reach the engine in commit order. The engine ignores a point it already holds,
+so a replay over points also seen live counts them once, and alert opening is idempotent.
 """
 
 import asyncio
 import itertools
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, select
 
 from app import bus, db, leadership, logs, metrics, tracing
 from app.errors import ValidationError
+from app.evaluation_drops import TELEMETRY_PREFIX, BurstLog, DropLog, Dropped, Range
 from app.models import Alert, AlertRule, Device
 from app.services import alerts, commands, notifications, rules, telemetry
 from app.shutdown import finish_first
@@ -40,6 +48,10 @@ logger = logging.getLogger(__name__)
 
 # a replayed firing this close to a stored alert's time is that alert (ticks vs points)
 SAME_FIRING = timedelta(minutes=1)
+_MICROSECOND = timedelta(microseconds=1)
+# a replay of dropped points reads this many devices a query (bind parameters are limited;
+# only each device's own order matters, so groups of devices replay one after the other)
+REPLAY_DEVICES = 500
 
 Clock = Callable[[], datetime]
 
@@ -73,6 +85,9 @@ class Evaluator:
         self._types: dict[str, str] = {}
         self._rules: dict[str, AlertRule] = {}
         self._newest: datetime | None = None  # of the points evaluated since the last lag
+        self.drops = DropLog()  # its bus subscription's `on_drop` records there
+        self.replayed_points = 0  # read back from storage after drops, since it was made
+        self._burst = BurstLog(clock)
 
     def load(self) -> None:
         """Read the enabled rules and the devices (at start, and when rules change)."""
@@ -81,7 +96,10 @@ class Evaluator:
             known = list(session.exec(select(Device)))
         self._rules = {str(rule.id): rule for rule in stored}
         self.engine.set_rules(_compiled(stored))
-        self._types = {str(device.id): device.type for device in known}
+        types = {str(device.id): device.type for device in known}
+        for gone in self._types.keys() - types.keys():  # deleted, its event maybe dropped
+            self.engine.forget(gone)
+        self._types = types
         for device in known:
             self.engine.watch(str(device.id), device.type, _silent_since(device))
         logger.info("rule engine: %d enabled rule(s)", len(self._rules))
@@ -94,7 +112,7 @@ class Evaluator:
         self.load()
         now = self._clock()
         since = now - lookback(self.engine.rules.values())
-        replayed = self._replay(since, now + SAME_FIRING)
+        replayed, _ = self._replay(since, now + SAME_FIRING)
         with Session(db.get_engine()) as session:
             stored = alerts.last_triggered(session=session, since=since - SAME_FIRING)
             still_open = {
@@ -122,19 +140,74 @@ class Evaluator:
         self.apply(missed)
         return missed
 
-    def _replay(self, start: datetime, end: datetime) -> list[Transition]:
-        """Feed the stored points of the rules' metrics to the engine; nothing is applied."""
+    def _replay(
+        self, start: datetime, end: datetime, ranges: Mapping[str, Range] | None = None
+    ) -> tuple[list[Transition], int]:
+        """Feed the stored points of the rules' metrics to the engine; nothing is applied.
+
+        With `ranges` (device id -> first and last time), only those devices' points within
+        their own range. Returns the transitions and how many points were fed.
+        """
         metrics = {metric for rule in self.engine.rules.values() for metric in rule.metrics}
+        device_ids = None if ranges is None else [uuid.UUID(device_id) for device_id in ranges]
         found: list[Transition] = []
+        fed = 0
         with Session(db.get_engine()) as session:
-            for point in telemetry.history(session=session, metrics=metrics, start=start, end=end):
+            for point in telemetry.history(
+                session=session, metrics=metrics, start=start, end=end, device_ids=device_ids
+            ):
                 device_id = str(point.device_id)
                 device_type = self._types.get(device_id)
-                if device_type is not None:
-                    found += self.engine.on_point(
-                        device_id, device_type, point.metric_name, point.time, point.value
-                    )
+                if device_type is None:
+                    continue
+                if ranges is not None:
+                    first, last = ranges[device_id]
+                    if not first <= point.time <= last:
+                        continue
+                fed += 1
+                found += self.engine.on_point(
+                    device_id, device_type, point.metric_name, point.time, point.value
+                )
+        return found, fed
+
+    def recover(self, dropped: Dropped) -> list[Transition]:
+        """Replay from storage what the bus queue dropped, and apply what it fires or clears.
+
+        Called before the batch taken with `dropped`: those points were committed before
+        the batch's, so each device's points reach the engine in order, as if nothing had
+        been dropped (a tick meanwhile skips the devices still behind).
+        """
+        if dropped.events:  # a rule, alert or device change went too: read them again
+            self.load()
+            self._resync_alerts()
+        found: list[Transition] = []
+        points = 0
+        evaluations = self.engine.evaluations
+        devices = list(dropped.ranges.items())
+        for first in range(0, len(devices), REPLAY_DEVICES):
+            ranges = dict(devices[first : first + REPLAY_DEVICES])
+            start = min(begin for begin, _ in ranges.values())
+            end = max(last for _, last in ranges.values()) + _MICROSECOND
+            more, fed = self._replay(start, end, ranges)
+            found += more
+            points += fed
+        metrics.RULE_EVALUATIONS.inc(self.engine.evaluations - evaluations)
+        self.apply(found, trigger="replay")
+        self.drops.replayed()
+        self.replayed_points += points
+        self._burst.replayed(dropped, points)
         return found
+
+    def _resync_alerts(self) -> None:
+        """Re-arm the (rule, device) pairs whose alert was closed by a message that was dropped."""
+        with Session(db.get_engine()) as session:
+            still_open = {
+                (str(alert.rule_id), str(alert.device_id))
+                for alert in alerts.active_alerts(session=session)
+            }
+        for rule_id, device_id in self.engine.states():
+            if (rule_id, device_id) not in still_open and self.engine.is_active(rule_id, device_id):
+                self.engine.resolve(rule_id, device_id)
 
     def _device_type(self, device_id: str) -> str | None:
         if device_id not in self._types:
@@ -145,14 +218,26 @@ class Evaluator:
                 self._types[device_id] = device.type
         return self._types[device_id]
 
-    def on_messages(self, batch: list[tuple[str, bus.Message]]) -> list[Transition]:
+    def on_messages(
+        self, batch: list[tuple[str, bus.Message]], dropped: Dropped | None = None
+    ) -> list[Transition]:
         """Take what the bus queued, in order; the alerts of a run of points in one commit.
 
         A run is the points of one ingest batch (one correlation id), evaluated in one
         rules.evaluate span. A rule, alert or device event between two runs applies after
         the first: its points are decided under the rules and devices as they were.
+        `dropped`: what the queue dropped before this batch, replayed first; if that fails
+        (the database is away), the batch is not evaluated and waits with it for the next.
         """
         found: list[Transition] = []
+        if dropped:
+            try:
+                found += self.recover(dropped)
+            except Exception:
+                self.drops.put_back(batch)
+                raise
+        elif not self.drops.behind():
+            self._burst.quiet()
         for (is_telemetry, cause), run in itertools.groupby(batch, _run_key):
             if is_telemetry:
                 found += self._evaluate_run(cause, [message for _, message in run])
@@ -224,18 +309,31 @@ class Evaluator:
         return found
 
     def tick(self, now: datetime | None = None) -> list[Transition]:
-        """Time-driven evaluation (`for`, windows, `nodata`) of every known device."""
-        found = self.engine.tick(self._clock() if now is None else now)
+        """Time-driven evaluation (`for`, windows, `nodata`) of every known device.
+
+        Devices with dropped points not replayed yet wait for the next tick: their windows
+        and timers are behind, and judging them now could fire what those points would not.
+        """
+        behind = self.drops.behind()
+        devices = None
+        if behind:
+            devices = [(d, kind) for d, kind in self._types.items() if d not in behind]
+        else:
+            self._burst.quiet()
+        found = self.engine.tick(self._clock() if now is None else now, devices)
         self.apply(found)
         return found
 
-    def apply(self, transitions: list[Transition], cause: str | None = None) -> None:
+    def apply(
+        self, transitions: list[Transition], cause: str | None = None, trigger: str = "clock"
+    ) -> None:
         """Open an alert per FIRED, resolve the open one per CLEARED, in one transaction.
 
         `cause` is the correlation id of the ingest batch whose points made the transitions:
         the alerts store it, and their log lines, notifications and commands carry it. A
-        time-driven evaluation (a tick, the replay at start) has none: it gets a new one,
-        whose trace begins with its own rules.evaluate span (app/tracing.py).
+        time-driven evaluation (a tick, the replay at start) or a replay of dropped points
+        (`trigger` "replay") has none: it gets a new one, whose trace begins with its own
+        rules.evaluate span (app/tracing.py).
         """
         if not transitions:
             return
@@ -247,7 +345,7 @@ class Evaluator:
         with (
             logs.bind(correlation_id=cause),
             tracing.span(
-                "rules.evaluate", cause, begins=True, trigger="clock", transitions=len(transitions)
+                "rules.evaluate", cause, begins=True, trigger=trigger, transitions=len(transitions)
             ),
         ):
             self._apply(transitions)
@@ -359,7 +457,6 @@ def _silent_since(device: Device) -> datetime:
 
 
 TICK_SECONDS = 10.0
-TELEMETRY_PREFIX = "iot:telemetry:"
 # one ingest batch of 1,000 devices is 1,000 bus messages: the evaluator's queue holds
 # many batches, and it takes everything queued in one turn (one thread hop, one commit)
 QUEUE_SIZE = 100_000
@@ -367,26 +464,31 @@ BATCH_MESSAGES = 5_000
 _WATCHED = (bus.RULES, bus.ALERTS, bus.DEVICE_EVENTS)
 
 
-async def run_evaluator(hub: bus.Hub) -> None:
+async def run_evaluator(hub: bus.Hub, queue_size: int = QUEUE_SIZE) -> None:
     """Become the evaluator when this process can take the lock, then evaluate forever.
 
     The engine is not thread-safe: points, rule reloads and the clock-driven tick take
-    turns through one lock, each running off the event loop.
+    turns through one lock, each running off the event loop. `queue_size`: how many bus
+    messages may wait before the oldest are dropped (and replayed from storage).
     """
     async with leadership.leading(leadership.EVALUATOR, "rule evaluator"):
         metrics.EVALUATOR_LEADER.set(1)
+        evaluator = Evaluator()
         # subscribed before the replay: points committed meanwhile wait in the queue
         watched = hub.subscribe(
-            lambda c: c.startswith(TELEMETRY_PREFIX) or c in _WATCHED, size=QUEUE_SIZE
+            lambda c: c.startswith(TELEMETRY_PREFIX) or c in _WATCHED,
+            size=queue_size,
+            on_drop=evaluator.drops.record,
         )
         metrics.EVALUATOR_QUEUE_DEPTH.set_function(lambda: watched.waiting)  # read at scrape
-        evaluator = Evaluator()
         turn = asyncio.Lock()
         await _run(turn, evaluator.start)
         ticking = asyncio.create_task(_tick(evaluator, turn), name="rule-evaluator-tick")
         try:
             while True:
-                await _run(turn, evaluator.on_messages, await watched.get_many(BATCH_MESSAGES))
+                batch = await watched.get_many(BATCH_MESSAGES)
+                # taken with the batch, at once: exactly what was dropped before it
+                await _run(turn, evaluator.on_messages, batch, evaluator.drops.take())
         finally:
             watched.close()
             ticking.cancel()

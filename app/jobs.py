@@ -29,9 +29,14 @@ def apply_retention(retention_days: int) -> int:
     return deleted
 
 
-def mark_silent_devices(offline_after: int) -> list:
-    """Mark OFFLINE the ONLINE devices silent for `offline_after` seconds."""
-    since = datetime.now(UTC) - timedelta(seconds=offline_after)
+def mark_silent_devices(offline_after: int, last_seen_lag: float = 0.0) -> list:
+    """Mark OFFLINE the ONLINE devices silent for `offline_after` seconds.
+
+    `last_seen_lag`: how far behind a device's last message its stored last_seen_at may be
+    (ingest writes it every IOTDECK_LAST_SEEN_FLUSH seconds, app/services/last_seen.py); a
+    device is given that much longer, so one that did speak is never marked OFFLINE.
+    """
+    since = datetime.now(UTC) - timedelta(seconds=offline_after + last_seen_lag)
     with db.session_scope() as session:
         silent = devices.mark_silent_offline(session=session, silent_since=since)
     if silent:
@@ -47,7 +52,7 @@ def add_jobs(scheduler: BaseScheduler, settings: Settings) -> None:
         mark_silent_devices,
         "interval",
         seconds=OFFLINE_CHECK_EVERY_SECONDS,
-        args=[settings.offline_after],
+        args=[settings.offline_after, settings.last_seen_flush],
         **common,
     )
     scheduler.add_job(

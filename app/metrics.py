@@ -121,6 +121,15 @@ EVALUATOR_LAG = Gauge(
 EVALUATOR_QUEUE_DEPTH = Gauge(
     "evaluator_queue_depth", "Bus messages waiting for the rule evaluator"
 )
+# a burst the evaluator's bus queue could not hold: the messages are replayed from storage
+EVALUATOR_DROPPED_MESSAGES = Counter(
+    "evaluator_dropped_messages_total",
+    "Bus messages the rule evaluator's queue dropped (oldest first) in a burst",
+)
+EVALUATOR_DROPPED_POINTS = Counter(
+    "evaluator_dropped_points_total",
+    "Telemetry points in the bus messages the rule evaluator's queue dropped",
+)
 RULE_EVALUATIONS = Counter(
     "rule_evaluations_total", "Rules evaluated on a committed point, one per (point, rule)"
 )

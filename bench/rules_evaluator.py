@@ -4,10 +4,12 @@ Run by `bench/rules.py` in its own process (`python -m bench.rules_evaluator STA
 so its CPU is its own: the Redis bus listener and `app.evaluation.run_evaluator` share one
 event loop, as in `iotdeck serve` (without the web pages). It prints `ready` once the bus
 listens and the evaluator has started (rules loaded, history replayed, alerts aligned).
-Every 0.2 s it rewrites STATUS.json with the points evaluated so far; on SIGTERM it adds
-its figures under "final": points and bus messages evaluated, transitions,
-publish-to-evaluated latency (payload timestamps are publish times; one sample per device
-message), bus messages dropped, ticks, CPU seconds since ready, peak RSS.
+Every 0.2 s it rewrites STATUS.json with the points evaluated so far (live, and replayed
+from storage after its bus queue dropped messages) and whether a turn is in progress; on
+SIGTERM it adds its figures under "final": points and bus messages evaluated live,
+transitions, publish-to-evaluated latency (payload timestamps are publish times; one
+sample per device message), bus messages and points dropped, points replayed, ticks, CPU
+seconds since ready, peak RSS.
 """
 
 import asyncio
@@ -28,6 +30,7 @@ from prometheus_client import REGISTRY
 from app import bus, db, evaluation
 from app.background import _tune_garbage_collector
 from app.config import get_settings
+from app.evaluation_drops import Dropped
 from rules.engine import Transition
 
 STATUS_EVERY_S = 0.2
@@ -38,8 +41,12 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _dropped() -> float:
-    return REGISTRY.get_sample_value("bus_dropped_total") or 0.0
+def _dropped() -> tuple[float, float]:
+    """The evaluator's dropped bus messages and points so far."""
+    return (
+        REGISTRY.get_sample_value("evaluator_dropped_messages_total") or 0.0,
+        REGISTRY.get_sample_value("evaluator_dropped_points_total") or 0.0,
+    )
 
 
 def _percentiles_ms(samples: list[float]) -> tuple[float | None, float | None]:
@@ -59,7 +66,8 @@ class Probe:
 
     def reset(self) -> None:
         """Zero the counters (start-up is not measured)."""
-        self.points = self.messages = self.fired = self.cleared = 0
+        self.points = self.messages = self.fired = self.cleared = self.replayed = 0
+        self.busy = False  # a turn (a batch and its replay, or a tick) is in progress
         self.latencies: list[float] = []
         self.ticks: list[float] = []
         self.cpu_at_start = _cpu_seconds()
@@ -85,14 +93,17 @@ class Probe:
     def figures(self) -> dict:
         """Everything counted, as JSON-ready figures."""
         p50, p99 = _percentiles_ms(self.latencies)
+        (messages, points), (messages_then, points_then) = _dropped(), self.dropped_at_start
         return {
             "points": self.points,
             "messages": self.messages,
+            "replayed": self.replayed,
             "fired": self.fired,
             "cleared": self.cleared,
             "p50_latency_ms": p50,
             "p99_latency_ms": p99,
-            "dropped": _dropped() - self.dropped_at_start,
+            "dropped": messages - messages_then,
+            "dropped_points": points - points_then,
             "ticks": len(self.ticks),
             "max_tick_ms": round(max(self.ticks, default=0.0) * 1000, 1),
             "cpu_s": round(_cpu_seconds() - self.cpu_at_start, 2),
@@ -112,6 +123,25 @@ class ProbedEvaluator(evaluation.Evaluator):
         PROBE.loaded.set()
         return found
 
+    def on_messages(
+        self, batch: list[tuple[str, bus.Message]], dropped: Dropped | None = None
+    ) -> list[Transition]:
+        """Evaluate a batch as usual, busy meanwhile (a long replay is progress)."""
+        PROBE.busy = True
+        try:
+            return super().on_messages(batch, dropped)
+        finally:
+            PROBE.busy = False
+
+    def recover(self, dropped: Dropped) -> list[Transition]:
+        """Replay what was dropped as usual, then count the points read back and transitions."""
+        before = self.replayed_points
+        found = super().recover(dropped)
+        PROBE.replayed += self.replayed_points - before
+        PROBE.fired += sum(t.kind == "FIRED" for t in found)
+        PROBE.cleared += sum(t.kind == "CLEARED" for t in found)
+        return found
+
     def _evaluate(self, message: bus.Message) -> list[Transition]:
         """Evaluate one telemetry message as usual, then count."""
         found = super()._evaluate(message)
@@ -124,6 +154,10 @@ class ProbedEvaluator(evaluation.Evaluator):
         found = super().tick(now)
         PROBE.ticks.append(time.perf_counter() - started)
         return found
+
+
+def _status() -> dict:
+    return {"points": PROBE.points, "replayed": PROBE.replayed, "busy": PROBE.busy}
 
 
 def _write(path: Path, figures: dict) -> None:
@@ -154,14 +188,14 @@ async def _run(status: Path) -> None:
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     while not stop.is_set():
-        _write(status, {"points": PROBE.points})
+        _write(status, _status())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), STATUS_EVERY_S)
     evaluating.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await evaluating
     await redis_bus.stop()
-    _write(status, {"points": PROBE.points, "final": PROBE.figures()})
+    _write(status, {**_status(), "final": PROBE.figures()})
 
 
 def main() -> None:

@@ -3,7 +3,9 @@
 Time is event time: a device's "now" is the newest point time seen for it (never moves back);
 a tick evaluates at max(tick time, device now) without advancing the device. A point older than
 the newest of its metric is stored in the windows but evaluates nothing, so it can neither move
-time backwards nor re-trigger an edge. No clock of its own: callers pass every time.
+time backwards nor re-trigger an edge. A point it already holds (same device, metric and time:
+storage keeps one such point) changes nothing, so stored points replayed over what was seen live
+count once. No clock of its own: callers pass every time.
 """
 
 from collections.abc import Iterable, Mapping
@@ -108,7 +110,10 @@ class Engine:
         rules = self._by_metric.get(metric)
         if not rules:
             return []
-        if not self._series(device, metric).add(time_us, float(value)):
+        series = self._series(device, metric)
+        if _holds(series, time_us):
+            return []  # the same point again (a replay from storage over live points)
+        if not series.add(time_us, float(value)):
             return []  # late point: it is in the windows now, but evaluates nothing
         transitions: list[Transition] = []
         for rule in rules:
@@ -288,6 +293,16 @@ def _transition(
 ) -> Transition:
     value, metric = reading
     return Transition(kind, rule.rule_id, device.device_id, from_us(now), value, metric, rule.rule)
+
+
+def _holds(series: Series, time_us: int) -> bool:
+    """Whether the series already has a point at this time (the newest, or one in its windows)."""
+    if series.latest_time is None or time_us > series.latest_time:
+        return False  # newer than anything held: the common case, answered at once
+    if time_us == series.latest_time:
+        return True
+    first, end = series.bounds(time_us - 1, time_us)
+    return end > first
 
 
 def _compile_all(rules: RulesArg) -> dict[str, CompiledRule]:

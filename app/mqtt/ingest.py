@@ -41,13 +41,16 @@ from app.mqtt.payloads import (
 from app.mqtt.rate_limit import RateLimiter
 from app.services import commands, device_types, devices, telemetry
 from app.services.commands import Answer
+from app.services.last_seen import LastSeen
+from app.services.rollups import MarkedHours
 from app.services.telemetry import Point
 
 logger = logging.getLogger(__name__)
 
 TOPICS = ("devices/+/telemetry", "devices/+/status", "devices/+/commands/ack")
 _UNKNOWN_DEVICE_TTL = 10.0  # seconds before an unknown id is looked up again
-_KNOWN_DEVICE_TTL = 30.0  # seconds before known ids are looked up again (a type may change)
+_RECHECK_SECONDS = 30.0  # how often the devices edited since the last look are read again
+_RECHECK_OVERLAP = timedelta(minutes=2)  # each look reaches back over the previous one
 # labelled children resolved once: labels() costs microseconds per call on the hot path
 _RECEIVED = {
     kind: metrics.MESSAGES_RECEIVED.labels(kind) for kind in ("telemetry", "status", "ack")
@@ -136,31 +139,49 @@ def _error_line(error: BaseException) -> str:
 
 
 class _KnownDevices:
-    """Which device ids exist and their types, asked of the database in one query per batch.
+    """Which device ids exist and their types, kept for the life of the worker.
 
-    Misses expire after _UNKNOWN_DEVICE_TTL; hits after _KNOWN_DEVICE_TTL, so that a
-    device's new type reaches its rate limit.
+    An id is looked up the first time it comes (an unknown one again after
+    _UNKNOWN_DEVICE_TTL: a device that published before it was registered is accepted
+    within seconds). A known id stays known, however large the fleet, with no periodic
+    expiry: every _RECHECK_SECONDS one query reads the devices edited since the previous
+    look (`updated_at`, which every edit moves: a few rows), so a new type reaches the
+    device's rate limit within that time. A deleted device is forgotten when a batch finds
+    it gone (write_points drops its points: `forget`). No bus subscription is needed, so
+    this holds in a separate `iotdeck ingest` process, with or without Redis.
     """
 
     def __init__(self) -> None:
         self._known: dict[uuid.UUID, str] = {}
         self._unknown_until: dict[uuid.UUID, float] = {}
-        self._known_until = 0.0
+        self._recheck_at = time.monotonic() + _RECHECK_SECONDS
+        self._edited_since = datetime.now(UTC) - _RECHECK_OVERLAP
 
     def filter_known(self, session: Session, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
         """The known devices among `ids`, with their types."""
         now = time.monotonic()
-        if now >= self._known_until:
-            self._known.clear()
-            self._known_until = now + _KNOWN_DEVICE_TTL
+        if now >= self._recheck_at:
+            self._recheck(session)
+            self._recheck_at = now + _RECHECK_SECONDS
         ask = {i for i in ids - self._known.keys() if self._unknown_until.get(i, 0.0) <= now}
         if ask:
             query = select(Device.id, Device.type).where(col(Device.id).in_(ask))
             found = dict(session.exec(query).all())
             self._known.update(found)
+            for device_id in found:
+                self._unknown_until.pop(device_id, None)
             for missing in ask - found.keys():
                 self._unknown_until[missing] = now + _UNKNOWN_DEVICE_TTL
         return {i: self._known[i] for i in ids if i in self._known}
+
+    def _recheck(self, session: Session) -> None:
+        """Read again the types of the known devices edited since the last look."""
+        looked_at = datetime.now(UTC) - _RECHECK_OVERLAP
+        query = select(Device.id, Device.type).where(col(Device.updated_at) >= self._edited_since)
+        for device_id, device_type in session.exec(query).all():
+            if device_id in self._known:
+                self._known[device_id] = device_type
+        self._edited_since = looked_at  # only once read: a failed look is made again
 
     def forget(self, ids: set[uuid.UUID]) -> None:
         for device_id in ids:
@@ -199,6 +220,7 @@ class IngestWorker:
         rate_limit: str = "10/second",
         rate_burst: int = 600,
         retention_days: int = 90,
+        last_seen_flush: float = 5.0,
     ) -> None:
         self.address = address
         self._max_age = timedelta(days=retention_days)  # older telemetry would be purged at once
@@ -209,6 +231,10 @@ class IngestWorker:
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._known = _KnownDevices()
+        # what batches would otherwise write again and again: devices' last contact
+        # (written every `last_seen_flush` seconds) and rollup marks of open hours
+        self._last_seen = LastSeen(last_seen_flush)
+        self._marked = MarkedHours()
         self._limiter = RateLimiter(rate_limit, rate_burst)
         self._listeners: list[Callable[[BatchResult], None]] = []
         # messages taken from the broker, and those of them committed and acknowledged
@@ -257,7 +283,8 @@ class IngestWorker:
         return self._connected.wait(timeout)
 
     def stop(self, timeout: float = 30.0) -> int:
-        """Take no more messages; commit and acknowledge those taken, then disconnect.
+        """Take no more messages; commit and acknowledge those taken, write devices' last
+        contact, then disconnect.
 
         Returns how many taken messages were left unacknowledged (0: none), because the
         database was down or `timeout` passed: the broker redelivers them to the next session.
@@ -357,7 +384,7 @@ class IngestWorker:
 
     def _commit_loop(self) -> None:
         abandoned = False
-        while (parsed := self._parsed.get()) is not None:
+        while (parsed := self._next_parsed()) is not None:
             with (
                 logs.bind(correlation_id=parsed.correlation_id),
                 # the root of the trace of everything the batch causes (app/tracing.py)
@@ -376,6 +403,29 @@ class IngestWorker:
                     self._finished += len(parsed.messages)
                 else:
                     tracing.failed("left unacknowledged in the broker at shutdown")
+        self._flush_last_seen(force=True)  # stopping: before stop() returns
+
+    def _next_parsed(self) -> "_Parsed | None":
+        """The next parsed batch (None: stopping); meanwhile writes last contacts when due."""
+        while True:
+            self._flush_last_seen()
+            try:
+                return self._parsed.get(timeout=self._last_seen.due_in())
+            except queue.Empty:
+                continue
+
+    def _flush_last_seen(self, *, force: bool = False) -> None:
+        """Write devices' last contact if due; kept for the next try if the database is away."""
+        try:
+            self._last_seen.flush(db.get_engine(), force=force)
+        except Exception as error:
+            transient = db.is_transient(error)
+            logger.warning(
+                "could not write devices' last contact (%s); trying again in %.0f s",
+                db.short_error(error) if transient else _error_line(error),
+                self._last_seen.interval,
+                exc_info=not transient,
+            )
 
     def _process(self, parsed: "_Parsed") -> bool:
         """Commit (`_store`), then acknowledge; False if abandoned at shutdown."""
@@ -465,7 +515,13 @@ class IngestWorker:
                 else:
                     statuses.append((index, device_id, content))
             arrival = parsed.messages[-1].arrival
-            written = telemetry.write_points(session=session, points=points, seen_at=arrival)
+            written = telemetry.write_points(
+                session=session,
+                points=points,
+                seen_at=arrival,
+                last_seen=self._last_seen,
+                marked=self._marked,
+            )
             for device_id in written.came_online:
                 result.status_changes[device_id] = DeviceStatus.ONLINE
             for index, device_id, status in statuses:

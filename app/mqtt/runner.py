@@ -27,6 +27,7 @@ def build_worker(settings: Settings, address: BrokerAddress) -> IngestWorker:
         rate_limit=settings.device_rate_limit,
         rate_burst=settings.device_rate_burst,
         retention_days=settings.retention_days,
+        last_seen_flush=settings.last_seen_flush,
     )
 
 

@@ -3,9 +3,11 @@
 A service calls `emit(session, channel, message)`; when the session commits, everything
 it queued is published in order through this process's bus; a rollback discards it.
 So a pushed point or device change can always be read back by whoever receives it.
+`after_commit` does the same for what a process remembers about its own writes.
 """
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -16,11 +18,20 @@ from app import bus
 from app.models import Device
 
 _OUTBOX = "bus_outbox"
+_AFTER_COMMIT = "after_commit"
 
 
 def emit(session: Session, channel: str, message: dict[str, Any]) -> None:
     """Publish `message` on `channel` once `session` commits."""
     session.info.setdefault(_OUTBOX, []).append((channel, message))
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Call `callback` once `session` commits; a rollback forgets it.
+
+    For memory that must hold only what is stored (ingest's rollup marks, last contacts).
+    """
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
 def moment(value: datetime | None) -> str | None:
@@ -62,6 +73,8 @@ def device_event(session: Session, kind: str, device: Device, at: str) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _publish_outbox(session: Session) -> None:
+    for callback in session.info.pop(_AFTER_COMMIT, ()):
+        callback()
     items = session.info.pop(_OUTBOX, None)
     if items:
         bus.get_bus().publish_many(items)
@@ -70,3 +83,4 @@ def _publish_outbox(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _discard_outbox(session: Session) -> None:
     session.info.pop(_OUTBOX, None)
+    session.info.pop(_AFTER_COMMIT, None)

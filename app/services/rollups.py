@@ -1,7 +1,8 @@
 """Hourly rollups that always agree with the raw points, on every storage layout.
 
 Each batch of points marks the (device, metric, hour) triples it touched in
-`telemetry_rollup_pending`. Queries read marked hours from the raw points and every other
+`telemetry_rollup_pending` (ingest leaves out those it marked already in an hour still
+open: `MarkedHours`). Queries read marked hours from the raw points and every other
 whole hour from `telemetry_hourly`, so an answer is exact at once, whatever the order in
 which points arrive (live, backfilled, late by days). The rollup job brings marked hours
 up to date and clears their marks:
@@ -19,7 +20,7 @@ the cutoff, then `drop_chunks` to give the emptied chunks back).
 
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -53,6 +54,9 @@ _PENDING = TelemetryRollupPending.__table__
 ONE_HOUR = timedelta(hours=1)
 MAX_HOURS_PER_ROUND = 5000  # plain: marks recomputed per transaction
 MAX_REFRESH_ROUNDS = 20  # TimescaleDB: rounds per job run when batches keep re-marking
+# a mark of an hour ending sooner than this is written with every batch (MarkedHours):
+# wider than any clock difference between processes plus the time a batch takes to commit
+MARK_AGAIN_BEFORE_END = timedelta(minutes=2)
 
 Partials = dict[int, tuple[float, float, float, int]]  # bucket -> sum, min, max, count
 
@@ -64,7 +68,54 @@ def hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def mark_pending(connection: Connection, hours: set[tuple[uuid.UUID, str, datetime]]) -> None:
+Mark = tuple[uuid.UUID, str, datetime]  # device, metric, hour
+
+
+class MarkedHours:
+    """The marks this process committed for hours still open: no need to write them again.
+
+    The rollup job only takes hours that are over, so the mark of an open hour stays in
+    `telemetry_rollup_pending` until the hour ends; marking it again with every batch (a
+    device reporting every 5 s would upsert its hour 720 times) changes nothing. A mark is
+    written again, with every batch, once its hour ends within MARK_AGAIN_BEFORE_END: from
+    then on the job (on another process's clock) may take it, and only the upsert's row
+    lock keeps the job from recomputing the hour before the batch commits (mark_pending).
+    The previous hour is therefore not remembered at all. Marks are remembered once their
+    transaction commits (`remember`), never before: a batch retried after a failure writes
+    its marks again. One per ingest worker, used by its committer thread only.
+    """
+
+    def __init__(self, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._clock = clock
+        self._open: dict[datetime, dict[str, set[uuid.UUID]]] = {}  # hour -> metric -> devices
+
+    def _closing_before(self) -> datetime:
+        """Hours ending before this time may be taken by the job: always marked."""
+        return self._clock() + MARK_AGAIN_BEFORE_END
+
+    def unmarked(self, marks: set[Mark]) -> set[Mark]:
+        """The marks among `marks` to write: all but those committed already for open hours."""
+        if not self._open:
+            return marks
+        closing = self._closing_before()
+        return {
+            mark
+            for mark in marks
+            if mark[2] + ONE_HOUR <= closing
+            or mark[0] not in self._open.get(mark[2], {}).get(mark[1], ())
+        }
+
+    def remember(self, marks: set[Mark]) -> None:
+        """Note marks now committed; forget the hours that are closing."""
+        closing = self._closing_before()
+        for hour in [hour for hour in self._open if hour + ONE_HOUR <= closing]:
+            del self._open[hour]
+        for device_id, metric, hour in marks:
+            if hour + ONE_HOUR > closing:
+                self._open.setdefault(hour, {}).setdefault(metric, set()).add(device_id)
+
+
+def mark_pending(connection: Connection, hours: set[Mark]) -> None:
     """Mark (device, metric, hour) triples whose rollup no longer matches the raw points."""
     if not hours:
         return

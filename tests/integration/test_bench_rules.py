@@ -64,4 +64,8 @@ def test_tiny_run_reports_both_parts() -> None:
     assert live["evaluated_points"] > 0
     assert live["evaluator_lost_points"] == 0
     assert live["evaluator_dropped_msgs"] == 0
+    drain = ingest["with_rules"]["drain"]  # a small backlog: the evaluator's queue holds it
+    assert (drain["evaluator_dropped_points"], drain["evaluator_replayed_points"]) == (0, 0)
+    assert drain["evaluator_lost_points"] == 0
+    assert "WARNING: the evaluator lost" not in done.stdout
     assert "evaluated_points" not in ingest["without_rules"]["live"]  # no evaluator ran

@@ -5,10 +5,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import bus
+from app import bus, logs
 from app.models import DeviceCreate, DeviceUpdate, utcnow
 from app.services import devices, telemetry
 from app.services.telemetry import Point
@@ -85,6 +86,37 @@ async def test_points_are_pushed_per_device_with_status_changes(
     ]
     _, status = await _next(statuses)
     assert (status["device_id"], status["status"]) == (str(device.id), "ONLINE")
+
+
+async def test_a_batch_of_many_devices_is_one_message_but_each_subscriber_gets_its_own(
+    hub: bus.Hub, engine: Engine
+) -> None:
+    with Session(engine, expire_on_commit=False) as session:
+        made = [
+            devices.create_device(session=session, data=DeviceCreate(name=f"d{n}", type="t"))
+            for n in range(3)
+        ]
+        session.commit()
+    ids = [device.id for device in made]
+    subscriptions = [hub.subscribe(channels=[bus.telemetry_channel(i)]) for i in ids]
+    published = REGISTRY.get_sample_value("bus_published_total", {"kind": "telemetry"}) or 0.0
+    at = utcnow()
+    with logs.bind(correlation_id="batch-1"), Session(engine) as session:
+        points = [Point(i, "t", at, float(n)) for n, i in enumerate(ids)]
+        telemetry.write_points(session=session, points=points, seen_at=at)
+        session.commit()
+    for n, (device_id, subscription) in enumerate(zip(ids, subscriptions, strict=True)):
+        assert await _next(subscription) == (
+            bus.telemetry_channel(device_id),
+            {
+                "v": 1,
+                "correlation_id": "batch-1",
+                "device_id": str(device_id),
+                "points": [{"metric": "t", "time": at.isoformat(), "value": n, "unit": None}],
+            },
+        )
+    after = REGISTRY.get_sample_value("bus_published_total", {"kind": "telemetry"})
+    assert after == published + 1  # one message on Redis (or in-process) for three devices
 
 
 async def test_redis_reaches_every_listening_process() -> None:

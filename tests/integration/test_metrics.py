@@ -72,6 +72,8 @@ CONTRACT: dict[str, frozenset[str]] = {
         "evaluator_leader": "",
         "evaluator_lag_seconds": "",
         "evaluator_queue_depth": "",
+        "evaluator_dropped_messages_total": "",
+        "evaluator_dropped_points_total": "",
         "rule_evaluations_total": "",
         "notification_queue_depth": "",
         "notification_circuit_open": "channel",

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from app.bus import Hub
+from app.bus import TELEMETRY_BATCH, Hub, telemetry_batch, telemetry_channel
 
 
 async def test_each_subscriber_gets_what_its_filter_accepts() -> None:
@@ -60,3 +60,22 @@ async def test_get_many_takes_what_is_queued_up_to_a_limit_in_order() -> None:
         hub.deliver("c", {"n": n})
     assert [m["n"] for _, m in await waiting] == [0, 1, 2]
     assert [m["n"] for _, m in await reader.get_many(10)] == [3, 4]
+
+
+async def test_a_telemetry_batch_is_delivered_as_each_device_s_own_message() -> None:
+    hub = Hub(asyncio.get_running_loop())
+    first = hub.subscribe(channels=[telemetry_channel("a")])
+    telemetry = hub.subscribe(lambda channel: channel.startswith(telemetry_channel("")))
+    everything = hub.subscribe(lambda _: True)
+    points = {"a": [{"metric": "t", "value": 1.0}], "b": [{"metric": "h", "value": 2.0}]}
+    hub.deliver(TELEMETRY_BATCH, {"v": 1, "correlation_id": "c1", **telemetry_batch(points)})
+    expected = [
+        (telemetry_channel(device), {"v": 1, "correlation_id": "c1", "device_id": device, **p})
+        for device, p in (("a", {"points": points["a"]}), ("b", {"points": points["b"]}))
+    ]
+    assert await first.get() == expected[0]
+    assert first.waiting == 0
+    assert [await telemetry.get() for _ in range(2)] == expected
+    # nobody gets the batch itself, not even a subscriber to every channel
+    assert [await everything.get() for _ in range(2)] == expected
+    assert everything.waiting == 0

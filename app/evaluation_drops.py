@@ -1,0 +1,179 @@
+"""What the rule evaluator's bus queue dropped in a burst, kept small enough to replay.
+
+The evaluator's hub subscription is bounded and drops its oldest message when full: when
+ingest drains a backlog faster than the rules evaluate, messages go. They were committed
+before they were published, so storage has their points; what must not be lost is *which*
+points. The subscription's `on_drop` hook records, for each dropped message, its device's
+first and last point time (one entry per device, however long the burst), and whether a
+rule, alert or device event went too. The evaluator takes that record with each batch it
+takes from the queue and replays it from storage before the batch (`app/evaluation.py`).
+
+Order makes the replay exact: the queue drops its head, so every message dropped before a
+batch is taken is newer than all the evaluator took before and older than that batch.
+Replayed first, each device's points reach the engine in the order they were committed, as
+if nothing had been dropped.
+"""
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from app import bus, metrics
+
+logger = logging.getLogger(__name__)
+
+TELEMETRY_PREFIX = bus.telemetry_channel("")
+# a burst that lasts says so once a minute; a short one once, when it is over
+REMIND_EVERY = timedelta(minutes=1)
+
+Range = tuple[datetime, datetime]  # a device's first and last dropped point time
+
+
+@dataclass
+class Dropped:
+    """Dropped bus messages, reduced to what a replay needs."""
+
+    messages: int = 0
+    points: int = 0
+    events: int = 0  # rule, alert and device messages among them
+    ranges: dict[str, Range] = field(default_factory=dict)  # by device id
+
+    def __bool__(self) -> bool:
+        return self.messages > 0
+
+    def add(self, channel: str, message: bus.Message) -> int:
+        """Note one message (telemetry: widen its device's range); how many points it had.
+
+        Raises KeyError, TypeError or ValueError, noting nothing, if it cannot be read.
+        """
+        if not channel.startswith(TELEMETRY_PREFIX):
+            self.messages += 1
+            self.events += 1
+            return 0
+        device_id = str(message["device_id"])
+        times = [datetime.fromisoformat(point["time"]) for point in message["points"]]
+        self.messages += 1
+        self.points += len(times)
+        if times:
+            self._widen(device_id, (min(times), max(times)))
+        return len(times)
+
+    def merge(self, other: "Dropped") -> None:
+        """Add what `other` holds to this record."""
+        self.messages += other.messages
+        self.points += other.points
+        self.events += other.events
+        for device_id, span in other.ranges.items():
+            self._widen(device_id, span)
+
+    def _widen(self, device_id: str, span: Range) -> None:
+        known = self.ranges.get(device_id)
+        if known is not None:
+            span = (min(known[0], span[0]), max(known[1], span[1]))
+        self.ranges[device_id] = span
+
+
+class DropLog:
+    """The drops of the evaluator's subscription, from the hook to their replay.
+
+    Recorded and taken on the event loop; settled by the evaluator in its worker thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._new = Dropped()  # dropped since the last batch was taken
+        self._taken = Dropped()  # taken with a batch, not replayed yet
+
+    def record(self, channel: str, message: bus.Message) -> None:
+        """The subscription's `on_drop` hook: note the message and count it on /metrics."""
+        try:
+            with self._lock:
+                points = self._new.add(channel, message)
+        except (KeyError, TypeError, ValueError) as unreadable:  # never break the hub's delivery
+            logger.warning(
+                "rule evaluator: a dropped message on %s is unreadable (%r)", channel, unreadable
+            )
+            points = 0
+        metrics.EVALUATOR_DROPPED_MESSAGES.inc()
+        metrics.EVALUATOR_DROPPED_POINTS.inc(points)
+
+    def take(self) -> Dropped:
+        """What was dropped before the batch just taken from the queue (call at once, on the loop).
+
+        The record stays "taken" until `replayed` or `put_back`; one not settled (its
+        evaluation was interrupted) is taken again with the next batch.
+        """
+        with self._lock:
+            self._taken.merge(self._new)
+            self._new = Dropped()
+            return self._taken
+
+    def replayed(self) -> None:
+        """The taken record is replayed."""
+        with self._lock:
+            self._taken = Dropped()
+
+    def put_back(self, batch: Iterable[tuple[str, bus.Message]]) -> None:
+        """The replay failed: the taken record and its batch (not evaluated) wait for the next."""
+        with self._lock:
+            again = self._taken
+            for channel, message in batch:
+                try:
+                    again.add(channel, message)
+                except (KeyError, TypeError, ValueError):
+                    continue  # unreadable live as well: nothing to replay
+            again.merge(self._new)
+            self._new, self._taken = again, Dropped()
+
+    def behind(self) -> frozenset[str]:
+        """Devices with dropped points not replayed yet: their windows and timers lag."""
+        with self._lock:
+            return frozenset(self._new.ranges.keys() | self._taken.ranges.keys())
+
+
+class BurstLog:
+    """One warning per burst with its counts, when it is over (and each minute it lasts)."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+        self._started: datetime | None = None  # the burst's first replay
+        self._told: datetime | None = None  # its first replay, or its last reminder
+        self._last: datetime | None = None  # its latest replay
+        self._replays = 0
+        self._dropped = Dropped()
+        self._replayed = 0
+
+    def replayed(self, dropped: Dropped, points: int) -> None:
+        """A record was replayed (`points` read back from storage)."""
+        now = self._clock()
+        if self._started is None or self._told is None:
+            self._started = self._told = now
+        self._replays += 1
+        self._last = now
+        self._dropped.merge(dropped)
+        self._replayed += points
+        if now - self._told >= REMIND_EVERY:
+            self._told = now
+            self._warn("is overflowing", now - self._started)
+
+    def quiet(self) -> None:
+        """Nothing was dropped since the last replay: a burst in progress is over."""
+        if self._started is not None and self._last is not None:
+            self._warn("overflowed", self._last - self._started)
+            self._started = self._told = self._last = None
+            self._replays, self._dropped, self._replayed = 0, Dropped(), 0
+
+    def _warn(self, how: str, lasted: timedelta) -> None:
+        logger.warning(
+            "rule evaluator: its bus queue %s (%d replay(s) in %.1f s): %d message(s) with %d"
+            " point(s) of %d device(s) dropped, %d point(s) replayed from storage",
+            how,
+            self._replays,
+            lasted.total_seconds(),
+            self._dropped.messages,
+            self._dropped.points,
+            len(self._dropped.ranges),
+            self._replayed,
+        )
