@@ -6,8 +6,12 @@ committed, at once (the statistics views lag by up to seconds).
 
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy import Engine, text
+from sqlmodel import Session
+
+from app.models import Device, DeviceStatus, as_utc
 
 _POSTGRES = (
     "CREATE TABLE device_updates (device_id uuid)",
@@ -38,3 +42,12 @@ def log_device_updates(engine: Engine) -> Callable[[uuid.UUID], int]:
             return connection.execute(query, {"id": key}).scalar_one()
 
     return updates
+
+
+def stored_status(engine: Engine, device_id: uuid.UUID) -> tuple[DeviceStatus, datetime | None]:
+    """A device's stored status and last contact, as the device page reads them."""
+    with Session(engine) as session:
+        device = session.get(Device, device_id)
+        assert device is not None
+        seen = as_utc(device.last_seen_at) if device.last_seen_at else None
+        return DeviceStatus(device.status), seen

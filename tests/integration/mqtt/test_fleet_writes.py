@@ -17,7 +17,6 @@ from sqlmodel import Session, func, select
 
 from app import bus, jobs
 from app.models import (
-    Device,
     DeviceCreate,
     DeviceStatus,
     TelemetryPoint,
@@ -29,7 +28,7 @@ from app.services import devices
 from app.services.rollups import MARK_AGAIN_BEFORE_END, hour_of
 from bench.services import IotdeckBroker
 from tests.integration.conftest import Publish
-from tests.integration.device_updates import log_device_updates
+from tests.integration.device_updates import log_device_updates, stored_status
 from tests.waiting import wait_until
 
 FLUSH = 1.0  # IOTDECK_LAST_SEEN_FLUSH of the workers that flush during a test
@@ -68,14 +67,6 @@ def _points(engine: Engine, device_id: uuid.UUID) -> int:
         return session.exec(query).one()
 
 
-def _stored(engine: Engine, device_id: uuid.UUID) -> tuple[DeviceStatus, datetime | None]:
-    with Session(engine) as session:
-        device = session.get(Device, device_id)
-        assert device is not None
-        seen = as_utc(device.last_seen_at) if device.last_seen_at else None
-        return DeviceStatus(device.status), seen
-
-
 def _telemetry_published() -> float:
     return REGISTRY.get_sample_value("bus_published_total", {"kind": "telemetry"}) or 0.0
 
@@ -99,14 +90,16 @@ def test_status_is_written_at_once_and_last_contact_within_the_flush_interval(
         publish(topic, {"t": 1})
         wait_until(lambda: _points(engine, device_id) == 1)
         # ONLINE in the transaction that stored the point, with its contact
-        status, first = _stored(engine, device_id)
+        status, first = stored_status(engine, device_id)
         assert status == DeviceStatus.ONLINE and first is not None
         assert updates(device_id) == 1
         before = datetime.now(UTC)
         publish(topic, {"t": 2})
         wait_until(lambda: _points(engine, device_id) == 2)
         stored_at = time.monotonic()
-        wait_until(lambda: (_stored(engine, device_id)[1] or first) >= before, timeout=FLUSH + 3)
+        wait_until(
+            lambda: (stored_status(engine, device_id)[1] or first) >= before, timeout=FLUSH + 3
+        )
         assert time.monotonic() - stored_at <= FLUSH + 3
         assert updates(device_id) == 2  # the flush: one more row version, not one per batch
 
@@ -135,12 +128,12 @@ def test_online_devices_get_no_row_update_between_flushes_and_one_at_shutdown(
         wait_until(lambda: all(_points(engine, d) == 6 for d in fleet))
         # fifteen batches of ONLINE devices: not one row written
         assert [updates(d) for d in fleet] == [1, 1, 1]
-        assert all(_stored(engine, d)[1] < before for d in fleet)
+        assert all(stored_status(engine, d)[1] < before for d in fleet)
     finally:
         assert worker.stop() == 0
     # stopping wrote each device's last contact, once
     assert [updates(d) for d in fleet] == [2, 2, 2]
-    assert all(_stored(engine, d)[1] >= before for d in fleet)
+    assert all(stored_status(engine, d)[1] >= before for d in fleet)
 
 
 async def test_a_device_marked_offline_by_the_job_comes_back_online_on_its_next_message(
@@ -162,7 +155,7 @@ async def test_a_device_marked_offline_by_the_job_comes_back_online_on_its_next_
         assert await next_status() == "OFFLINE"
         await asyncio.to_thread(publish, topic, {"t": 2})
         assert await next_status() == "ONLINE"
-        assert _stored(engine, device_id)[0] == DeviceStatus.ONLINE
+        assert stored_status(engine, device_id)[0] == DeviceStatus.ONLINE
 
 
 def _mark_statements(engine: Engine) -> list[str]:

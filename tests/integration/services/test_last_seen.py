@@ -8,12 +8,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from app import db, jobs
-from app.models import Device, DeviceCreate, DeviceStatus, as_utc
+from app.models import DeviceCreate, DeviceStatus
 from app.services import devices, telemetry
 from app.services.last_seen import LastSeen
 from app.services.rollups import MarkedHours, hour_of
 from app.services.telemetry import Point
-from tests.integration.device_updates import log_device_updates
+from tests.integration.device_updates import log_device_updates, stored_status
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
 
@@ -34,14 +34,6 @@ def _device(session: Session) -> uuid.UUID:
     return made.id
 
 
-def _stored(engine: Engine, device_id: uuid.UUID) -> tuple[DeviceStatus, datetime | None]:
-    with Session(engine) as session:
-        device = session.get(Device, device_id)
-        assert device is not None
-        seen = as_utc(device.last_seen_at) if device.last_seen_at else None
-        return DeviceStatus(device.status), seen
-
-
 def _write(session: Session, device_id: uuid.UUID, at: datetime, **options: object) -> None:
     point = Point(device_id, "t", at, 1.0)
     telemetry.write_points(session=session, points=[point], seen_at=at, **options)
@@ -54,7 +46,7 @@ def test_history_import_touches_no_device(session: Session, engine: Engine) -> N
     telemetry.write_points(session=session, points=[Point(device_id, "t", T0, 1.0)], seen_at=None)
     session.commit()
     assert updates(device_id) == 0
-    assert _stored(engine, device_id) == (DeviceStatus.UNKNOWN, None)
+    assert stored_status(engine, device_id) == (DeviceStatus.UNKNOWN, None)
 
 
 def test_online_devices_are_written_once_per_flush_not_once_per_batch(
@@ -66,7 +58,7 @@ def test_online_devices_are_written_once_per_flush_not_once_per_batch(
     last_seen = LastSeen(5.0, clock=clock)
     _write(session, device_id, T0, last_seen=last_seen)
     # coming ONLINE is written at once, with the contact
-    assert _stored(engine, device_id) == (DeviceStatus.ONLINE, T0)
+    assert stored_status(engine, device_id) == (DeviceStatus.ONLINE, T0)
     assert updates(device_id) == 1
     for second in range(1, 6):
         _write(session, device_id, T0 + timedelta(seconds=second), last_seen=last_seen)
@@ -74,7 +66,7 @@ def test_online_devices_are_written_once_per_flush_not_once_per_batch(
     assert last_seen.flush(engine) == 0  # not due yet
     clock.now += 5.0
     assert last_seen.flush(engine) == 1
-    assert _stored(engine, device_id) == (DeviceStatus.ONLINE, T0 + timedelta(seconds=5))
+    assert stored_status(engine, device_id) == (DeviceStatus.ONLINE, T0 + timedelta(seconds=5))
     assert updates(device_id) == 2
     assert last_seen.flush(engine, force=True) == 0  # nothing new: nothing written
 
@@ -85,7 +77,7 @@ def test_a_flush_only_moves_last_contact_forward(session: Session, engine: Engin
     slower = LastSeen(5.0)  # another worker, which saw the device earlier
     slower.saw([device_id], T0)
     assert slower.flush(engine, force=True) == 0
-    assert _stored(engine, device_id) == (DeviceStatus.ONLINE, T0 + timedelta(seconds=10))
+    assert stored_status(engine, device_id) == (DeviceStatus.ONLINE, T0 + timedelta(seconds=10))
 
 
 def test_contacts_survive_a_failed_flush(session: Session, engine: Engine) -> None:
@@ -97,7 +89,7 @@ def test_contacts_survive_a_failed_flush(session: Session, engine: Engine) -> No
     with pytest.raises(Exception, match="refused"):
         last_seen.flush(away, force=True)
     assert last_seen.flush(engine, force=True) == 1
-    assert _stored(engine, device_id)[1] == T0 + timedelta(seconds=3)
+    assert stored_status(engine, device_id)[1] == T0 + timedelta(seconds=3)
 
 
 def test_a_rolled_back_batch_leaves_nothing_in_memory(session: Session, engine: Engine) -> None:
@@ -117,6 +109,6 @@ def test_the_offline_job_allows_for_the_flush_lag(session: Session, engine: Engi
     device_id = _device(session)
     _write(session, device_id, datetime.now(UTC) - timedelta(seconds=302))
     assert jobs.mark_silent_devices(300, last_seen_lag=5.0) == []  # it may have spoken since
-    assert _stored(engine, device_id)[0] == DeviceStatus.ONLINE
+    assert stored_status(engine, device_id)[0] == DeviceStatus.ONLINE
     assert jobs.mark_silent_devices(300) == [device_id]
-    assert _stored(engine, device_id)[0] == DeviceStatus.OFFLINE
+    assert stored_status(engine, device_id)[0] == DeviceStatus.OFFLINE
