@@ -223,12 +223,19 @@ def simulate(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    device_logins = logins.device_addresses(
-        address, [spec.id for spec in specs], ca_file=settings.mqtt_ca_file
+    # on an identity broker each device logs in as itself (one connection each); on an
+    # open one, or with an account in the URL, a large fleet shares a few connections
+    device_logins = (
+        logins.device_addresses(address, [spec.id for spec in specs], ca_file=settings.mqtt_ca_file)
+        if simulator.needs_device_logins(address)
+        else None
     )
     running = simulator.Simulator(address, specs, rate=rate, logins=device_logins)
     running.start()
-    print(f"simulating {len(specs)} devices at {rate:g} messages/s each on {address.url}")
+    print(
+        f"simulating {len(specs)} devices at {rate:g} messages/s each on {address.url}"
+        f" over {len(running.links)} connection(s)"
+    )
     sys.stdout.flush()
     stop.wait()
     running.stop()  # publishes `offline` for every device, then disconnects cleanly
@@ -249,14 +256,24 @@ def mqtt_broker() -> None:
 
 
 @bench_cli.command("ingest")
-def bench_ingest(  # keyword-only: seven options, each named on the command line
+def bench_ingest(  # keyword-only: ten options, each named on the command line
     *,
-    devices: Annotated[int, typer.Option(help="Simulated devices (one publisher each).")] = 50,
+    devices: Annotated[
+        int,
+        typer.Option(
+            help="Simulated devices (one publisher each; with --rate-per-device a few "
+            "publishers share them)."
+        ),
+    ] = 50,
     seconds: Annotated[float, typer.Option(help="Length of the live phase.")] = 20.0,
     backlog: Annotated[int, typer.Option(help="Messages queued for the drain phase.")] = 60000,
     workers: Annotated[int, typer.Option(help="Ingest processes (shared subscription).")] = 1,
     rate: Annotated[
-        float | None, typer.Option(help="Offered messages/s (default: the measured drain rate).")
+        float | None,
+        typer.Option(
+            help="Offered messages/s (default: the measured drain rate; with --fleet the "
+            "total over each fleet, default 6000)."
+        ),
     ] = None,
     timescaledb: Annotated[
         bool, typer.Option("--timescaledb", help="On the TimescaleDB server (127.0.0.1:5433).")
@@ -265,11 +282,55 @@ def bench_ingest(  # keyword-only: seven options, each named on the command line
         bool,
         typer.Option("--identity", help="Again behind `iotdeck mqtt-broker`: passwords, then TLS."),
     ] = False,
+    rate_per_device: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0001,
+            help="Fleet shape: --devices (up to 100,000, registered in bulk) publish from a "
+            "few connections, each device this many messages/s; no drain or baselines.",
+        ),
+    ] = None,
+    fleet: Annotated[
+        bool,
+        typer.Option(
+            "--fleet", help="The fleet-shape table: 100 to 100,000 devices at one offered total."
+        ),
+    ] = False,
+    fleet_size: Annotated[
+        list[int] | None,
+        typer.Option(min=1, help="With --fleet: a fleet size, repeatable (default the four)."),
+    ] = None,
 ) -> None:
-    """Measure ingest against a bare subscriber and bare COPY; prints one JSON object."""
+    """Measure ingest against a bare subscriber and bare COPY; prints one JSON object.
+
+    With --rate-per-device or --fleet: ingest at fleet shapes (bench/ingest_fleet.py).
+    """
+    _warnings_only()
+    if fleet:
+        from bench import ingest_fleet
+
+        result = ingest_fleet.run_fleet(
+            sizes=tuple(fleet_size or ingest_fleet.FLEET_SIZES),
+            total_rate=rate or ingest_fleet.FLEET_TOTAL_RATE,
+            seconds=seconds,
+            timescaledb=timescaledb,
+        )
+        print(ingest_fleet.table(result))
+        print(json.dumps(result))
+        return
+    if rate_per_device is not None:
+        from bench import ingest_fleet
+
+        shape = ingest_fleet.Options(
+            devices=devices,
+            rate_per_device=rate_per_device,
+            seconds=seconds,
+            timescaledb=timescaledb,
+        )
+        print(json.dumps(ingest_fleet.run(shape), indent=2))
+        return
     from bench.ingest import Options, run
 
-    _warnings_only()
     options = Options(
         devices=devices,
         seconds=seconds,
@@ -375,6 +436,51 @@ def bench_rules(  # keyword-only: eight options, each named on the command line
         backlog=backlog,
         workers=workers,
         macro=not engine_only,
+    )
+    result = run(options)
+    print(table(result))
+    print(json.dumps(result))
+
+
+@bench_cli.command("fleet")
+def bench_fleet(  # keyword-only: eight options, each named on the command line
+    *,
+    devices: Annotated[int, typer.Option(min=100, help="Devices registered (in bulk).")] = 100000,
+    silent: Annotated[
+        int, typer.Option(min=0, help="Of them, ONLINE but silent: the offline job's work.")
+    ] = 50000,
+    type_devices: Annotated[
+        int, typer.Option(min=1, help="Devices of the dashboards' type, with telemetry.")
+    ] = 10000,
+    requests: Annotated[
+        int, typer.Option(min=1, help="Timed GraphQL requests of each kind.")
+    ] = 200,
+    rules: Annotated[
+        int, typer.Option(min=1, help="Rules in the engine whose memory is traced.")
+    ] = 100,
+    simulate_devices: Annotated[
+        int, typer.Option(min=1, help="Devices of `iotdeck simulate`.")
+    ] = 10000,
+    simulate_rate: Annotated[
+        float, typer.Option(min=0.001, help="Messages/s of each simulated device.")
+    ] = 0.1,
+    seconds: Annotated[
+        float, typer.Option(min=1, help="How long the simulator is measured.")
+    ] = 20.0,
+) -> None:
+    """The product with a large fleet: device list, offline job, rules, dashboards, simulator."""
+    from bench.fleet import Options, run, table
+
+    _warnings_only()
+    options = Options(
+        devices=devices,
+        silent=min(silent, devices),
+        type_devices=min(type_devices, devices),
+        requests=requests,
+        rules=rules,
+        simulate_devices=simulate_devices,
+        simulate_rate=simulate_rate,
+        simulate_seconds=seconds,
     )
     result = run(options)
     print(table(result))

@@ -1,10 +1,19 @@
 """Simulated devices publishing the signals of `app.signals` over MQTT like real ones.
 
-The `Simulator` drives every device's paho client from ONE
-thread through paho's external-loop API (a selector over all sockets, `loop_read`,
-`loop_write`, `loop_misc`): `loop_start()` costs a thread per device and stops scaling at a
-few hundred devices, while one selector thread serves thousands (each device still holds
-one socket, so a few thousand devices need `ulimit -n` above that count).
+The `Simulator` drives every paho client from ONE thread through paho's external-loop API
+(a selector over all sockets, `loop_read`, `loop_write`, `loop_misc`): `loop_start()` costs
+a thread per client and stops scaling at a few hundred, while one selector thread serves
+thousands.
+
+Connections: a device with its own login (per-device credentials on an identity broker,
+SPEC 8.1) has its own connection, since that login may publish only its own topics; it
+carries the device's last will. Devices without one (an open broker, or one account in the
+URL) each get their own connection too while they are few (up to
+`OWN_CONNECTIONS_UP_TO`), so each keeps its last will; a larger fleet shares
+`SHARED_CONNECTIONS` connections, its devices still on their own topics. A shared
+connection carries no last will (MQTT has one per connection): when the simulator is
+killed, its devices go OFFLINE through ingest's silence job instead. 10,000 devices with
+their own logins need 10,000 sockets (`ulimit -n` above that).
 
 Each device also subscribes to its `devices/{id}/commands` and `devices/{id}/config` and
 answers on `devices/{id}/commands/ack` like a real firmware would (`app.simulated_firmware`,
@@ -48,6 +57,10 @@ CONNECT_TIMEOUT = 3.0  # a connect blocks the loop thread: bound the stall a dea
 MISC_EVERY = 1.0  # seconds between keepalive checks (paho's loop_misc) of every client
 MAX_QUEUED_PER_DEVICE = 1000  # a stalled broker costs bounded memory, like a real device
 MAX_DUE_PER_TURN = 1000  # publishes per turn before reading sockets again, so PUBACKs flow
+OWN_CONNECTIONS_UP_TO = 100  # devices without logins of their own: one connection each
+SHARED_CONNECTIONS = 4  # above that, connections they share
+TOPICS_PER_SUBSCRIBE = 200  # a shared connection subscribes its devices in packets this big
+PROBE_TIMEOUT = 5.0
 REBOOT_SECONDS = 2.0  # how long a `reboot` command keeps a device silent
 
 
@@ -157,11 +170,13 @@ class SimulatedDevice:
         self.config_topic = f"devices/{self.id}/config"
         self.firmware = SimulatedFirmware(self, list(actions))
         self.rebooting: list[str] = []  # ids of the reboot commands under way: silent meanwhile
-        self.client: Client  # set by the Simulator, which owns the connection
-        self.connected = False
+        self.link: Link  # set by the Simulator, which owns the connections
         self.published = 0
-        self.retry_delay = RECONNECT_MIN
-        self.reconnect_pending = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the device's connection is up."""
+        return self.link.connected
 
     def set_interval(self, seconds: float) -> None:
         """Publish every `seconds`, from the message after the one already scheduled."""
@@ -172,6 +187,59 @@ class SimulatedDevice:
     def next_message(self, at: datetime) -> bytes:
         """The telemetry payload for time `at`."""
         return telemetry_payload(self.id, at, self.signals.sample(at))
+
+
+class Link:
+    """One MQTT connection and the devices publishing over it; touched on the loop thread."""
+
+    def __init__(self, name: str, address: BrokerAddress, devices: list[SimulatedDevice]) -> None:
+        self.name = name  # "device <id>", or a shared connection's client id (log lines)
+        self.address = address
+        self.devices = devices
+        self.client: Client  # set by the Simulator
+        self.connected = False
+        self.retry_delay = RECONNECT_MIN
+        self.reconnect_pending = False
+
+
+def connection_answer(address: BrokerAddress, timeout: float = PROBE_TIMEOUT) -> str:
+    """How the broker answers a connection with `address`'s login: 'Success', 'Not authorized'...
+
+    'no answer' when it says nothing within `timeout`.
+    """
+    answered = threading.Event()
+    outcome: list[str] = []
+
+    def on_connect(*args: object) -> None:
+        outcome.append(str(args[3]))
+        answered.set()
+
+    def on_disconnect(*args: object) -> None:
+        outcome.append(f"disconnected: {args[3]}")
+        answered.set()
+
+    client = connection.make_client(address, f"probe-{uuid.uuid4().hex[:8]}", persistent=False)
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    client.reconnect_delay_set(60, 60)  # one attempt: the answer is what we want
+    connection.connect(client, address, persistent=False)
+    client.loop_start()
+    try:
+        return outcome[0] if answered.wait(timeout) else "no answer"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def needs_device_logins(address: BrokerAddress) -> bool:
+    """Whether devices must log in as themselves: no account in the URL, anonymous refused.
+
+    On an open broker (anonymous clients accepted) a large fleet can share a few
+    connections; on an identity broker each device needs its own login and connection.
+    """
+    if address.username is not None:
+        return False
+    return connection_answer(address) != "Success"
 
 
 _CONNECT, _PUBLISH, _BOOTED = "connect", "publish", "booted"
@@ -202,8 +270,6 @@ class Simulator:
         self.rate = rate
         self.answer_commands = answer_commands
         self.reboot_seconds = reboot_seconds
-        # each device's own login (logins.device_addresses); `address` for the others
-        self._logins = logins or {}
         given = signals or {}
         specs = [DeviceSpec(uuid.UUID(str(i)), t) for i, t in devices]
         actions = {kind: actions_for(kind) for kind in {spec.type for spec in specs}}
@@ -212,12 +278,19 @@ class Simulator:
             SimulatedDevice(spec, 1 / rate, given.get(spec.id), actions[spec.type])
             for spec in specs
         ]
-        for device in self.devices:
-            device.client = self._make_client(device)
+        # each device's own login (logins.device_addresses); `address` for the others
+        self.links = _links(self.devices, address, logins or {})
+        for link in self.links:
+            link.client = self._make_client(link)
+        self._by_topic = {
+            topic: device
+            for device in self.devices
+            for topic in (device.commands_topic, device.config_topic)
+        }
         self._rng = random.Random(seed)  # phases and jitter only; signals have their own
         self._selector = selectors.DefaultSelector()
         self._waker = socket.socketpair()  # stop() writes to wake the loop from its select
-        self._schedule: list[tuple[float, int, str, SimulatedDevice]] = []
+        self._schedule: list[tuple[float, int, str, SimulatedDevice | Link]] = []
         self._order = itertools.count()  # tie-breaker: the heap never compares devices
         self._stopping = threading.Event()
         self._ever_connected: set[str] = set()
@@ -236,7 +309,12 @@ class Simulator:
         if not self.devices:
             self._all_connected.set()
         self._thread.start()
-        logger.info("simulating %d devices on %s", len(self.devices), self.address.url)
+        logger.info(
+            "simulating %d devices over %d connections on %s",
+            len(self.devices),
+            len(self.links),
+            self.address.url,
+        )
 
     def wait_connected(self, timeout: float) -> bool:
         """Block until every device has connected once, or `timeout` seconds pass."""
@@ -254,30 +332,34 @@ class Simulator:
 
     # set-up (before the loop runs) -----------------------------------------------------
 
-    def _make_client(self, device: SimulatedDevice) -> Client:
-        address = self._logins.get(uuid.UUID(device.id), self.address)
-        client = connection.make_client(address, f"sim-{device.id}", persistent=False)
-        client.user_data_set(device)
-        # the broker publishes this when the device vanishes without a DISCONNECT
-        client.will_set(device.status_topic, b"offline", qos=1, retain=False)
-        client.max_queued_messages_set(MAX_QUEUED_PER_DEVICE)
+    def _make_client(self, link: Link) -> Client:
+        address = link.address
+        client_id = f"sim-{link.devices[0].id}" if len(link.devices) == 1 else link.name
+        client = connection.make_client(address, client_id, persistent=False)
+        client.user_data_set(link)
+        if len(link.devices) == 1:
+            # the broker publishes this when the device vanishes without a DISCONNECT
+            client.will_set(link.devices[0].status_topic, b"offline", qos=1, retain=False)
+        client.max_queued_messages_set(MAX_QUEUED_PER_DEVICE * len(link.devices))
         client.connect_timeout = CONNECT_TIMEOUT
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         # paho's external-loop hooks: mirror each socket's wishes in our one selector
         read, write = selectors.EVENT_READ, selectors.EVENT_WRITE
-        client.on_socket_open = lambda _c, device, sock: self._watch(sock, device, read)
-        client.on_socket_register_write = lambda _c, d, sock: self._watch(sock, d, read | write)
-        client.on_socket_unregister_write = lambda _c, d, sock: self._watch(sock, d, read)
-        client.on_socket_close = lambda _c, device, sock: self._watch(sock, device, 0)
+        client.on_socket_open = lambda _c, link, sock: self._watch(sock, link, read)
+        client.on_socket_register_write = lambda _c, link, sock: self._watch(
+            sock, link, read | write
+        )
+        client.on_socket_unregister_write = lambda _c, link, sock: self._watch(sock, link, read)
+        client.on_socket_close = lambda _c, link, sock: self._watch(sock, link, 0)
         connection.connect(client, address, persistent=False)  # records where; no I/O
         return client
 
     # the loop thread ------------------------------------------------------------------
 
-    def _push(self, when: float, action: str, device: SimulatedDevice) -> None:
-        heapq.heappush(self._schedule, (when, next(self._order), action, device))
+    def _push(self, when: float, action: str, target: SimulatedDevice | Link) -> None:
+        heapq.heappush(self._schedule, (when, next(self._order), action, target))
 
     def _run(self) -> None:
         try:
@@ -288,17 +370,18 @@ class Simulator:
 
     def _loop(self) -> None:
         now = time.monotonic()
+        for link in self.links:
+            self._push(now, _CONNECT, link)
         for device in self.devices:
-            self._push(now, _CONNECT, device)
             self._push(now + self._rng.uniform(0, device.interval), _PUBLISH, device)
         next_misc = now + MISC_EVERY
         while not self._stopping.is_set():
             now = time.monotonic()
             self._run_due(now)
             if now >= next_misc:
-                for device in self.devices:
-                    if device.client.socket() is not None:
-                        device.client.loop_misc()  # keepalive pings, dead-link detection
+                for link in self.links:
+                    if link.client.socket() is not None:
+                        link.client.loop_misc()  # keepalive pings, dead-link detection
                 next_misc = now + MISC_EVERY
             wake_at = min(next_misc, self._schedule[0][0]) if self._schedule else next_misc
             self._poll(max(0.0, wake_at - time.monotonic()))
@@ -307,53 +390,53 @@ class Simulator:
         for _ in range(MAX_DUE_PER_TURN):
             if self._stopping.is_set() or not self._schedule or self._schedule[0][0] > now:
                 return
-            due, _, action, device = heapq.heappop(self._schedule)
-            if action != _PUBLISH:
-                if action == _CONNECT:
-                    self._connect(device)
-                else:
-                    self._booted(device)
-                continue
-            if device.connected and not device.rebooting:
-                device.client.publish(
-                    device.telemetry_topic, device.next_message(datetime.now(UTC)), qos=1
-                )
-                device.published += 1
-            following = due + device.interval * self._rng.uniform(1 - JITTER, 1 + JITTER)
-            if following < now:
-                # fell behind (a slow connect, an overloaded machine): skip, don't burst
-                following = now + self._rng.uniform(0, device.interval)
-            self._push(following, _PUBLISH, device)
+            due, _, action, target = heapq.heappop(self._schedule)
+            if isinstance(target, Link):
+                self._connect(target)
+            elif action == _BOOTED:
+                self._booted(target)
+            else:
+                self._publish(target, due, now)
+
+    def _publish(self, device: SimulatedDevice, due: float, now: float) -> None:
+        if device.connected and not device.rebooting:
+            device.link.client.publish(
+                device.telemetry_topic, device.next_message(datetime.now(UTC)), qos=1
+            )
+            device.published += 1
+        following = due + device.interval * self._rng.uniform(1 - JITTER, 1 + JITTER)
+        if following < now:
+            # fell behind (a slow connect, an overloaded machine): skip, don't burst
+            following = now + self._rng.uniform(0, device.interval)
+        self._push(following, _PUBLISH, device)
 
     def _poll(self, timeout: float) -> None:
         for key, events in self._selector.select(timeout):
-            device = key.data
-            if device is None:
+            link = key.data
+            if link is None:
                 self._waker[0].recv(64)
                 continue
             if events & selectors.EVENT_READ:
-                device.client.loop_read()
+                link.client.loop_read()
             if events & selectors.EVENT_WRITE:
-                device.client.loop_write()
+                link.client.loop_write()
 
-    def _connect(self, device: SimulatedDevice) -> None:
-        device.reconnect_pending = False
+    def _connect(self, link: Link) -> None:
+        link.reconnect_pending = False
         try:
-            device.client.reconnect()  # a blocking TCP connect, then CONNECT is queued
+            link.client.reconnect()  # a blocking TCP connect, then CONNECT is queued
         except OSError as exc:
-            self._retry(device, str(exc))
+            self._retry(link, str(exc))
 
-    def _retry(self, device: SimulatedDevice, reason: str) -> None:
-        if self._stopping.is_set() or device.reconnect_pending:
+    def _retry(self, link: Link, reason: str) -> None:
+        if self._stopping.is_set() or link.reconnect_pending:
             return
         # log the first failure of an outage loudly, the retries quietly
-        level = logging.WARNING if device.retry_delay == RECONNECT_MIN else logging.DEBUG
-        logger.log(
-            level, "device %s: %s; retrying in %.0f s", device.id, reason, device.retry_delay
-        )
-        device.reconnect_pending = True
-        self._push(time.monotonic() + device.retry_delay, _CONNECT, device)
-        device.retry_delay = min(device.retry_delay * 2, RECONNECT_MAX)
+        level = logging.WARNING if link.retry_delay == RECONNECT_MIN else logging.DEBUG
+        logger.log(level, "%s: %s; retrying in %.0f s", link.name, reason, link.retry_delay)
+        link.reconnect_pending = True
+        self._push(time.monotonic() + link.retry_delay, _CONNECT, link)
+        link.retry_delay = min(link.retry_delay * 2, RECONNECT_MAX)
 
     def _drive(self, done: Callable[[], bool], deadline: float) -> bool:
         while not done():
@@ -368,19 +451,19 @@ class Simulator:
         deadline = time.monotonic() + timeout
         # a clean DISCONNECT suppresses the last will, so say offline first
         sent: list[MQTTMessageInfo] = [
-            device.client.publish(device.status_topic, b"offline", qos=1)
+            device.link.client.publish(device.status_topic, b"offline", qos=1)
             for device in self.devices
             if device.connected
         ]
         sent = [info for info in sent if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS]
         if not self._drive(lambda: all(info.is_published() for info in sent), deadline):
             logger.warning("simulator: not every offline status was acknowledged in time")
-        for device in self.devices:
-            device.client.disconnect()
+        for link in self.links:
+            link.client.disconnect()
         # the waker is the one socket left once every DISCONNECT has gone out
         self._drive(lambda: len(self._selector.get_map()) <= 1, deadline)
-        for device in self.devices:
-            sock = device.client.socket()
+        for link in self.links:
+            sock = link.client.socket()
             if sock is not None:
                 sock.close()  # out of time: an abrupt close, so the broker says offline for us
         self._selector.close()
@@ -391,29 +474,39 @@ class Simulator:
     # paho callbacks (on the loop thread) ----------------------------------------------
 
     def _on_connect(
-        self, client: Client, device: SimulatedDevice, _f: object, reason: ReasonCode, *_: object
+        self, client: Client, link: Link, _f: object, reason: ReasonCode, *_: object
     ) -> None:
         if reason.is_failure:
-            logger.error("device %s: broker refused the connection: %s", device.id, reason)
+            logger.error("%s: broker refused the connection: %s", link.name, reason)
             return  # the broker closes the socket; _on_disconnect schedules the retry
-        device.connected = True
-        device.retry_delay = RECONNECT_MIN
+        link.connected = True
+        link.retry_delay = RECONNECT_MIN
         if self.answer_commands:
             # before `online`: the broker handles them in order, so the subscriptions stand
             # when the platform, told the device is ONLINE, sends its pending commands
-            client.subscribe([(device.commands_topic, 1), (device.config_topic, 1)])
-        if not device.rebooting:  # back from a reboot, _booted says it
-            client.publish(device.status_topic, b"online", qos=1, retain=False)
-        self._ever_connected.add(device.id)
+            topics = [
+                (topic, 1)
+                for device in link.devices
+                for topic in (device.commands_topic, device.config_topic)
+            ]
+            for first in range(0, len(topics), TOPICS_PER_SUBSCRIBE):
+                client.subscribe(topics[first : first + TOPICS_PER_SUBSCRIBE])
+        for device in link.devices:
+            if not device.rebooting:  # back from a reboot, _booted says it
+                client.publish(device.status_topic, b"online", qos=1, retain=False)
+            self._ever_connected.add(device.id)
         if len(self._ever_connected) == len(self.devices):
             self._all_connected.set()
 
-    def _on_message(self, client: Client, device: SimulatedDevice, message: MQTTMessage) -> None:
+    def _on_message(self, client: Client, _link: Link, message: MQTTMessage) -> None:
+        device = self._by_topic.get(message.topic)
+        if device is None:
+            return  # not one of ours (a shared login may see more than its devices)
         # an exception here would end the loop of every device: log it, drop the message
         try:
             if message.topic == device.commands_topic:
                 self._on_command(client, device, message.payload)
-            elif message.topic == device.config_topic:
+            else:
                 self._on_config(device, message.payload)
         except Exception:
             logger.exception(
@@ -440,7 +533,7 @@ class Simulator:
 
     def _booted(self, device: SimulatedDevice) -> None:
         done, device.rebooting = device.rebooting, []
-        client = device.client
+        client = device.link.client
         if device.connected:  # else _on_connect says online when the connection is back
             client.publish(device.status_topic, b"online", qos=1, retain=False)
         for command_id in done:
@@ -456,19 +549,43 @@ class Simulator:
             logger.warning("device %s: configuration: %s", device.id, problem)
 
     def _on_disconnect(
-        self, _c: Client, device: SimulatedDevice, _f: object, reason: ReasonCode, *_: object
+        self, _c: Client, link: Link, _f: object, reason: ReasonCode, *_: object
     ) -> None:
-        device.connected = False
-        self._retry(device, f"disconnected ({reason})")
+        link.connected = False
+        self._retry(link, f"disconnected ({reason})")
 
-    def _watch(self, sock: socket.socket, device: SimulatedDevice, events: int) -> None:
+    def _watch(self, sock: socket.socket, link: Link, events: int) -> None:
         """Have the selector wait for `events` on `sock` (0: forget it)."""
         try:
             if not events:
                 self._selector.unregister(sock)
             elif sock in self._selector.get_map():
-                self._selector.modify(sock, events, device)
+                self._selector.modify(sock, events, link)
             else:
-                self._selector.register(sock, events, device)
+                self._selector.register(sock, events, link)
         except (KeyError, ValueError):
             pass  # paho tidies up sockets the selector has already dropped, or is closed
+
+
+def _links(
+    devices: list[SimulatedDevice],
+    address: BrokerAddress,
+    logins: Mapping[uuid.UUID, BrokerAddress],
+) -> list[Link]:
+    """The connections: one per device with its own login, a few for a large fleet without."""
+    links: list[Link] = []
+    without: list[SimulatedDevice] = []
+    for device in devices:
+        login = logins.get(uuid.UUID(device.id), address)
+        if login != address or len(devices) <= OWN_CONNECTIONS_UP_TO:
+            links.append(Link(f"device {device.id}", login, [device]))
+        else:
+            without.append(device)
+    shared = min(SHARED_CONNECTIONS, len(without))
+    tag = uuid.uuid4().hex[:8]  # client ids unique across simulators on one broker
+    for n in range(shared):
+        links.append(Link(f"sim-shared-{tag}-{n}", address, without[n::shared]))
+    for link in links:
+        for device in link.devices:
+            device.link = link
+    return links

@@ -34,14 +34,13 @@ import paho.mqtt.client as mqtt
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from app import db, migrate, storage
+from app import db, migrate
 from app.models import DeviceCreate
 from app.services import devices
 from bench.services import (
-    PG_ADMIN_URL,
-    TIMESCALEDB_ADMIN_URL,
     IotdeckBroker,
     Mosquitto,
+    OnServer,
     fresh_database,
     iotdeck_environment,
 )
@@ -67,7 +66,7 @@ METRICS = (
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(OnServer):
     """What to run."""
 
     devices: int = 50
@@ -78,16 +77,6 @@ class Options:
     timescaledb: bool = False  # on the TimescaleDB server instead of plain PostgreSQL
     # then again behind `iotdeck mqtt-broker`: device passwords, then certificates over TLS
     identity: bool = False
-
-    @property
-    def pg_admin_url(self) -> str:
-        """The server the run creates its database on."""
-        return TIMESCALEDB_ADMIN_URL if self.timescaledb else PG_ADMIN_URL
-
-    @property
-    def layout(self) -> storage.Mode:
-        """IOTDECK_TIMESCALEDB for the run."""
-        return "on" if self.timescaledb else "off"
 
 
 def _line(at: datetime, index: int) -> bytes:

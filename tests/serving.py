@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from bench.services import iotdeck_environment
 from tests.waiting import wait_until
 
 IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
@@ -44,6 +45,20 @@ def running(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def bench_stdout(*arguments: str) -> str:
+    """What `iotdeck bench ARGUMENTS` printed, after asserting it succeeded."""
+    done = subprocess.run(
+        [IOTDECK, "bench", *arguments],
+        env=iotdeck_environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def answers(url: str, verify: ssl.SSLContext | bool = True) -> bool:

@@ -29,7 +29,7 @@ from rules.windows import Series, from_us, seconds_to_us, to_us
 MAX_POINTS = 500
 MAX_ROWS = 1000  # a bar chart, a table page, an alert list or a picker: never more
 MAX_METRICS = 10  # columns of a device table
-MAX_TYPE_DEVICES = 1000  # devices probed for the metrics of a type
+MAX_TYPE_DEVICES = 1000  # devices of a type probed for its metrics, or for a bar chart
 _TICK = timedelta(microseconds=1)  # stored ranges are [start, end): one tick more takes `end`
 _SORTS = ("desc", "asc", "name")
 
@@ -337,15 +337,34 @@ def _newest_values(device_ids: Select, metrics: list[str]) -> Select:
     )
 
 
-def bar(*, session: Session, device_type: str, metric: str, sort: str, limit: int) -> list[BarRow]:
-    """The latest value of `metric` for each device of a type, sorted, at most `limit`."""
+def bar(
+    *,
+    session: Session,
+    device_type: str,
+    metric: str,
+    sort: str,
+    limit: int,
+    max_devices: int = MAX_TYPE_DEVICES,
+) -> list[BarRow]:
+    """The latest value of `metric` for each device of a type, sorted, at most `limit`.
+
+    At most `max_devices` devices of the type are read, so that a type of 100,000 devices
+    costs what one of 1,000 does (over 10,000, every device's value took about 100 ms):
+    sorted by name, the first of them by name; sorted by value, the ones heard from most
+    recently (a device silent for longer than a thousand others holds a stale value).
+    """
     validation.device_type(device_type, "deviceType")
     _metric(metric)
     if sort not in _SORTS:
         raise ValidationError("sort", f"must be one of {', '.join(_SORTS)}")
     validation.page(limit, 0, max_limit=MAX_ROWS)
     of_type = select(Device.id).where(Device.type == device_type)
-    newest = _newest_values(of_type, [metric]).subquery("newest")
+    if sort == "name":
+        of_type = of_type.order_by(col(Device.name), col(Device.id))
+    else:
+        recent = col(Device.last_seen_at).desc().nulls_last()
+        of_type = of_type.order_by(recent, col(Device.name), col(Device.id))
+    newest = _newest_values(of_type.limit(max_devices), [metric]).subquery("newest")
     order = {
         "desc": (newest.c.value.desc(), Device.name),
         "asc": (newest.c.value.asc(), Device.name),

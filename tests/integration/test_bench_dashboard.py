@@ -6,8 +6,6 @@ next to its baseline.
 """
 
 import json
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -17,9 +15,8 @@ import pytest
 from app.dashboards.spec import parse_spec
 from app.mqtt.broker import MOSQUITTO
 from bench.dashboard import CHROMIUM, dashboard_spec, live_points_per_period
-from bench.services import iotdeck_environment
+from tests.serving import bench_stdout
 
-IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
 TINY = ["--viewers", "2", "--devices", "5", "--seconds", "4"]
 
 
@@ -46,17 +43,9 @@ def test_the_dashboard_has_the_twelve_widgets_of_the_issue() -> None:
     reason="needs Debian's Chromium and Mosquitto",
 )
 def test_tiny_run_reports_every_figure_beside_its_baseline() -> None:
-    done = subprocess.run(
-        [IOTDECK, "bench", "dashboard", *TINY],
-        env=iotdeck_environment(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "dashboard benchmark: 12 widgets, 5 devices at 1 Hz, 2 viewers" in done.stdout
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    stdout = bench_stdout("dashboard", *TINY)
+    assert "dashboard benchmark: 12 widgets, 5 devices at 1 Hz, 2 viewers" in stdout
+    summary = json.loads(stdout.strip().splitlines()[-1])
 
     assert summary["published_msgs"] > 0
     assert summary["cold_render_s"] > 0

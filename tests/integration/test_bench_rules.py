@@ -6,17 +6,13 @@ that nothing was lost on the way (ingest stored every point, the evaluator saw t
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from bench.rules_engine import rule_texts
-from bench.services import iotdeck_environment
 from rules.parser import parse_rule
+from tests.serving import bench_stdout
 
-IOTDECK = str(Path(sys.executable).with_name("iotdeck"))
 TINY = ["--rules", "5", "--devices", "20", "--points", "3000", "--repeats", "1"]
 TINY += ["--seconds", "2", "--backlog", "600"]
 
@@ -33,17 +29,9 @@ def test_the_generated_rules_parse_and_mix_the_language() -> None:
 
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
 def test_tiny_run_reports_both_parts() -> None:
-    done = subprocess.run(
-        [IOTDECK, "bench", "rules", *TINY],
-        env=iotdeck_environment(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "rules benchmark: 5 rules, 20 devices" in done.stdout
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    stdout = bench_stdout("rules", *TINY)
+    assert "rules benchmark: 5 rules, 20 devices" in stdout
+    summary = json.loads(stdout.strip().splitlines()[-1])
 
     engine = summary["micro"]
     assert (engine["rules"], engine["devices"], engine["points"]) == (5, 20, 3000)
@@ -67,5 +55,5 @@ def test_tiny_run_reports_both_parts() -> None:
     drain = ingest["with_rules"]["drain"]  # a small backlog: the evaluator's queue holds it
     assert (drain["evaluator_dropped_points"], drain["evaluator_replayed_points"]) == (0, 0)
     assert drain["evaluator_lost_points"] == 0
-    assert "WARNING: the evaluator lost" not in done.stdout
+    assert "WARNING: the evaluator lost" not in stdout
     assert "evaluated_points" not in ingest["without_rules"]["live"]  # no evaluator ran
