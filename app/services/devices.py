@@ -5,13 +5,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import func, inspect, or_, update
 from sqlmodel import Session, col, select
 
 from app.errors import NotFoundError
 from app.models import Device, DeviceCreate, DeviceStatus, DeviceUpdate, utcnow
 from app.services import credentials, events, validation
 from app.services.validation import parse_id
+
+_COLUMNS = inspect(Device).column_attrs
 
 
 def _name(value: object) -> str:
@@ -135,18 +137,27 @@ def set_status(
 
 
 def mark_silent_offline(*, session: Session, silent_since: datetime) -> list[uuid.UUID]:
-    """Mark OFFLINE every ONLINE device not heard from since `silent_since`; their ids."""
-    silent = session.exec(
-        select(Device)
-        .where(Device.status == DeviceStatus.ONLINE, col(Device.last_seen_at) < silent_since)
-        .with_for_update()
-    ).all()
+    """Mark OFFLINE every ONLINE device not heard from since `silent_since`; their ids.
+
+    One UPDATE ... RETURNING on the table, not through the ORM: no object is loaded or
+    written per device (docs/performance.md, "Fleet"), so objects `session` already holds
+    keep the status they had. A device whose last contact a concurrent writer moves past
+    `silent_since` is re-checked by the database and left ONLINE. Each marked device gets
+    its STATUS_CHANGED event.
+    """
+    table = Device.__table__
+    statement = (
+        update(table)
+        .where(table.c.status == DeviceStatus.ONLINE, table.c.last_seen_at < silent_since)
+        .values(status=DeviceStatus.OFFLINE)
+        # each column under the name of its Device attribute: what an event carries
+        # (events.device_payload) reads these rows as it reads devices
+        .returning(*(attribute.expression.label(attribute.key) for attribute in _COLUMNS))
+    )
+    silent = session.connection().execute(statement).all()
     now = utcnow().isoformat()
     for device in silent:
-        device.status = DeviceStatus.OFFLINE
-        session.add(device)
         events.device_event(session, "STATUS_CHANGED", device, now)
-    session.flush()
     return [device.id for device in silent]
 
 
