@@ -74,9 +74,11 @@ class Background:
         self._notifications: asyncio.Task | None = None
         self._commands: asyncio.Task | None = None
         self.bus: bus.Bus = bus.NullBus()
+        self._starting: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Bus, then broker (devices and ingest need it), then ingest, then the jobs."""
+        self._starting = asyncio.current_task()  # NiceGUI runs it as a task of its own
         self.hub = bus.Hub(asyncio.get_running_loop())
         self.bus = bus.make_bus(self.settings.redis_url)
         await self.bus.start(self.hub)
@@ -133,6 +135,10 @@ class Background:
         and said. The broker goes once ingest acknowledged, the bus last.
         """
         self._shutdown.begin()
+        if self._starting is not None and not self._starting.done():
+            # a stop during the start (a test that ends at once, an early SIGTERM): the
+            # start ends first, or the embedded broker, still starting, refuses to stop
+            await asyncio.wait({self._starting}, timeout=self._shutdown.remaining())
         if self.simulator is not None:
             # off the loop: the embedded broker runs on it and must acknowledge `offline`
             await asyncio.to_thread(self.simulator.stop)

@@ -1,7 +1,7 @@
 """Page tests with NiceGUI's simulated browser: a fresh SQLite database per test."""
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from nicegui.storage import request_contextvar
 from nicegui.testing import User
+from nicegui.testing.general_fixtures import get_path_to_main_file
+from nicegui.testing.user_simulation import user_simulation
 
 from app import db
 from app.config import get_settings
@@ -39,6 +41,25 @@ def iotdeck_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture
+async def user(
+    caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
+) -> AsyncIterator[User]:
+    """NiceGUI's simulated browser on app/main.py, failing on ERROR logs once it stopped.
+
+    NiceGUI's own `user` fixture fails inside the simulation, which skips the app's
+    shutdown: NiceGUI stays marked as started, and every later page test then fails at
+    setup ("NiceGUI has already been started"), one test's ERROR line reported as ninety.
+    This one stops the app first, then fails, naming the lines.
+    """
+    async with user_simulation(main_file=get_path_to_main_file(request)) as simulated:
+        yield simulated
+    errors = [record for record in caplog.get_records("call") if record.levelname == "ERROR"]
+    if errors:
+        lines = "; ".join(f"{record.name}: {record.getMessage()}" for record in errors)
+        pytest.fail(f"unexpected ERROR logs: {lines}", pytrace=False)
 
 
 @pytest.fixture
