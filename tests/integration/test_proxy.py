@@ -19,6 +19,9 @@ ADMIN_PASSWORD = "proxy-admin-password"
 LOGIN = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
 
 pytestmark = pytest.mark.skipif(CADDY is None, reason=MISSING)
+# the websockets client's default is 10 s; a busy CI machine (the demo simulating its fleet
+# beside the tests) once took longer for a TLS handshake through Caddy
+HANDSHAKE_TIMEOUT = 30
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +84,19 @@ def test_pages_graphql_and_websockets_go_through_https(proxy: Proxy) -> None:
         ssl=proxy.trusted,
         origin=proxy.https,  # type: ignore[arg-type]
         subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        open_timeout=HANDSHAKE_TIMEOUT,
     ) as socket:
         init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
         socket.send(json.dumps(init))
         assert json.loads(socket.recv(timeout=10)) == {"type": "connection_ack"}
 
     nicegui = f"{wss}/_nicegui_ws/socket.io/?EIO=4&transport=websocket"
-    with connect(nicegui, ssl=proxy.trusted, origin=proxy.https) as socket:  # type: ignore[arg-type]
+    with connect(
+        nicegui,
+        ssl=proxy.trusted,
+        origin=proxy.https,  # type: ignore[arg-type]
+        open_timeout=HANDSHAKE_TIMEOUT,
+    ) as socket:
         opened = socket.recv(timeout=10)  # engine.io's open packet: "0" and the session
         assert isinstance(opened, str) and opened.startswith("0")
         assert "sid" in json.loads(opened[1:])
