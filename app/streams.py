@@ -1,0 +1,414 @@
+"""Partitioned streams: what the workers must see, kept until they say they saw it.
+
+Devices fall in `IOTDECK_PARTITIONS` partitions by a stable hash of their id. Each
+partition is one append-only stream: committed telemetry and device events go in after the
+commit, a worker reads them in a consumer group and acknowledges an entry once what it
+caused (alerts, notifications, commands) is committed. An entry read and never
+acknowledged (its reader died) stays pending; the partition's next owner takes it over
+(`claim`). Unlike pub/sub (app/bus.py, still what live pages and GraphQL subscriptions
+use), nothing is dropped when a reader is slow or away: the entries wait, and the wait is
+measured (`lag`).
+
+Two implementations behind one interface, as for the bus:
+- `RedisStreams` (`IOTDECK_REDIS_URL`): one Redis Stream a partition, consumer groups,
+  `XAUTOCLAIM` for takeovers; every process that commits appends;
+- `MemoryStreams` (embedded default): the same semantics inside the one process.
+Appending is synchronous and thread-safe (ingest's committer thread appends); reading is
+async. A stream is capped at `max_length` entries, the oldest trimmed first.
+"""
+
+import asyncio
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+import redis
+import redis.asyncio as aredis
+from redis.exceptions import ResponseError
+
+from app import retries
+
+Message = dict[str, Any]
+
+KEY = "iot:partition:{partition}"  # a partition's stream; pub/sub channels are another namespace
+MAX_LENGTH = 100_000  # entries a stream keeps at most (Redis trims approximately)
+_FIELD = b"m"  # an entry's one field: the message, JSON
+
+
+def partition_of(device_id: object, partitions: int) -> int:
+    """The partition of a device: CRC-32 of its id's text, modulo the partition count.
+
+    Stable across processes, restarts and Python versions (unlike `hash`), so every
+    process puts a device in the same partition.
+    """
+    return zlib.crc32(str(device_id).encode()) % partitions
+
+
+class StreamsError(Exception):
+    """The streams cannot be reached or refused the operation."""
+
+
+class StreamsReset(StreamsError):
+    """A consumer group vanished (Redis restarted without its data): entries may be lost.
+
+    The group is made again, reading from the newest entry; the reader must rebuild what
+    it missed from storage.
+    """
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry read from a partition."""
+
+    partition: int
+    id: str  # "<milliseconds>-<sequence>", increasing within a partition
+    message: Message
+
+
+@dataclass(frozen=True)
+class Lag:
+    """How far a group is behind on one partition."""
+
+    length: int  # entries in the stream
+    undelivered: int  # appended, not read by the group yet
+    pending: int  # read, not acknowledged
+    oldest_pending_seconds: float  # since the oldest pending entry was last delivered; 0: none
+
+
+class Streams(Protocol):
+    """Append after commits; read, acknowledge and take over in consumer groups."""
+
+    partitions: int
+
+    def append(self, items: Iterable[tuple[int, Message]]) -> None:
+        """Append each message to its partition, in order (thread-safe); StreamsError."""
+
+    async def read(
+        self, group: str, consumer: str, partitions: Collection[int], count: int, block: float
+    ) -> list[Entry]:
+        """New entries of `partitions` for `consumer`, at most `count` a partition, waiting
+        up to `block` seconds for one; StreamsReset when a group had to be made again."""
+
+    async def claim(self, group: str, consumer: str, partition: int, idle: float) -> list[Entry]:
+        """Take over the entries pending on others for at least `idle` seconds."""
+
+    async def ack(self, group: str, entries: Iterable[Entry]) -> None:
+        """Acknowledge entries: they are done."""
+
+    async def lag(self, group: str, partition: int) -> Lag:
+        """How far `group` is behind on `partition`."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+def _encode(message: Message) -> bytes:
+    return orjson.dumps(message)
+
+
+class RedisStreams:
+    """One Redis Stream per partition (`prefix` + number), consumer groups on them."""
+
+    def __init__(
+        self,
+        url: str,
+        partitions: int,
+        *,
+        prefix: str = "iot:partition:",
+        max_length: int = MAX_LENGTH,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        self.url = url
+        self.partitions = partitions
+        self.prefix = prefix
+        self.max_length = max_length
+        # each command retried a few times, quickly, as the bus's are (app/retries.py)
+        self._appender = redis.Redis.from_url(
+            url, retry=retries.redis_retry(), socket_connect_timeout=connect_timeout
+        )
+        self._reader = aredis.Redis.from_url(
+            url, retry=retries.async_redis_retry(), socket_connect_timeout=connect_timeout
+        )
+        self._groups: set[tuple[str, int]] = set()  # made (or found) by this process
+
+    def key(self, partition: int) -> str:
+        """The Redis key of a partition's stream."""
+        return f"{self.prefix}{partition}"
+
+    def add_to(self, pipeline: redis.client.Pipeline, items: Iterable[tuple[int, Message]]) -> int:
+        """Queue the XADDs of `items` on `pipeline` (the bus's: one round trip); how many."""
+        added = 0
+        for partition, message in items:
+            pipeline.xadd(
+                self.key(partition),
+                {_FIELD: _encode(message)},
+                maxlen=self.max_length,
+                approximate=True,
+            )
+            added += 1
+        return added
+
+    def append(self, items: Iterable[tuple[int, Message]]) -> None:
+        """Append in one round trip."""
+        pipeline = self._appender.pipeline(transaction=False)
+        if self.add_to(pipeline, items):
+            try:
+                pipeline.execute()
+            except redis.RedisError as exc:
+                raise StreamsError(f"append to {self.prefix}*: {exc}") from exc
+
+    async def _ensure_group(self, group: str, partition: int, start: str = "0") -> bool:
+        """Make the group on the partition (and the stream) if missing; True if it made it."""
+        if (group, partition) in self._groups:
+            return False
+        try:
+            await self._reader.xgroup_create(self.key(partition), group, id=start, mkstream=True)
+            made = True
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            made = False
+        self._groups.add((group, partition))
+        return made
+
+    async def read(
+        self, group: str, consumer: str, partitions: Collection[int], count: int, block: float
+    ) -> list[Entry]:
+        """XREADGROUP over the partitions' streams."""
+        try:
+            for partition in partitions:
+                await self._ensure_group(group, partition)
+            streams = {self.key(partition): ">" for partition in partitions}
+            answer = await self._reader.xreadgroup(
+                group, consumer, streams, count=count, block=max(1, int(block * 1000))
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise StreamsError(str(exc)) from exc
+            await self._remake(group, partitions)
+            raise StreamsReset(f"{group}: consumer group gone, made again") from exc
+        except (redis.RedisError, OSError) as exc:
+            raise StreamsError(str(exc)) from exc
+        return [
+            Entry(self._partition(key), entry_id.decode(), orjson.loads(fields[_FIELD]))
+            for key, entries in answer or ()
+            for entry_id, fields in entries
+            if fields  # an entry trimmed while pending comes back empty
+        ]
+
+    async def _remake(self, group: str, partitions: Collection[int]) -> None:
+        for partition in partitions:
+            self._groups.discard((group, partition))
+            await self._ensure_group(group, partition, start="$")
+
+    def _partition(self, key: bytes | str) -> int:
+        text = key.decode() if isinstance(key, bytes) else key
+        return int(text.removeprefix(self.prefix))
+
+    async def claim(self, group: str, consumer: str, partition: int, idle: float) -> list[Entry]:
+        """XAUTOCLAIM from the start of the partition until every stale entry is taken."""
+        await self._ensure_group(group, partition)
+        taken: list[Entry] = []
+        cursor = "0-0"
+        while True:
+            try:
+                answer = await self._reader.xautoclaim(
+                    self.key(partition), group, consumer, int(idle * 1000), cursor, count=1000
+                )
+            except (redis.RedisError, OSError) as exc:
+                raise StreamsError(str(exc)) from exc
+            cursor = answer[0].decode() if isinstance(answer[0], bytes) else answer[0]
+            taken += [
+                Entry(partition, entry_id.decode(), orjson.loads(fields[_FIELD]))
+                for entry_id, fields in answer[1]
+                if fields
+            ]
+            if cursor == "0-0":
+                return taken
+
+    async def ack(self, group: str, entries: Iterable[Entry]) -> None:
+        """XACK, one call per partition, pipelined."""
+        by_partition: dict[int, list[str]] = {}
+        for entry in entries:
+            by_partition.setdefault(entry.partition, []).append(entry.id)
+        if not by_partition:
+            return
+        try:
+            async with self._reader.pipeline(transaction=False) as pipeline:
+                for partition, ids in by_partition.items():
+                    pipeline.xack(self.key(partition), group, *ids)
+                await pipeline.execute()
+        except (redis.RedisError, OSError) as exc:
+            raise StreamsError(str(exc)) from exc
+
+    async def lag(self, group: str, partition: int) -> Lag:
+        """XLEN, XINFO GROUPS (its `lag`) and XPENDING's oldest entry."""
+        key = self.key(partition)
+        try:
+            length = await self._reader.xlen(key)
+            info = next(
+                (g for g in await self._reader.xinfo_groups(key) if _text(g["name"]) == group),
+                None,
+            )
+            if info is None:
+                return Lag(length, length, 0, 0.0)
+            oldest = 0.0
+            if info["pending"]:
+                first = await self._reader.xpending_range(key, group, "-", "+", 1)
+                oldest = first[0]["time_since_delivered"] / 1000 if first else 0.0
+        except ResponseError:  # no such stream yet
+            return Lag(0, 0, 0, 0.0)
+        except (redis.RedisError, OSError) as exc:
+            raise StreamsError(str(exc)) from exc
+        undelivered = info.get("lag")
+        return Lag(length, int(undelivered or 0), int(info["pending"]), oldest)
+
+    async def close(self) -> None:
+        """Close both connections."""
+        self._appender.close()
+        await self._reader.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass
+class _Pending:
+    consumer: str
+    delivered: float  # time.monotonic() of the last delivery
+
+
+@dataclass
+class _Group:
+    delivered: int = 0  # sequence of the last entry read
+    pending: "OrderedDict[int, _Pending]" = field(default_factory=OrderedDict)
+
+
+@dataclass
+class _Stream:
+    entries: "OrderedDict[int, Message]" = field(default_factory=OrderedDict)
+    appended: int = 0  # sequence of the newest entry
+    groups: dict[str, _Group] = field(default_factory=dict)
+
+
+class MemoryStreams:
+    """The same streams inside one process (the embedded default and the demo).
+
+    Entries are numbered per partition ("0-<n>"). An entry every group has acknowledged
+    goes at once, so memory holds only what is still to be done.
+    """
+
+    def __init__(self, partitions: int, *, max_length: int = MAX_LENGTH) -> None:
+        self.partitions = partitions
+        self.max_length = max_length
+        self._lock = threading.Lock()
+        self._streams = [_Stream() for _ in range(partitions)]
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    def append(self, items: Iterable[tuple[int, Message]]) -> None:
+        """Append, then wake the readers (from any thread)."""
+        with self._lock:
+            for partition, message in items:
+                stream = self._streams[partition]
+                stream.appended += 1
+                stream.entries[stream.appended] = message
+                while len(stream.entries) > self.max_length:
+                    dropped, _ = stream.entries.popitem(last=False)
+                    for group in stream.groups.values():
+                        group.pending.pop(dropped, None)
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            loop.call_soon_threadsafe(event.set)
+
+    async def read(
+        self, group: str, consumer: str, partitions: Collection[int], count: int, block: float
+    ) -> list[Entry]:
+        """Entries after the group's last read, waiting up to `block` seconds for one."""
+        deadline = time.monotonic() + block
+        event = asyncio.Event()
+        waiter = (asyncio.get_running_loop(), event)
+        with self._lock:
+            self._waiters.add(waiter)
+        try:
+            while True:
+                event.clear()
+                if taken := self._take(group, consumer, partitions, count):
+                    return taken
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                try:
+                    await asyncio.wait_for(event.wait(), left)
+                except TimeoutError:
+                    return []
+        finally:
+            with self._lock:
+                self._waiters.discard(waiter)
+
+    def _take(
+        self, group_name: str, consumer: str, partitions: Collection[int], count: int
+    ) -> list[Entry]:
+        now = time.monotonic()
+        taken: list[Entry] = []
+        with self._lock:
+            for partition in partitions:
+                stream = self._streams[partition]
+                group = stream.groups.setdefault(group_name, _Group())
+                fresh = [s for s in stream.entries if s > group.delivered][:count]
+                for sequence in fresh:
+                    group.pending[sequence] = _Pending(consumer, now)
+                    taken.append(Entry(partition, f"0-{sequence}", stream.entries[sequence]))
+                if fresh:
+                    group.delivered = fresh[-1]
+        return taken
+
+    async def claim(self, group: str, consumer: str, partition: int, idle: float) -> list[Entry]:
+        """The group's entries pending for `idle` seconds or more, now `consumer`'s."""
+        now = time.monotonic()
+        taken: list[Entry] = []
+        with self._lock:
+            stream = self._streams[partition]
+            pending = stream.groups.setdefault(group, _Group()).pending
+            for sequence, holder in pending.items():
+                if now - holder.delivered >= idle and sequence in stream.entries:
+                    pending[sequence] = _Pending(consumer, now)
+                    taken.append(Entry(partition, f"0-{sequence}", stream.entries[sequence]))
+        return taken
+
+    async def ack(self, group: str, entries: Iterable[Entry]) -> None:
+        """Forget the entries as pending; drop those every group is done with."""
+        with self._lock:
+            for entry in entries:
+                stream = self._streams[entry.partition]
+                sequence = int(entry.id[2:])
+                stream.groups.setdefault(group, _Group()).pending.pop(sequence, None)
+                done = all(
+                    sequence <= g.delivered and sequence not in g.pending
+                    for g in stream.groups.values()
+                )
+                if done:
+                    stream.entries.pop(sequence, None)
+
+    async def lag(self, group: str, partition: int) -> Lag:
+        """Counted from the partition's state."""
+        now = time.monotonic()
+        with self._lock:
+            stream = self._streams[partition]
+            state = stream.groups.get(group, _Group())
+            undelivered = sum(1 for sequence in stream.entries if sequence > state.delivered)
+            oldest = min((p.delivered for p in state.pending.values()), default=now)
+            return Lag(len(stream.entries), undelivered, len(state.pending), now - oldest)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+def make_streams(redis_url: str, partitions: int) -> Streams:
+    """Redis when configured, else in this process."""
+    return RedisStreams(redis_url, partitions) if redis_url else MemoryStreams(partitions)
