@@ -25,6 +25,7 @@ from app.simulator import Simulator, backfill, demo_devices
 logger = logging.getLogger(__name__)
 
 DEMO_RATE = 0.5  # messages/s per demo device: charts move within seconds of start
+ABANDONED_GRACE = 1.0  # seconds a task cancelled at the stop's deadline gets to end
 
 
 def broker_address(settings: Settings) -> BrokerAddress:
@@ -80,7 +81,7 @@ class Background:
         """Bus, then broker (devices and ingest need it), then ingest, then the jobs."""
         self._starting = asyncio.current_task()  # NiceGUI runs it as a task of its own
         self.hub = bus.Hub(asyncio.get_running_loop())
-        self.bus = bus.make_bus(self.settings.redis_url)
+        self.bus = bus.make_bus(self.settings.redis_url, self.settings.partitions)
         await self.bus.start(self.hub)
         bus.set_bus(self.bus, self.hub)
         health.register_check("bus", lambda: self.bus.healthy)
@@ -94,7 +95,10 @@ class Background:
             self.worker = await asyncio.to_thread(build_worker, self.settings, ingest_login)
             self.worker.start()
             health.register_check("mqtt", lambda: self.worker is not None and self.worker.connected)
-        self._evaluation = asyncio.create_task(run_evaluator(self.hub), name="rule-evaluator")
+        assert self.bus.streams is not None  # make_bus gives every bus its streams
+        self._evaluation = asyncio.create_task(
+            run_evaluator(self.hub, self.bus.streams), name="rule-evaluator"
+        )
         self._notifications = asyncio.create_task(
             run_dispatcher(self.settings, self.hub), name="notification-dispatcher"
         )
@@ -174,11 +178,14 @@ class Background:
         for task in late:
             task.cancel()  # abandoned: its thread, if any, ends on its own
             self._shutdown.left_undone(f"{work[task]}: still busy at the deadline")
-        results = await asyncio.gather(*work, return_exceptions=True)
-        for (task, name), result in zip(work.items(), results, strict=True):
-            if isinstance(result, Exception):
-                logger.error("%s failed while stopping", name, exc_info=result)
-            elif task is ingest and isinstance(result, int) and result:  # left unacknowledged
+        if late:  # a moment to end; one deaf to the cancel is left behind, not waited for
+            await asyncio.wait(late, timeout=ABANDONED_GRACE)
+        for task, name in work.items():
+            if not task.done() or task.cancelled():
+                continue
+            if (error := task.exception()) is not None:
+                logger.error("%s failed while stopping", name, exc_info=error)
+            elif task is ingest and (left := task.result()):  # left unacknowledged
                 self._shutdown.left_undone(
-                    f"ingest: {result} message(s) not committed, left unacknowledged in the broker"
+                    f"ingest: {left} message(s) not committed, left unacknowledged in the broker"
                 )

@@ -13,13 +13,23 @@ the correlation id of the work that published them, if any (`app.logs`).
 An ingest batch's points travel as ONE message (`TELEMETRY_BATCH`) whatever the number of
 devices in it; the receiving hub splits it into the per-device messages subscribers get on
 `iot:telemetry:{device_id}`, exactly as if each had been published on its own.
+
+What the workers must not miss goes to the partitioned streams too (app/streams.py), with
+the same publish: a batch's telemetry split by partition, and device events
+(`work_items`). Pub/sub may drop; the streams keep each entry until a worker acknowledges
+it. An append that fails (Redis away longer than the command retries) is remembered as a
+gap, each device with the times of the points it lost; the next append that goes through
+puts a `gap` entry first in each partition concerned, and the worker replays those points
+from storage (they were committed before they were published).
 """
 
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -30,6 +40,7 @@ from tenacity import RetryCallState
 
 from app import logs, metrics, retries
 from app.redaction import redacted
+from app.streams import MEMORY_MAX_LENGTH, MemoryStreams, RedisStreams, Streams, partition_of
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +97,89 @@ def _count_published(channels: Iterable[str]) -> None:
     for kind, count in counts.items():
         if count:
             _PUBLISHED[kind].inc(count)
+
+
+def work_items(items: Iterable[tuple[str, Message]], partitions: int) -> list[tuple[int, Message]]:
+    """What of published messages the workers must see, as (partition, entry) pairs.
+
+    A telemetry batch becomes one entry per partition it touches (`kind` "telemetry", the
+    batch's envelope, that partition's devices); a device event goes to its device's
+    partition (`kind` "device"). Nothing else is partitioned work (yet).
+    """
+    entries: list[tuple[int, Message]] = []
+    for channel, message in items:
+        if channel == TELEMETRY_BATCH:
+            envelope = {key: value for key, value in message.items() if key != "devices"}
+            by_partition: dict[int, list[Message]] = {}
+            for part in message.get("devices", ()):
+                by_partition.setdefault(partition_of(part["device_id"], partitions), []).append(
+                    part
+                )
+            entries += [
+                (partition, {**envelope, "kind": "telemetry", "devices": devices})
+                for partition, devices in by_partition.items()
+            ]
+        elif channel == DEVICE_EVENTS:
+            partition = partition_of(message["device"]["id"], partitions)
+            entries.append((partition, {**message, "kind": "device"}))
+    return entries
+
+
+def entry_messages(entry: Message) -> list[tuple[str, Message]]:
+    """A stream entry as the bus messages it came from (a gap entry has none)."""
+    kind = entry.get("kind")
+    body = {key: value for key, value in entry.items() if key != "kind"}
+    if kind == "telemetry":
+        return list(_per_device(body))
+    if kind == "device":
+        return [(DEVICE_EVENTS, body)]
+    return []
+
+
+class Gaps:
+    """Appends that failed, per partition, until one goes through (thread-safe).
+
+    Each device keeps the first and last time of the points lost (ISO 8601 text, as the
+    messages carry them), and each partition how many events were lost with them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lost: dict[int, Message] = {}
+
+    def record(self, entries: Iterable[tuple[int, Message]]) -> None:
+        """Remember the entries an append lost (gap entries included: merged back)."""
+        with self._lock:
+            for partition, entry in entries:
+                gap = self._lost.setdefault(partition, {"kind": "gap", "events": 0, "ranges": {}})
+                if entry.get("kind") == "gap":
+                    gap["events"] += entry["events"]
+                    for device_id, (first, last) in entry["ranges"].items():
+                        _widen(gap["ranges"], device_id, first, last)
+                elif entry.get("kind") == "telemetry":
+                    for part in entry["devices"]:
+                        times = [point["time"] for point in part["points"]]
+                        if times:
+                            _widen(gap["ranges"], part["device_id"], min(times), max(times))
+                else:
+                    gap["events"] += 1
+
+    def take(self) -> list[tuple[int, Message]]:
+        """The gap entries to append before the next entries; forgotten here."""
+        with self._lock:
+            taken, self._lost = self._lost, {}
+        return [(partition, {"v": VERSION, **gap}) for partition, gap in taken.items()]
+
+    def __bool__(self) -> bool:
+        return bool(self._lost)
+
+
+def _widen(ranges: dict[str, list[str]], device_id: str, first: str, last: str) -> None:
+    known = ranges.get(device_id)
+    if known is not None:
+        first = min(known[0], first, key=datetime.fromisoformat)
+        last = max(known[1], last, key=datetime.fromisoformat)
+    ranges[device_id] = [first, last]
 
 
 class Subscription:
@@ -236,6 +330,8 @@ class Hub:
 class Bus(Protocol):
     """Publishes after commits; the web process also listens."""
 
+    streams: Streams | None  # where partitioned work goes too (None: nowhere)
+
     def publish_many(self, items: Iterable[tuple[str, Message]]) -> None:
         """Send messages in order (thread-safe)."""
 
@@ -263,6 +359,7 @@ class NullBus:
     """Where messages go in processes nobody watches (CLI commands, plain tests)."""
 
     healthy = True
+    streams = None
 
     def publish_many(self, items: Iterable[tuple[str, Message]]) -> None:
         """Drop them."""
@@ -281,13 +378,16 @@ class LocalBus:
 
     healthy = True
 
-    def __init__(self) -> None:
+    def __init__(self, streams: MemoryStreams | None = None) -> None:
         self._hub: Hub | None = None
+        self.streams = streams
 
     def publish_many(self, items: Iterable[tuple[str, Message]]) -> None:
-        """Hand the messages to this process's hub."""
+        """Hand the messages to this process's hub, and the work to its streams."""
         batch = [(channel, _versioned(message)) for channel, message in items]
         if self._hub is not None and batch:
+            if self.streams is not None:  # first: a worker told by the hub finds its entry
+                self.streams.append(work_items(batch, self.streams.partitions))
             self._hub.deliver_threadsafe(batch)
             _count_published(channel for channel, _ in batch)
 
@@ -303,13 +403,15 @@ class LocalBus:
 class RedisBus:
     """Redis pub/sub: pipelined publishes, one pattern subscription per listening process."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, streams: RedisStreams | None = None) -> None:
         self.url = url
         self._publisher = redis.Redis.from_url(
             url, retry=retries.redis_retry(), socket_connect_timeout=REDIS_CONNECT_TIMEOUT
         )
         self._task: asyncio.Task | None = None
         self._listening = False
+        self.streams = streams
+        self.gaps = Gaps()
 
     @property
     def healthy(self) -> bool:
@@ -317,20 +419,31 @@ class RedisBus:
         return self._task is None or self._listening
 
     def publish_many(self, items: Iterable[tuple[str, Message]]) -> None:
-        """One round trip for the whole batch; a Redis outage costs the messages, not ingest."""
-        pipeline = self._publisher.pipeline(transaction=False)
-        channels = []
-        for channel, message in items:
-            pipeline.publish(channel, orjson.dumps(_versioned(message)))
-            channels.append(channel)
-        if not channels:
+        """One round trip for the whole batch, its stream entries included.
+
+        A Redis outage costs the pub/sub messages, not ingest; the stream entries it cost
+        are remembered as gaps, appended first next time (see the module's docstring).
+        """
+        batch = [(channel, _versioned(message)) for channel, message in items]
+        if not batch:
             return
+        pipeline = self._publisher.pipeline(transaction=False)
+        for channel, message in batch:
+            pipeline.publish(channel, orjson.dumps(message))
+        work: list[tuple[int, Message]] = []
+        if self.streams is not None:
+            work = self.gaps.take() + work_items(batch, self.streams.partitions)
+            self.streams.add_to(pipeline, work)
         try:
             pipeline.execute()
         except redis.RedisError as exc:
-            logger.warning("bus: %d message(s) not published: %s", len(channels), exc)
+            self.gaps.record(work)
+            logger.warning(
+                "bus: %d message(s) not published, %d stream entr(ies) kept as gaps: %s",
+                len(batch), len(work), exc,
+            )  # fmt: skip
             return
-        _count_published(channels)
+        _count_published(channel for channel, _ in batch)
 
     async def start(self, hub: Hub | None) -> None:
         """Listen on `iot:*` and deliver to `hub`, reconnecting when Redis goes away."""
@@ -387,6 +500,8 @@ class RedisBus:
                 await self._task
             self._task = None
         self._publisher.close()
+        if self.streams is not None:
+            await self.streams.close()
 
 
 _bus: Bus = NullBus()
@@ -411,6 +526,8 @@ def get_hub() -> Hub:
     return _hub
 
 
-def make_bus(redis_url: str) -> Bus:
-    """Redis when configured, else the in-process bus."""
-    return RedisBus(redis_url) if redis_url else LocalBus()
+def make_bus(redis_url: str, partitions: int) -> Bus:
+    """Redis when configured, else the in-process bus; either with its streams."""
+    if redis_url:
+        return RedisBus(redis_url, RedisStreams(redis_url, partitions))
+    return LocalBus(MemoryStreams(partitions, max_length=MEMORY_MAX_LENGTH))

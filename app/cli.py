@@ -256,7 +256,7 @@ def mqtt_broker() -> None:
 
 
 @bench_cli.command("ingest")
-def bench_ingest(  # keyword-only: ten options, each named on the command line
+def bench_ingest(  # keyword-only: eleven options, each named on the command line
     *,
     devices: Annotated[
         int,
@@ -281,6 +281,13 @@ def bench_ingest(  # keyword-only: ten options, each named on the command line
     identity: Annotated[
         bool,
         typer.Option("--identity", help="Again behind `iotdeck mqtt-broker`: passwords, then TLS."),
+    ] = False,
+    streams: Annotated[
+        bool,
+        typer.Option(
+            "--streams",
+            help="Then drains with a Redis bus, with and without appending to the streams.",
+        ),
     ] = False,
     rate_per_device: Annotated[
         float | None,
@@ -339,6 +346,7 @@ def bench_ingest(  # keyword-only: ten options, each named on the command line
         rate=rate,
         timescaledb=timescaledb,
         identity=identity,
+        streams=streams,
     )
     print(json.dumps(run(options), indent=2))
 

@@ -77,8 +77,11 @@ class Settings(BaseSettings):
     # format: text in demo mode, json otherwise
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] | None = None
-    # Redis pub/sub between processes; unset: the in-process bus (one process only)
+    # Redis pub/sub and streams between processes; unset: in-process (one process only)
     redis_url: str = ""
+    # devices fall in this many partitions of the workers' streams (app/streams.py); every
+    # process of a deployment must agree on it
+    partitions: int = Field(default=16, ge=1, le=1024)
     # MQTT: an external broker (mqtt:// or mqtts://) or, when unset, the embedded one
     mqtt_url: str = ""
     mqtt_embedded_port: int = Field(default=1883, ge=0, le=65535)

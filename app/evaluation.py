@@ -1,11 +1,13 @@
 """Rule evaluation: committed points in, alerts out.
 
-The evaluator listens to the bus's telemetry channels, so it sees exactly the points that
-were committed, whichever ingest process wrote them. Exactly one process evaluates: the
-one holding a PostgreSQL advisory lock (SQLite means one process anyway); the lock goes
-with its connection when that process dies, and another takes over. Transitions become
-alerts through the alerts service in one transaction per batch, announced on `iot:alerts`
-after the commit.
+The evaluator reads committed points and device events from the partitioned streams
+(app/streams.py), so it sees exactly the points that were committed, whichever ingest
+process wrote them, at least once: it acknowledges a read once the alerts it caused are
+committed, and takes over what a dead evaluator left unacknowledged. Exactly one process
+evaluates: the one holding a PostgreSQL advisory lock (SQLite means one process anyway);
+the lock goes with its connection when that process dies, and another takes over.
+Transitions become alerts through the alerts service in one transaction per batch,
+announced on `iot:alerts` after the commit; rule and alert changes come from the bus.
 
 Nothing is forgotten across a restart or a change of leader: before it takes live points,
 the new evaluator replays the stored telemetry each rule can still see (its longest window
@@ -13,32 +15,36 @@ plus its `for`), which rebuilds the windows and the `for` timers, then aligns ea
 (rule, device) with the stored alerts (open ones stay open, cooldowns keep running). A
 violation that is still going on but has no alert (no evaluator ran when it began) opens
 one then. That is also why a graceful stop has no state to save: the batch (or tick) in
-progress ends whole, its alerts committed, before the lock goes; points still queued are
-stored already, and the next evaluator's replay sees them.
+progress ends whole, its alerts committed, before the lock goes; entries not acknowledged
+are taken over by the next evaluator. A Redis that lost its data makes it do the same
+rebuild.
 
-Nothing is lost in a burst either. The evaluator's bus queue is bounded and drops its oldest
-messages when ingest commits faster than the rules evaluate (a backlog drained after an
-outage); `app/evaluation_drops.py` notes per device the range of point times dropped, and the
-evaluator replays those ranges from storage before the next batch it takes, so each device's
-points still reach the engine in commit order. The engine ignores a point it already holds,
-so a replay over points also seen live counts them once, and alert opening is idempotent.
+What its input can still miss (a stream append that failed, a rule or alert message its
+bounded bus queue dropped) is noted per device in `app/evaluation_drops.py` and replayed
+from storage before the entries that follow, so each device's points still reach the
+engine in commit order. The engine ignores a point it already holds, so a replay over
+points also seen live counts them once, and alert opening is idempotent.
 """
 
 import asyncio
 import itertools
 import logging
+import os
+import socket
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlmodel import Session, select
 
-from app import bus, db, leadership, logs, metrics, tracing
+from app import bus, db, leadership, logs, metrics, retries, tracing
 from app.errors import ValidationError
-from app.evaluation_drops import TELEMETRY_PREFIX, BurstLog, DropLog, Dropped, Range
+from app.evaluation_drops import TELEMETRY_PREFIX, BurstLog, DropLog, Dropped, Range, from_gap
 from app.models import Alert, AlertRule, Device
 from app.services import alerts, commands, notifications, rules, telemetry
 from app.shutdown import finish_first
+from app.streams import Entry, Streams, StreamsError, StreamsReset
 from rules.ast import CommandAction
 from rules.compiler import CompiledRule, compile_rule
 from rules.engine import Engine, Transition
@@ -54,6 +60,7 @@ _MICROSECOND = timedelta(microseconds=1)
 REPLAY_DEVICES = 500
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 
 def _now() -> datetime:
@@ -246,6 +253,21 @@ class Evaluator:
                 self._on_event(channel, message)
         self._report_lag()
         return found
+
+    def on_entries(self, entries: list[Entry]) -> list[Transition]:
+        """Evaluate entries read from the streams, in order; their gaps replayed first.
+
+        A gap entry stands for appends that failed (app/bus.py `Gaps`): its devices' points
+        are read back from storage before the entries that follow it.
+        """
+        batch: list[tuple[str, bus.Message]] = []
+        for entry in entries:
+            if entry.message.get("kind") == "gap":
+                self.drops.add(from_gap(entry.message))
+                metrics.STREAM_GAPS.inc()
+            else:
+                batch += bus.entry_messages(entry.message)
+        return self.on_messages(batch, self.drops.take())
 
     def _evaluate_run(self, cause: str | None, messages: list[bus.Message]) -> list[Transition]:
         """Evaluate the points of one ingest batch (`cause`: its id), then apply the result."""
@@ -457,44 +479,160 @@ def _silent_since(device: Device) -> datetime:
 
 
 TICK_SECONDS = 10.0
-# one ingest batch of 1,000 devices is 1,000 bus messages: the evaluator's queue holds
-# many batches, and it takes everything queued in one turn (one thread hop, one commit)
+# rule, alert and device messages wait in the evaluator's bus queue (telemetry comes from
+# the streams); the queue drops its oldest when full, and a drop makes it reload
 QUEUE_SIZE = 100_000
-BATCH_MESSAGES = 5_000
-_WATCHED = (bus.RULES, bus.ALERTS, bus.DEVICE_EVENTS)
+BATCH_MESSAGES = 5_000  # bus messages taken in one turn
+# a read takes at most this many entries a partition: an entry is one ingest batch's
+# devices of that partition, so a read is many batches, evaluated in one thread hop
+READ_ENTRIES = 200
+READ_BLOCK = 1.0  # seconds a read waits for a new entry
+LAG_EVERY = 5.0  # seconds between two readings of the streams' lag for /metrics
+GROUP = "rules"  # the evaluator's consumer group on every partition
+_WATCHED = (bus.RULES, bus.ALERTS)
 
 
-async def run_evaluator(hub: bus.Hub, queue_size: int = QUEUE_SIZE) -> None:
+async def run_evaluator(hub: bus.Hub, streams: Streams, queue_size: int = QUEUE_SIZE) -> None:
     """Become the evaluator when this process can take the lock, then evaluate forever.
 
-    The engine is not thread-safe: points, rule reloads and the clock-driven tick take
-    turns through one lock, each running off the event loop. `queue_size`: how many bus
-    messages may wait before the oldest are dropped (and replayed from storage).
+    Telemetry and device events come from the partitioned streams (app/streams.py), read
+    in the `rules` consumer group and acknowledged once the alerts they caused are
+    committed; rule and alert changes come from the bus (`queue_size`: how many may wait
+    before the oldest go, then the rules and alerts are read again). The engine is not
+    thread-safe: batches, bus messages and the clock-driven tick take turns through one
+    lock, each running off the event loop.
     """
     async with leadership.leading(leadership.EVALUATOR, "rule evaluator"):
         metrics.EVALUATOR_LEADER.set(1)
         evaluator = Evaluator()
-        # subscribed before the replay: points committed meanwhile wait in the queue
+        partitions = range(streams.partitions)
         watched = hub.subscribe(
-            lambda c: c.startswith(TELEMETRY_PREFIX) or c in _WATCHED,
-            size=queue_size,
-            on_drop=evaluator.drops.record,
+            lambda c: c in _WATCHED, size=queue_size, on_drop=evaluator.drops.record
         )
         metrics.EVALUATOR_QUEUE_DEPTH.set_function(lambda: watched.waiting)  # read at scrape
         turn = asyncio.Lock()
+        # the groups exist before the replay: what is committed meanwhile waits in them
+        await _until_done(lambda: streams.join(GROUP, partitions), "join the streams")
         await _run(turn, evaluator.start)
-        ticking = asyncio.create_task(_tick(evaluator, turn), name="rule-evaluator-tick")
+        helpers = [
+            asyncio.create_task(_tick(evaluator, turn), name="rule-evaluator-tick"),
+            asyncio.create_task(_events(watched, evaluator, turn), name="rule-evaluator-events"),
+            asyncio.create_task(_lag(streams, partitions), name="rule-evaluator-lag"),
+        ]
         try:
-            while True:
-                batch = await watched.get_many(BATCH_MESSAGES)
-                # taken with the batch, at once: exactly what was dropped before it
-                await _run(turn, evaluator.on_messages, batch, evaluator.drops.take())
+            await _consume(streams, partitions, evaluator, turn)
         finally:
             watched.close()
-            ticking.cancel()
-            await asyncio.wait({ticking})  # a tick in progress ends whole before the lock goes
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.wait(helpers)  # a tick in progress ends whole before the lock goes
             metrics.EVALUATOR_LEADER.set(0)
             metrics.EVALUATOR_QUEUE_DEPTH.set_function(lambda: 0)
+
+
+async def _consume(
+    streams: Streams, partitions: range, evaluator: Evaluator, turn: asyncio.Lock
+) -> None:
+    """Evaluate the streams' entries, acknowledging each read once its alerts are committed.
+
+    First what the previous evaluator read and never acknowledged (it held the lock this
+    process now holds, so it is gone): those entries are taken over. An evaluation that
+    fails because the database is away is tried again with the same entries; one that
+    fails for another reason is logged and acknowledged, so one bad entry stops nothing.
+    """
+    consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    entries = await _take_over(streams, consumer, partitions, evaluator, turn)
+    failures = 0
+    while True:
+        if not entries:
+            try:
+                entries = await streams.read(
+                    GROUP, consumer, partitions, count=READ_ENTRIES, block=READ_BLOCK
+                )
+            except StreamsReset as reset:
+                await _rebuild(reset, evaluator, turn)
+                continue
+            except StreamsError as exc:
+                await _wait_after_error(
+                    failures := failures + 1, f"cannot read the streams ({exc})"
+                )
+                continue
+        failed = await _run(turn, evaluator.on_entries, entries)
+        if failed is not None and db.is_transient(failed):
+            await _wait_after_error(failures := failures + 1, "the database is away")
+            continue  # the same entries again
+        failures = 0
+        try:
+            await streams.ack(GROUP, entries)
+        except StreamsError as exc:  # evaluated: taken over and evaluated again (idempotent)
+            logger.warning("rule evaluator: %d entr(ies) not acknowledged: %s", len(entries), exc)
+        entries = []
+
+
+async def _take_over(
+    streams: Streams, consumer: str, partitions: range, evaluator: Evaluator, turn: asyncio.Lock
+) -> list[Entry]:
+    """Every entry of the group read and not acknowledged, now `consumer`'s."""
+    failures = 0
+    while True:
+        try:
+            entries: list[Entry] = []
+            for partition in partitions:
+                entries += await streams.claim(GROUP, consumer, partition, idle=0)
+        except StreamsReset as reset:
+            await _rebuild(reset, evaluator, turn)
+        except StreamsError as exc:
+            await _wait_after_error(failures := failures + 1, f"cannot take over ({exc})")
+        else:
+            if entries:
+                logger.info("rule evaluator: %d unacknowledged entr(ies) taken over", len(entries))
+            return entries
+
+
+async def _rebuild(reset: StreamsReset, evaluator: Evaluator, turn: asyncio.Lock) -> None:
+    """Entries were lost with Redis's data: the state comes from storage, as at a start."""
+    logger.warning("rule evaluator: %s; rebuilding its state from storage", reset)
+    await _run(turn, evaluator.start)
+
+
+async def _until_done(attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    """`attempt` until it does not raise StreamsError, waiting more after each failure."""
+    failures = 0
+    while True:
+        try:
+            return await attempt()
+        except StreamsError as exc:
+            await _wait_after_error(failures := failures + 1, f"cannot {what} ({exc})")
+
+
+async def _wait_after_error(failures: int, why: str) -> None:
+    delay = retries.jittered(failures)
+    logger.warning("rule evaluator: %s; next try in %.1f s", why, delay)
+    await asyncio.sleep(delay)
+
+
+async def _events(watched: bus.Subscription, evaluator: Evaluator, turn: asyncio.Lock) -> None:
+    """Rule and alert changes from the bus, in turn with the batches."""
+    while True:
+        batch = await watched.get_many(BATCH_MESSAGES)
+        # taken with the batch, at once: exactly what was dropped before it
+        await _run(turn, evaluator.on_messages, batch, evaluator.drops.take())
+
+
+async def _lag(streams: Streams, partitions: range) -> None:
+    """The streams' lag on /metrics, every LAG_EVERY seconds (what cannot be read is skipped)."""
+    while True:
+        for partition in partitions:
+            try:
+                lag = await streams.lag(GROUP, partition)
+            except StreamsError:
+                continue
+            label = str(partition)
+            metrics.STREAM_LENGTH.labels(label).set(lag.length)
+            metrics.STREAM_UNDELIVERED.labels(label).set(lag.undelivered)
+            metrics.STREAM_PENDING.labels(label).set(lag.pending)
+            metrics.STREAM_OLDEST_PENDING.labels(label).set(lag.oldest_pending_seconds)
+        await asyncio.sleep(LAG_EVERY)
 
 
 async def _tick(evaluator: Evaluator, turn: asyncio.Lock) -> None:
@@ -503,10 +641,13 @@ async def _tick(evaluator: Evaluator, turn: asyncio.Lock) -> None:
         await _run(turn, evaluator.tick)
 
 
-async def _run(turn: asyncio.Lock, work: Callable[..., object], *args: object) -> None:
+async def _run(turn: asyncio.Lock, work: Callable[..., object], *args: object) -> Exception | None:
+    """Run `work` off the loop in its turn; the error it raised (logged), or None."""
     async with turn:
         try:
             # stopped meanwhile: the batch still ends whole, its alerts committed
             await finish_first(asyncio.to_thread(work, *args))
-        except Exception:  # one bad message or a database blip must not stop evaluation
+        except Exception as failed:  # one bad message or a database blip must not stop evaluation
             logger.exception("rule evaluation failed; carrying on")
+            return failed
+    return None

@@ -1,17 +1,19 @@
-"""What the rule evaluator's bus queue dropped in a burst, kept small enough to replay.
+"""What the rule evaluator's input missed, kept small enough to replay from storage.
 
-The evaluator's hub subscription is bounded and drops its oldest message when full: when
-ingest drains a backlog faster than the rules evaluate, messages go. They were committed
-before they were published, so storage has their points; what must not be lost is *which*
-points. The subscription's `on_drop` hook records, for each dropped message, its device's
-first and last point time (one entry per device, however long the burst), and whether a
-rule, alert or device event went too. The evaluator takes that record with each batch it
-takes from the queue and replays it from storage before the batch (`app/evaluation.py`).
+Its points come from the partitioned streams, which drop nothing; two things can still be
+missed. A stream append that failed comes back as a gap entry (app/bus.py `Gaps`:
+each device with the first and last time of its lost points), and the evaluator's bus
+subscription (rule and alert changes) is bounded and drops its oldest message when full.
+Both were committed before they were published, so storage has their points; what must
+not be lost is *which* points. Each is recorded here as ranges (one entry per device,
+however long the outage), with whether a rule, alert or device event went too. The
+evaluator takes that record with the next entries it evaluates and replays it from storage
+before them (`app/evaluation.py`).
 
-Order makes the replay exact: the queue drops its head, so every message dropped before a
-batch is taken is newer than all the evaluator took before and older than that batch.
-Replayed first, each device's points reach the engine in the order they were committed, as
-if nothing had been dropped.
+Order makes the replay exact: a gap entry is appended before the entries that follow the
+failed append, so what it stands for is newer than everything the evaluator read before
+and older than what comes after it. Replayed first, each device's points reach the engine
+in the order they were committed, as if nothing had been missed.
 """
 
 import logging
@@ -75,6 +77,16 @@ class Dropped:
         self.ranges[device_id] = span
 
 
+def from_gap(entry: bus.Message) -> Dropped:
+    """A stream's gap entry (app/bus.py `Gaps`: appends that failed) as a replay's record."""
+    ranges = {
+        str(device_id): (datetime.fromisoformat(first), datetime.fromisoformat(last))
+        for device_id, (first, last) in entry["ranges"].items()
+    }
+    events = int(entry["events"])
+    return Dropped(messages=len(ranges) + events, events=events, ranges=ranges)
+
+
 class DropLog:
     """The drops of the evaluator's subscription, from the hook to their replay.
 
@@ -98,6 +110,11 @@ class DropLog:
             points = 0
         metrics.EVALUATOR_DROPPED_MESSAGES.inc()
         metrics.EVALUATOR_DROPPED_POINTS.inc(points)
+
+    def add(self, lost: Dropped) -> None:
+        """Note what never reached the evaluator another way (a stream's gap entry)."""
+        with self._lock:
+            self._new.merge(lost)
 
     def take(self) -> Dropped:
         """What was dropped before the batch just taken from the queue (call at once, on the loop).
@@ -156,19 +173,19 @@ class BurstLog:
         self._replayed += points
         if now - self._told >= REMIND_EVERY:
             self._told = now
-            self._warn("is overflowing", now - self._started)
+            self._warn("keeps having gaps", now - self._started)
 
     def quiet(self) -> None:
         """Nothing was dropped since the last replay: a burst in progress is over."""
         if self._started is not None and self._last is not None:
-            self._warn("overflowed", self._last - self._started)
+            self._warn("had gaps", self._last - self._started)
             self._started = self._told = self._last = None
             self._replays, self._dropped, self._replayed = 0, Dropped(), 0
 
     def _warn(self, how: str, lasted: timedelta) -> None:
         logger.warning(
-            "rule evaluator: its bus queue %s (%d replay(s) in %.1f s): %d message(s) with %d"
-            " point(s) of %d device(s) dropped, %d point(s) replayed from storage",
+            "rule evaluator: its input %s (%d replay(s) in %.1f s): %d message(s) with %d"
+            " point(s) of %d device(s) missed, %d point(s) replayed from storage",
             how,
             self._replays,
             lasted.total_seconds(),

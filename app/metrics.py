@@ -130,6 +130,30 @@ EVALUATOR_DROPPED_POINTS = Counter(
     "evaluator_dropped_points_total",
     "Telemetry points in the bus messages the rule evaluator's queue dropped",
 )
+# the partitioned streams the evaluator reads (app/streams.py), per partition, as its owner
+# sees them every few seconds
+STREAM_LENGTH = Gauge(
+    "stream_entries", "Entries in a partition's stream, read or not", ["partition"]
+)
+STREAM_UNDELIVERED = Gauge(
+    "stream_undelivered_entries",
+    "Entries of a partition's stream the rule evaluator has not read yet",
+    ["partition"],
+)
+STREAM_PENDING = Gauge(
+    "stream_pending_entries",
+    "Entries of a partition's stream read and not acknowledged yet",
+    ["partition"],
+)
+STREAM_OLDEST_PENDING = Gauge(
+    "stream_oldest_pending_seconds",
+    "Since the oldest unacknowledged entry of a partition's stream was read (0: none)",
+    ["partition"],
+)
+STREAM_GAPS = Counter(
+    "stream_gap_entries_total",
+    "Gap entries read: appends that had failed, their points replayed from storage",
+)
 RULE_EVALUATIONS = Counter(
     "rule_evaluations_total", "Rules evaluated on a committed point, one per (point, rule)"
 )

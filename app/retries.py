@@ -38,7 +38,8 @@ from tenacity import (
 logger = logging.getLogger(__name__)
 
 DATABASE_WAIT = wait_random_exponential(multiplier=0.5, max=10)
-REDIS_WAIT = wait_random_exponential(multiplier=0.5, max=10)
+REDIS_WAIT_CAP = 10.0  # seconds
+REDIS_WAIT = wait_random_exponential(multiplier=0.5, max=REDIS_WAIT_CAP)
 REDIS_COMMAND_RETRIES = 3
 BROKER_MIN_DELAY = (0.5, 1.5)  # seconds: the first reconnection delay is drawn in this range
 BROKER_MAX_DELAY = (20.0, 30.0)  # ...and the cap of the doubling in this one
@@ -85,6 +86,11 @@ def redis_retry() -> redis.retry.Retry:
 def async_redis_retry() -> redis.asyncio.retry.Retry:
     """The retry of each Redis command of an asyncio client."""
     return redis.asyncio.retry.Retry(_command_backoff(), REDIS_COMMAND_RETRIES)
+
+
+def jittered(failures: int) -> float:
+    """A wait after `failures` failures in a row, in `REDIS_WAIT`'s windows (full jitter)."""
+    return random.uniform(0, min(REDIS_WAIT_CAP, 0.5 * 2 ** (failures - 1)))
 
 
 def broker_reconnect_delays() -> tuple[float, float]:

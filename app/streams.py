@@ -18,11 +18,12 @@ async. A stream is capped at `max_length` entries, the oldest trimmed first.
 """
 
 import asyncio
+import contextlib
 import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +38,7 @@ Message = dict[str, Any]
 
 KEY = "iot:partition:{partition}"  # a partition's stream; pub/sub channels are another namespace
 MAX_LENGTH = 100_000  # entries a stream keeps at most (Redis trims approximately)
+MEMORY_MAX_LENGTH = 10_000  # in memory: entries are whole batches, and it is one process
 _FIELD = b"m"  # an entry's one field: the message, JSON
 
 
@@ -87,6 +89,10 @@ class Streams(Protocol):
 
     def append(self, items: Iterable[tuple[int, Message]]) -> None:
         """Append each message to its partition, in order (thread-safe); StreamsError."""
+
+    async def join(self, group: str, partitions: Collection[int]) -> None:
+        """Make `group` on the partitions that lack it, to read what is appended from now on
+        (what came before is in storage: a new reader replays it from there)."""
 
     async def read(
         self, group: str, consumer: str, partitions: Collection[int], count: int, block: float
@@ -176,17 +182,35 @@ class RedisStreams:
         self._groups.add((group, partition))
         return made
 
+    async def join(self, group: str, partitions: Collection[int]) -> None:
+        """XGROUP CREATE ... $ MKSTREAM where missing."""
+        async with self._guarded(group, partitions):
+            for partition in partitions:
+                await self._ensure_group(group, partition, start="$")
+
     async def read(
         self, group: str, consumer: str, partitions: Collection[int], count: int, block: float
     ) -> list[Entry]:
-        """XREADGROUP over the partitions' streams."""
-        try:
+        """XREADGROUP over the partitions' streams (a missing group reads from the start)."""
+        async with self._guarded(group, partitions):
             for partition in partitions:
                 await self._ensure_group(group, partition)
             streams = {self.key(partition): ">" for partition in partitions}
             answer = await self._reader.xreadgroup(
                 group, consumer, streams, count=count, block=max(1, int(block * 1000))
             )
+        return [
+            Entry(self._partition(key), entry_id.decode(), orjson.loads(fields[_FIELD]))
+            for key, entries in answer or ()
+            for entry_id, fields in entries
+            if fields  # an entry trimmed while pending comes back empty
+        ]
+
+    @contextlib.asynccontextmanager
+    async def _guarded(self, group: str, partitions: Collection[int]) -> AsyncIterator[None]:
+        """Redis errors as StreamsError; a vanished group made again, as StreamsReset."""
+        try:
+            yield
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise StreamsError(str(exc)) from exc
@@ -194,12 +218,6 @@ class RedisStreams:
             raise StreamsReset(f"{group}: consumer group gone, made again") from exc
         except (redis.RedisError, OSError) as exc:
             raise StreamsError(str(exc)) from exc
-        return [
-            Entry(self._partition(key), entry_id.decode(), orjson.loads(fields[_FIELD]))
-            for key, entries in answer or ()
-            for entry_id, fields in entries
-            if fields  # an entry trimmed while pending comes back empty
-        ]
 
     async def _remake(self, group: str, partitions: Collection[int]) -> None:
         for partition in partitions:
@@ -212,24 +230,23 @@ class RedisStreams:
 
     async def claim(self, group: str, consumer: str, partition: int, idle: float) -> list[Entry]:
         """XAUTOCLAIM from the start of the partition until every stale entry is taken."""
-        await self._ensure_group(group, partition)
         taken: list[Entry] = []
         cursor = "0-0"
-        while True:
-            try:
+        async with self._guarded(group, [partition]):
+            await self._ensure_group(group, partition)
+            while True:
                 answer = await self._reader.xautoclaim(
                     self.key(partition), group, consumer, int(idle * 1000), cursor, count=1000
                 )
-            except (redis.RedisError, OSError) as exc:
-                raise StreamsError(str(exc)) from exc
-            cursor = answer[0].decode() if isinstance(answer[0], bytes) else answer[0]
-            taken += [
-                Entry(partition, entry_id.decode(), orjson.loads(fields[_FIELD]))
-                for entry_id, fields in answer[1]
-                if fields
-            ]
-            if cursor == "0-0":
-                return taken
+                cursor = _text(answer[0])
+                taken += [
+                    Entry(partition, entry_id.decode(), orjson.loads(fields[_FIELD]))
+                    for entry_id, fields in answer[1]
+                    if fields
+                ]
+                if cursor == "0-0":
+                    break
+        return taken
 
     async def ack(self, group: str, entries: Iterable[Entry]) -> None:
         """XACK, one call per partition, pipelined."""
@@ -326,6 +343,14 @@ class MemoryStreams:
         for loop, event in waiters:
             loop.call_soon_threadsafe(event.set)
 
+    async def join(self, group: str, partitions: Collection[int]) -> None:
+        """A missing group starts after the newest entry."""
+        with self._lock:
+            for partition in partitions:
+                stream = self._streams[partition]
+                stream.groups.setdefault(group, _Group(delivered=stream.appended))
+                _drop_done(stream, list(stream.entries))  # appended before any group
+
     async def read(
         self, group: str, consumer: str, partitions: Collection[int], count: int, block: float
     ) -> list[Entry]:
@@ -344,7 +369,9 @@ class MemoryStreams:
                 if left <= 0:
                     return []
                 try:
-                    await asyncio.wait_for(event.wait(), left)
+                    # not wait_for: on 3.11 it can swallow a cancel that comes as the event is set
+                    async with asyncio.timeout(left):
+                        await event.wait()
                 except TimeoutError:
                     return []
         finally:
@@ -388,12 +415,7 @@ class MemoryStreams:
                 stream = self._streams[entry.partition]
                 sequence = int(entry.id[2:])
                 stream.groups.setdefault(group, _Group()).pending.pop(sequence, None)
-                done = all(
-                    sequence <= g.delivered and sequence not in g.pending
-                    for g in stream.groups.values()
-                )
-                if done:
-                    stream.entries.pop(sequence, None)
+                _drop_done(stream, [sequence])
 
     async def lag(self, group: str, partition: int) -> Lag:
         """Counted from the partition's state."""
@@ -409,6 +431,14 @@ class MemoryStreams:
         """Nothing to release."""
 
 
-def make_streams(redis_url: str, partitions: int) -> Streams:
-    """Redis when configured, else in this process."""
-    return RedisStreams(redis_url, partitions) if redis_url else MemoryStreams(partitions)
+def _drop_done(stream: _Stream, sequences: Iterable[int]) -> None:
+    """Forget the entries among `sequences` that every group has read and acknowledged."""
+    for sequence in sequences:
+        if (
+            all(
+                sequence <= group.delivered and sequence not in group.pending
+                for group in stream.groups.values()
+            )
+            and stream.groups
+        ):
+            stream.entries.pop(sequence, None)

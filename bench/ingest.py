@@ -11,6 +11,9 @@ TimescaleDB server of `../shared/tools/timescaledb cluster`):
    default the drain rate of step 3) on the same cores while ingest runs; the sustained
    rate is what was published over the time until all of it was committed; also
    publish-to-commit latency, peak RSS, and a check that every published point is stored.
+With `--streams`, step 3 runs again with a Redis bus (a private redis-server), alternately
+publishing only and also appending to the partitioned streams, STREAM_ROUNDS times each:
+what the streams cost ingest, as the ratio of the median drain rates.
 With `--identity`, steps 3 and 4 run again behind `iotdeck mqtt-broker` (SPEC 8.1): each
 device with its own password on the password listener, then its own certificate on the
 TLS listener (ingest over `mqtts://` with its service certificate), offered the rate the
@@ -18,6 +21,7 @@ open broker sustained; the figures come with their ratios to the open broker's.
 """
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +45,7 @@ from bench.services import (
     IotdeckBroker,
     Mosquitto,
     OnServer,
+    RedisServer,
     fresh_database,
     iotdeck_environment,
 )
@@ -48,6 +53,7 @@ from bench.services import (
 # the live phase steps its offered rate down from the drain rate until ingest keeps up,
 # meaning it has committed everything within this long after the publishers stop
 LIVE_FRACTIONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+STREAM_ROUNDS = 3  # --streams: drains of each kind, alternating
 SUSTAINED_CATCH_UP_S = 1.0
 # the benchmarks measure ingest's ceiling, not the per-device rate limit (SPEC 8.1: 10/s,
 # burst 600), which would refuse most of this load: ~10k messages/s drained over 50
@@ -77,6 +83,8 @@ class Options(OnServer):
     timescaledb: bool = False  # on the TimescaleDB server instead of plain PostgreSQL
     # then again behind `iotdeck mqtt-broker`: device passwords, then certificates over TLS
     identity: bool = False
+    # then the drain with a Redis bus, with and without appending to the partitioned streams
+    streams: bool = False
 
 
 def _line(at: datetime, index: int) -> bytes:
@@ -325,6 +333,11 @@ def run(options: Options) -> dict:
                 figures = _identity(
                     options, folder, engine=engine, url=url, ids=ids, open_figures=figures
                 )
+            if options.streams:
+                endpoint = Endpoint.open(broker)
+                figures["streams"] = _stream_cost(
+                    options, folder, endpoint, engine=engine, url=url, ids=ids
+                )
         finally:
             broker.stop()
             engine.dispose()
@@ -407,42 +420,14 @@ def _ingest(
     rate: float | None = None,
 ) -> dict:
     """Drain a backlog, then sustain a live load, with ingest on `endpoint`."""
-    with engine.begin() as connection:
-        connection.execute(text("TRUNCATE device_telemetry, telemetry_rollup_pending"))
-    env = iotdeck_environment(
-        IOTDECK_DATABASE_URL=url,
-        IOTDECK_MQTT_URL=endpoint.url,
-        IOTDECK_LOG_LEVEL="WARNING",
-        IOTDECK_INGEST_SHARED_GROUP="bench" if options.workers > 1 else "",
-        IOTDECK_TIMESCALEDB=options.layout,
-        **BENCH_RATE_LIMIT,
-    )
-
-    def workers(tag: str) -> list[Worker]:
-        return [
-            Worker(
-                {**env, "IOTDECK_INGEST_CLIENT_ID": f"bench-ingest-{n}"}, folder / f"{tag}-{n}.json"
-            )
-            for n in range(options.workers)
-        ]
-
-    for worker in workers("session"):  # creates the persistent sessions, then leaves
-        worker.stop()
-    backlog = options.backlog // len(ids) * len(ids)
-    _publish_backlog(endpoint, ids, backlog, folder, datetime.now(UTC) - timedelta(days=1))
-    draining = workers("drain")
-    first, first_count, last = _wait_for_count(engine, backlog * len(METRICS), timeout=600)
-    for worker in draining:
-        worker.stop()
-    drain_rate = (backlog - first_count / len(METRICS)) / (last - first)
-
+    env = _environment(options, url, endpoint)
+    drain_rate = _drain(options, folder, endpoint, engine=engine, env=env, ids=ids)
     wanted = rate or options.rate
     rates = [wanted] if wanted else [drain_rate * f for f in LIVE_FRACTIONS]
     attempts = []
     for offered in rates:
-        attempt = _live(
-            options, broker=endpoint, engine=engine, ids=ids, live=workers("live"), rate=offered
-        )
+        live = _workers(options, env, folder, "live")
+        attempt = _live(options, broker=endpoint, engine=engine, ids=ids, live=live, rate=offered)
         attempts.append(attempt)
         if attempt["catch_up_s"] <= SUSTAINED_CATCH_UP_S:
             break
@@ -453,6 +438,75 @@ def _ingest(
             {k: a[k] for k in ("offered_msgs_per_s", "committed_points_per_s", "catch_up_s")}
             for a in attempts
         ],
+    }
+
+
+def _environment(options: Options, url: str, endpoint: Endpoint) -> dict[str, str]:
+    return iotdeck_environment(
+        IOTDECK_DATABASE_URL=url,
+        IOTDECK_MQTT_URL=endpoint.url,
+        IOTDECK_LOG_LEVEL="WARNING",
+        IOTDECK_INGEST_SHARED_GROUP="bench" if options.workers > 1 else "",
+        IOTDECK_TIMESCALEDB=options.layout,
+        **BENCH_RATE_LIMIT,
+    )
+
+
+def _workers(options: Options, env: dict[str, str], folder: Path, tag: str) -> list[Worker]:
+    return [
+        Worker({**env, "IOTDECK_INGEST_CLIENT_ID": f"bench-ingest-{n}"}, folder / f"{tag}-{n}.json")
+        for n in range(options.workers)
+    ]
+
+
+def _drain(
+    options: Options,
+    folder: Path,
+    endpoint: Endpoint,
+    *,
+    engine: Engine,
+    env: dict[str, str],
+    ids: list[uuid.UUID],
+) -> float:
+    """Messages/s ingest drains from a backlog queued while it was stopped, from empty tables."""
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE device_telemetry, telemetry_rollup_pending"))
+    for worker in _workers(options, env, folder, "session"):  # the persistent sessions
+        worker.stop()
+    backlog = options.backlog // len(ids) * len(ids)
+    _publish_backlog(endpoint, ids, backlog, folder, datetime.now(UTC) - timedelta(days=1))
+    draining = _workers(options, env, folder, "drain")
+    first, first_count, last = _wait_for_count(engine, backlog * len(METRICS), timeout=600)
+    for worker in draining:
+        worker.stop()
+    return (backlog - first_count / len(METRICS)) / (last - first)
+
+
+def _stream_cost(
+    options: Options, folder: Path, endpoint: Endpoint, *, engine: Engine, url: str, ids: list
+) -> dict:
+    """Drains with a Redis bus, publishing only, then also appending to the streams.
+
+    The two alternate STREAM_ROUNDS times on a private Redis (no reader: the entries only
+    accumulate, as when the evaluator is behind); the medians and their ratio.
+    """
+    redis = RedisServer(folder / "redis").start()
+    rounds: dict[str, list[float]] = {"pubsub": [], "streams": []}
+    try:
+        env = {**_environment(options, url, endpoint), "IOTDECK_REDIS_URL": redis.url}
+        for _ in range(STREAM_ROUNDS):
+            for mode, rates in rounds.items():
+                mode_env = {**env, "IOTDECK_BENCH_STREAMS": "off" if mode == "pubsub" else "on"}
+                drained = _drain(options, folder, endpoint, engine=engine, env=mode_env, ids=ids)
+                rates.append(round(drained))
+    finally:
+        redis.stop()
+    pubsub, streams = statistics.median(rounds["pubsub"]), statistics.median(rounds["streams"])
+    return {
+        "pubsub_drain_msgs_per_s": round(pubsub),
+        "streams_drain_msgs_per_s": round(streams),
+        "streams_vs_pubsub_drain": round(streams / pubsub, 3),
+        "stream_rounds": rounds,
     }
 
 

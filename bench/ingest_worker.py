@@ -8,6 +8,7 @@ the percentiles and peak RSS are written to OUT.json.
 """
 
 import json
+import os
 import resource
 import signal
 import sys
@@ -28,7 +29,10 @@ def main() -> None:
     settings = get_settings()
     db.init_engine(settings.database_url)
     if settings.redis_url:  # as `iotdeck ingest`: each committed batch goes out on the bus
-        bus.set_bus(bus.RedisBus(settings.redis_url))
+        if os.environ.get("IOTDECK_BENCH_STREAMS") == "off":  # the baseline of --streams
+            bus.set_bus(bus.RedisBus(settings.redis_url))
+        else:
+            bus.set_bus(bus.make_bus(settings.redis_url, settings.partitions))
     latencies: list[float] = []
 
     def probe(result: BatchResult) -> None:

@@ -48,11 +48,10 @@ from bench import ingest, rules_engine
 from bench.rules_engine import TYPES, rule_texts
 from bench.services import (
     PG_ADMIN_URL,
-    LocalServer,
     Mosquitto,
+    RedisServer,
     fresh_database,
     iotdeck_environment,
-    wait_for_port,
 )
 
 # with rules, live attempts offer fractions of the rate ingest sustained without: the
@@ -78,23 +77,6 @@ class Options:
     workers: int = 1
     macro: bool = True
     pg_admin_url: str = PG_ADMIN_URL
-
-
-class RedisServer(LocalServer):
-    """A private redis-server for the bus: its own port, nothing saved."""
-
-    def start(self) -> "RedisServer":
-        """Start it and wait until it accepts connections."""
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", "--dir", str(self.folder)]
-        self.process = subprocess.Popen([*command, "--logfile", str(self.folder / "redis.log")])
-        wait_for_port(self.port)
-        return self
-
-    @property
-    def url(self) -> str:
-        """The server as an IOTDECK_REDIS_URL (database 0)."""
-        return f"redis://127.0.0.1:{self.port}/0"
 
 
 class EvaluatorProcess:

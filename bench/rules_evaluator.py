@@ -171,11 +171,12 @@ async def _run(status: Path) -> None:
     db.init_engine(settings.database_url)
     loop = asyncio.get_running_loop()
     hub = bus.Hub(loop)
-    redis_bus = bus.RedisBus(settings.redis_url)
+    redis_bus = bus.make_bus(settings.redis_url, settings.partitions)
     await redis_bus.start(hub)
     bus.set_bus(redis_bus, hub)
+    assert redis_bus.streams is not None
     evaluation.Evaluator = ProbedEvaluator  # run_evaluator builds its evaluator by this name
-    evaluating = asyncio.create_task(evaluation.run_evaluator(hub))
+    evaluating = asyncio.create_task(evaluation.run_evaluator(hub, redis_bus.streams))
     while not (redis_bus.healthy and PROBE.loaded.is_set()):
         if evaluating.done():
             evaluating.result()  # raises what stopped it

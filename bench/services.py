@@ -113,6 +113,30 @@ class LocalServer:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
 
+class RedisServer(LocalServer):
+    """A private redis-server for the bus: its own port; nothing saved, unless `persistent`
+    (an append-only file, as production runs it: a restart keeps the streams)."""
+
+    def __init__(self, folder: Path, *, persistent: bool = False) -> None:
+        super().__init__(folder)
+        self.persistent = persistent
+
+    def start(self) -> "RedisServer":
+        """Start it (again: on the same port) and wait until it accepts connections."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        appendonly = "yes" if self.persistent else "no"
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", appendonly, "--dir", str(self.folder)]
+        self.process = subprocess.Popen([*command, "--logfile", str(self.folder / "redis.log")])
+        wait_for_port(self.port)
+        return self
+
+    @property
+    def url(self) -> str:
+        """The server as an IOTDECK_REDIS_URL (database 0)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
 class Mosquitto(LocalServer):
     """A Mosquitto someone else runs, open to anyone: the baseline of benchmarks, and the
     external broker of tests about ingest's own checks. iotdeck's is `IotdeckBroker`."""

@@ -2,7 +2,7 @@
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 def _checked(condition: Callable[[], object], deadline: float, timeout: float) -> object:
@@ -29,5 +29,17 @@ async def wait_for(
     """`wait_until` for code on an event loop: polls without blocking the loop."""
     deadline = time.monotonic() + timeout
     while not (value := _checked(condition, deadline, timeout)):
+        await asyncio.sleep(every)
+    return value
+
+
+async def wait_for_async(
+    condition: Callable[[], Awaitable[object]], timeout: float = 15.0, every: float = 0.02
+) -> object:
+    """`wait_for` with a condition that must be awaited (it reads Redis, say)."""
+    deadline = time.monotonic() + timeout
+    while not (value := await condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {condition}")
         await asyncio.sleep(every)
     return value

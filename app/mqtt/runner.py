@@ -54,11 +54,12 @@ def run_ingest(settings: Settings) -> int:
         )
     storage.verify(db.init_engine(settings.database_url), settings.timescaledb)
     address = ingest_address(settings)
-    if settings.redis_url:
-        bus.set_bus(bus.RedisBus(settings.redis_url))  # publish only: web processes listen
+    if settings.redis_url:  # publish only: web processes listen, workers read the streams
+        bus.set_bus(bus.make_bus(settings.redis_url, settings.partitions))
     else:
         logger.warning(
-            "IOTDECK_REDIS_URL is not set: live updates from this ingest reach no dashboard"
+            "IOTDECK_REDIS_URL is not set: this ingest's points reach no dashboard and no "
+            "rule (they are stored; an evaluator replays recent history only at its start)"
         )
     shutdown = Shutdown("ingest", settings.shutdown_timeout)
     stop = shutdown.listen()

@@ -18,6 +18,7 @@ from app.config import get_settings
 from app.models import DeviceCreate, Role, UserCreate
 from app.mqtt.ingest import IngestWorker
 from app.services import devices, users
+from app.streams import MemoryStreams
 from bench.services import IotdeckBroker, free_port
 from tests.firmware import Firmware, connected_device, connected_service
 from tests.postgres_server import PostgresServer
@@ -28,10 +29,10 @@ Publish = Callable[[str, bytes | dict], None]
 
 @pytest.fixture
 async def hub(engine: Engine) -> AsyncIterator[bus.Hub]:
-    """An in-process bus and its hub, set as this process's bus for the test."""
+    """An in-process bus and its hub (and streams), set as this process's bus for the test."""
     del engine
     hub = bus.Hub(asyncio.get_running_loop())
-    local = bus.LocalBus()
+    local = bus.LocalBus(MemoryStreams(4))
     await local.start(hub)
     bus.set_bus(local, hub)
     yield hub

@@ -19,8 +19,7 @@ from app import db, migrate
 from app.auth import create_token
 from app.models import Role, UserCreate
 from app.services import users
-from bench.rules import RedisServer
-from bench.services import IotdeckBroker, free_port
+from bench.services import IotdeckBroker, RedisServer, free_port
 from tests.integration.load import (
     GraphQLSubscriber,
     Publisher,

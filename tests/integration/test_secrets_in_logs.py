@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.rules import RedisServer
 from bench.services import (
     PG_ADMIN_URL,
+    RedisServer,
     free_port,
     fresh_database,
     iotdeck_environment,
