@@ -25,6 +25,7 @@ from app.services import credentials
 logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 ROLE = "iotdeck.role"  # session attribute: what the client logged in as
+STOP_TIMEOUT = 5.0  # seconds the broker has to close its sessions when it stops
 SERVICE = "service"
 DEVICE = "device"
 
@@ -159,7 +160,19 @@ class EmbeddedBroker:
             )
 
     async def stop(self) -> None:
-        """Close the listener and every session."""
-        if self._broker is not None:
-            await self._broker.shutdown()
-            self._broker = None
+        """Close every session and the listener, within STOP_TIMEOUT."""
+        if self._broker is None:
+            return
+        broker, self._broker = self._broker, None
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await broker.shutdown()
+        except TimeoutError:
+            # amqtt waits forever for a session stopped while it was starting (its reader
+            # task cancelled before it ran, the event it waits for is never set)
+            logger.warning(
+                "embedded MQTT broker: sessions not closed within %g s; closing the listener",
+                STOP_TIMEOUT,
+            )
+            for server in broker._servers.values():  # amqtt has no public way to do it
+                await server.close_instance()
