@@ -61,11 +61,14 @@ def _tune_garbage_collector() -> None:
 class Background:
     """Starts and stops, in order, everything that runs beside the pages."""
 
-    def __init__(self, settings: Settings, *, ingest: bool, shutdown: Shutdown) -> None:
+    def __init__(
+        self, settings: Settings, *, ingest: bool, shutdown: Shutdown, workers: bool = True
+    ) -> None:
         self.settings = settings
         self._shutdown = shutdown
         self.address = broker_address(settings)
         self._with_ingest = ingest
+        self._with_workers = workers
         self.broker: EmbeddedBroker | None = None
         self.worker: IngestWorker | None = None
         self._scheduler: AsyncIOScheduler | None = None
@@ -95,7 +98,26 @@ class Background:
             self.worker = await asyncio.to_thread(build_worker, self.settings, ingest_login)
             self.worker.start()
             health.register_check("mqtt", lambda: self.worker is not None and self.worker.connected)
-        assert self.bus.streams is not None  # make_bus gives every bus its streams
+        if self._with_workers:
+            await self._start_workers()
+        _tune_garbage_collector()
+        if self.settings.demo:
+            devices = await asyncio.to_thread(demo_devices)
+            history = await asyncio.to_thread(backfill, devices)
+            device_logins = await asyncio.to_thread(
+                logins.device_addresses,
+                self.address,
+                [spec.id for spec in devices],
+                ca_file=self.settings.mqtt_ca_file,
+            )
+            self.simulator = Simulator(
+                self.address, devices, rate=DEMO_RATE, signals=history, logins=device_logins
+            )
+            self.simulator.start()
+
+    async def _start_workers(self) -> None:
+        """The rule evaluator, the notification and command dispatchers, the periodic jobs."""
+        assert self.hub is not None and self.bus.streams is not None  # made by `start`
         self._evaluation = asyncio.create_task(
             run_evaluator(self.hub, self.bus.streams), name="rule-evaluator"
         )
@@ -114,20 +136,6 @@ class Background:
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         jobs.add_jobs(self._scheduler, self.settings)
         self._scheduler.start()
-        _tune_garbage_collector()
-        if self.settings.demo:
-            devices = await asyncio.to_thread(demo_devices)
-            history = await asyncio.to_thread(backfill, devices)
-            device_logins = await asyncio.to_thread(
-                logins.device_addresses,
-                self.address,
-                [spec.id for spec in devices],
-                ca_file=self.settings.mqtt_ca_file,
-            )
-            self.simulator = Simulator(
-                self.address, devices, rate=DEMO_RATE, signals=history, logins=device_logins
-            )
-            self.simulator.start()
 
     async def stop(self) -> None:
         """Stop taking work, let what was taken finish, then the broker and the bus.
@@ -139,10 +147,11 @@ class Background:
         and said. The broker goes once ingest acknowledged, the bus last.
         """
         self._shutdown.begin()
-        if self._starting is not None and not self._starting.done():
+        starting = self._starting
+        if starting is not None and starting is not asyncio.current_task() and not starting.done():
             # a stop during the start (a test that ends at once, an early SIGTERM): the
             # start ends first, or the embedded broker, still starting, refuses to stop
-            await asyncio.wait({self._starting}, timeout=self._shutdown.remaining())
+            await asyncio.wait({starting}, timeout=self._shutdown.remaining())
         if self.simulator is not None:
             # off the loop: the embedded broker runs on it and must acknowledge `offline`
             await asyncio.to_thread(self.simulator.stop)

@@ -73,7 +73,7 @@ def _forget_test_runner() -> None:
 
 
 @cli.command()
-def serve(  # keyword-only: six options, each named on the command line
+def serve(  # keyword-only: seven options, each named on the command line
     *,
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Web port (default 8080).")] = None,
@@ -83,6 +83,13 @@ def serve(  # keyword-only: six options, each named on the command line
     no_ingest: Annotated[
         bool, typer.Option("--no-ingest", help="Leave MQTT ingest to `iotdeck ingest` processes.")
     ] = False,
+    no_workers: Annotated[
+        bool,
+        typer.Option(
+            "--no-workers",
+            help="Leave rules, notifications, commands and jobs to `iotdeck worker` processes.",
+        ),
+    ] = False,
     certfile: Annotated[
         Path | None,
         typer.Option(help="PEM certificate (chain) to serve HTTPS with (IOTDECK_TLS_CERT)."),
@@ -91,7 +98,11 @@ def serve(  # keyword-only: six options, each named on the command line
         Path | None, typer.Option(help="Its PEM private key, unencrypted (IOTDECK_TLS_KEY).")
     ] = None,
 ) -> None:
-    """Run the dashboard, /graphql, health endpoints and (unless --no-ingest) MQTT ingest."""
+    """Run the dashboard, /graphql, health endpoints and (unless --no-ingest) MQTT ingest.
+
+    Rule evaluation, notifications, commands and periodic jobs run in it too, unless
+    --no-workers.
+    """
     _forget_test_runner()
     from app import https, main  # imports NiceGUI, which other commands do not need
 
@@ -127,6 +138,7 @@ def serve(  # keyword-only: six options, each named on the command line
             )
     sys.stdout.flush()
     settings.ingest = settings.ingest and not no_ingest
+    settings.workers = settings.workers and not no_workers
     raise typer.Exit(main.run(settings))  # 1: something was left to the next process
 
 
@@ -181,6 +193,26 @@ def ingest() -> None:
     try:
         with metrics_server.serving(settings.host, settings.metrics_port):
             code = run_ingest(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)  # 1: something was left to the next process (app/shutdown.py)
+
+
+@cli.command()
+def worker() -> None:
+    """Evaluate rules, send notifications and commands and run the periodic jobs, without
+    the web app (beside `serve --no-workers`; on IOTDECK_REDIS_URL and IOTDECK_MQTT_URL).
+
+    /metrics and /health/live are served on IOTDECK_METRICS_PORT meanwhile.
+    """
+    from app import metrics_server, tracing
+    from app.worker import run_worker  # paho and the scheduler load only here
+
+    settings = _settings()
+    tracing.configure("iotdeck-worker")  # spans over OTLP if OTEL_EXPORTER_OTLP_ENDPOINT is set
+    try:
+        with metrics_server.serving(settings.host, settings.metrics_port):
+            code = run_worker(settings)
     except ConfigError as exc:
         _fail(str(exc))
     raise typer.Exit(code)  # 1: something was left to the next process (app/shutdown.py)

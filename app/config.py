@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     device_rate_burst: int = Field(default=600, ge=1)
     # ingest worker (`serve` runs one in-process unless this is false or --no-ingest)
     ingest: bool = True
+    # the rule evaluator, notification and command dispatchers and periodic jobs: `serve`
+    # runs them in-process unless this is false or --no-workers (`iotdeck worker` then)
+    workers: bool = True
     ingest_client_id: str = Field(default_factory=lambda: f"iotdeck-ingest-{socket.gethostname()}")
     ingest_shared_group: str = ""
     ingest_batch_messages: int = Field(default=2000, ge=1)

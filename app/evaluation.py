@@ -114,7 +114,9 @@ class Evaluator:
     def start(self) -> list[Transition]:
         """Load, replay recent history, align with the stored alerts (before live points).
 
-        Returns the violations the replay found still going on without an alert, now opened.
+        Returns what the replay found that no evaluator acted on: violations still going on
+        without an alert (now opened), and open alerts whose condition cleared meanwhile
+        (now resolved, as the rule's `clear when` would have).
         """
         self.load()
         now = self._clock()
@@ -135,6 +137,15 @@ class Evaluator:
             and (t.rule_id, t.device_id) not in still_open
             and last.get((t.rule_id, t.device_id), since) < t.at - SAME_FIRING
         ]
+        # the last clear of an open alert whose condition the replay ends cleared: committed
+        # points no evaluator saw (a takeover, points stored before this replay's query)
+        cleared = {
+            (t.rule_id, t.device_id): t
+            for t in replayed
+            if t.kind == "CLEARED" and (t.rule_id, t.device_id) in still_open
+        }
+        cleared = {pair: t for pair, t in cleared.items() if not self.engine.is_active(*pair)}
+        still_open -= cleared.keys()
         for rule_id, device_id in set(self.engine.states()) | set(last) | still_open:
             self.engine.set_alert(
                 rule_id,
@@ -144,8 +155,11 @@ class Evaluator:
             )
         if missed:
             logger.warning("rule engine: %d violation(s) found without an alert", len(missed))
-        self.apply(missed)
-        return missed
+        if cleared:
+            logger.warning("rule engine: %d open alert(s) found cleared", len(cleared))
+        found = missed + list(cleared.values())
+        self.apply(found)
+        return found
 
     def _replay(
         self, start: datetime, end: datetime, ranges: Mapping[str, Range] | None = None

@@ -105,7 +105,9 @@ def build(settings: Settings) -> Shutdown:
     shutdown = Shutdown("serve", settings.shutdown_timeout)
     if not helpers.is_user_simulation():  # NiceGUI's simulated browser has no server to stop
         app.on_startup(lambda: listen(shutdown, sockets))  # first: a signal at start-up counts
-    background = Background(settings, ingest=settings.ingest, shutdown=shutdown)
+    background = Background(
+        settings, ingest=settings.ingest, shutdown=shutdown, workers=settings.workers
+    )
     app.on_startup(background.start)
     app.on_shutdown(background.stop)
     return shutdown

@@ -112,6 +112,34 @@ def test_a_restart_keeps_an_open_alert_open_and_fires_nothing_twice(engine: Engi
     assert len(_alerts(engine)) == 1
 
 
+def test_an_open_alert_whose_condition_cleared_before_the_start_is_resolved(
+    engine: Engine,
+) -> None:
+    """A takeover: the point that clears was committed before the new evaluator's replay,
+    and the engine, holding it from the replay, will not clear on it when it comes live."""
+    hot = 'rule "Hot"\n  when temperature > 30\n  clear when temperature < 25\n  cooldown 10s\n'
+    device, _ = _setup(engine, hot)
+    at = _minutes(utcnow().replace(microsecond=0) - timedelta(minutes=1))
+    clock = FakeClock(at(0))
+    first = Evaluator(clock)
+    first.start()
+    first.on_telemetry(_store(engine, device, "temperature", at(0), 35))
+    assert [a.status for a in _alerts(engine)] == [AlertStatus.ACTIVE]
+    del first  # killed; then the clearing point is committed
+    cold = _store(engine, device, "temperature", at(0.5), 20)
+
+    clock.now = at(0.6)
+    second = Evaluator(clock)
+    assert [t.kind for t in second.start()] == ["CLEARED"]
+    assert [a.status for a in _alerts(engine)] == [AlertStatus.RESOLVED]
+    assert second.on_telemetry(cold) == []  # live, late: held already
+    clock.now = at(0.8)
+    assert [
+        t.kind for t in second.on_telemetry(_store(engine, device, "temperature", at(0.8), 36))
+    ] == ["FIRED"]
+    assert sorted(a.status for a in _alerts(engine)) == [AlertStatus.ACTIVE, AlertStatus.RESOLVED]
+
+
 def test_a_violation_that_began_while_no_evaluator_ran_opens_its_alert_at_start(
     engine: Engine,
 ) -> None:
