@@ -634,10 +634,12 @@ async def _events(watched: bus.Subscription, evaluator: Evaluator, turn: asyncio
 
 
 async def _lag(streams: Streams, partitions: range) -> None:
-    """The streams' lag on /metrics, every LAG_EVERY seconds (what cannot be read is skipped)."""
+    """The streams' lag on /metrics, and done entries trimmed, every LAG_EVERY seconds (a
+    partition that cannot be read is skipped that time)."""
     while True:
         for partition in partitions:
             try:
+                await streams.trim(partition)
                 lag = await streams.lag(GROUP, partition)
             except StreamsError:
                 continue

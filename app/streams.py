@@ -109,6 +109,9 @@ class Streams(Protocol):
     async def lag(self, group: str, partition: int) -> Lag:
         """How far `group` is behind on `partition`."""
 
+    async def trim(self, partition: int) -> None:
+        """Drop the entries every group has read and acknowledged."""
+
     async def close(self) -> None:
         """Release connections."""
 
@@ -285,6 +288,27 @@ class RedisStreams:
         undelivered = info.get("lag")
         return Lag(length, int(undelivered or 0), int(info["pending"]), oldest)
 
+    async def trim(self, partition: int) -> None:
+        """XTRIM MINID to the oldest entry a group still needs: its oldest pending one, or
+        the one after its last read."""
+        key = self.key(partition)
+        try:
+            floors = []
+            for info in await self._reader.xinfo_groups(key):
+                if info["pending"]:
+                    first = await self._reader.xpending_range(key, _text(info["name"]), "-", "+", 1)
+                    floors.append(_entry_id(first[0]["message_id"]))
+                else:
+                    last = _entry_id(info["last-delivered-id"])
+                    floors.append((last[0], last[1] + 1))
+            if floors:
+                low = min(floors)
+                await self._reader.xtrim(key, minid=f"{low[0]}-{low[1]}", approximate=False)
+        except ResponseError:  # no such stream yet
+            return
+        except (redis.RedisError, OSError) as exc:
+            raise StreamsError(str(exc)) from exc
+
     async def close(self) -> None:
         """Close both connections."""
         self._appender.close()
@@ -293,6 +317,11 @@ class RedisStreams:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry_id(value: bytes | str) -> tuple[int, int]:
+    milliseconds, sequence = _text(value).split("-")
+    return int(milliseconds), int(sequence)
 
 
 @dataclass
@@ -426,6 +455,10 @@ class MemoryStreams:
             undelivered = sum(1 for sequence in stream.entries if sequence > state.delivered)
             oldest = min((p.delivered for p in state.pending.values()), default=now)
             return Lag(len(stream.entries), undelivered, len(state.pending), now - oldest)
+
+    async def trim(self, partition: int) -> None:
+        """Nothing to do: an entry goes once every group acknowledged it."""
+        del partition
 
     async def close(self) -> None:
         """Nothing to release."""
