@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -185,17 +186,9 @@ def ingest() -> None:
 
     /metrics and /health/live are served on IOTDECK_METRICS_PORT meanwhile.
     """
-    from app import metrics_server, tracing
     from app.mqtt.runner import run_ingest  # paho and the scheduler load only here
 
-    settings = _settings()
-    tracing.configure("iotdeck-ingest")  # spans over OTLP if OTEL_EXPORTER_OTLP_ENDPOINT is set
-    try:
-        with metrics_server.serving(settings.host, settings.metrics_port):
-            code = run_ingest(settings)
-    except ConfigError as exc:
-        _fail(str(exc))
-    raise typer.Exit(code)  # 1: something was left to the next process (app/shutdown.py)
+    _run_beside_metrics("iotdeck-ingest", run_ingest)
 
 
 @cli.command()
@@ -205,17 +198,25 @@ def worker() -> None:
 
     /metrics and /health/live are served on IOTDECK_METRICS_PORT meanwhile.
     """
-    from app import metrics_server, tracing
     from app.worker import run_worker  # paho and the scheduler load only here
 
+    _run_beside_metrics("iotdeck-worker", run_worker)
+
+
+def _run_beside_metrics(service: str, run: Callable[[Settings], int]) -> NoReturn:
+    """A process without the web app: traced as `service`, /metrics and /health/live on
+    IOTDECK_METRICS_PORT while `run` runs; exits with its code (1: something was left to
+    the next process, app/shutdown.py)."""
+    from app import metrics_server, tracing
+
     settings = _settings()
-    tracing.configure("iotdeck-worker")  # spans over OTLP if OTEL_EXPORTER_OTLP_ENDPOINT is set
+    tracing.configure(service)  # spans over OTLP if OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
         with metrics_server.serving(settings.host, settings.metrics_port):
-            code = run_worker(settings)
+            code = run(settings)
     except ConfigError as exc:
         _fail(str(exc))
-    raise typer.Exit(code)  # 1: something was left to the next process (app/shutdown.py)
+    raise typer.Exit(code)
 
 
 @cli.command()
