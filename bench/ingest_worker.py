@@ -4,7 +4,7 @@ Run by `bench/ingest.py` in its own process (`python -m bench.ingest_worker OUT.
 its memory and CPU are its own. Each payload's timestamp is the moment the load
 generator published it; after each commit the probe records commit time minus that
 timestamp, once per message. On SIGTERM the worker stops as `iotdeck ingest` does and
-the percentiles and peak RSS are written to OUT.json.
+the percentiles, CPU seconds and peak RSS are written to OUT.json.
 """
 
 import json
@@ -63,10 +63,12 @@ def main() -> None:
             return None
         return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 1)
 
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak_kb = usage.ru_maxrss
     with open(out, "w") as handle:
         json.dump(
             {
+                "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
                 "p50_latency_ms": percentile(0.50),
                 "p99_latency_ms": percentile(0.99),
                 "latency_samples": len(latencies),
