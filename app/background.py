@@ -7,11 +7,11 @@ import uuid
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from app import bus, health, jobs
+from app import bus, health, jobs, leases
 from app.command_dispatch import run_command_dispatcher
 from app.config import Settings
 from app.dashboards.live import get_live_values
-from app.evaluation import run_evaluator
+from app.evaluation import GROUP, run_evaluator
 from app.mqtt import logins
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.embedded import EmbeddedBroker
@@ -118,8 +118,9 @@ class Background:
     async def _start_workers(self) -> None:
         """The rule evaluator, the notification and command dispatchers, the periodic jobs."""
         assert self.hub is not None and self.bus.streams is not None  # made by `start`
+        owner = leases.make_owner(self.settings.redis_url, self.settings.partitions, GROUP)
         self._evaluation = asyncio.create_task(
-            run_evaluator(self.hub, self.bus.streams), name="rule-evaluator"
+            run_evaluator(self.hub, self.bus.streams, owner), name="rule-evaluator"
         )
         self._notifications = asyncio.create_task(
             run_dispatcher(self.settings, self.hub), name="notification-dispatcher"

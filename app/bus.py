@@ -457,10 +457,12 @@ class RedisBus:
             logger.info("bus: listening on %s (%s)", redacted(self.url), PATTERN)
             try:
                 async for raw in pubsub.listen():
+                    retries.stop_if_cancelled()
                     if raw["type"] == "pmessage":
                         channel = raw["channel"].decode()
                         hub.deliver(channel, orjson.loads(raw["data"]))
             except (redis.RedisError, OSError) as exc:
+                retries.stop_if_cancelled()
                 # a dropped subscription loses what was published meanwhile: say so
                 shown = redacted(self.url)
                 logger.warning("bus: subscription to %s lost (%s); reconnecting", shown, exc)

@@ -3,13 +3,15 @@
 The evaluator reads committed points and device events from the partitioned streams
 (app/streams.py), so it sees exactly the points that were committed, whichever ingest
 process wrote them, at least once: it acknowledges a read once the alerts it caused are
-committed, and takes over what a dead evaluator left unacknowledged. Exactly one process
-evaluates: the one holding a PostgreSQL advisory lock (SQLite means one process anyway);
-the lock goes with its connection when that process dies, and another takes over.
+committed, and takes over what a dead evaluator left unacknowledged. Each partition has
+one evaluating process at a time, its owner (app/leases.py: Redis leases shared among the
+worker processes, or the holder of an advisory lock when there is no Redis); a process
+evaluates the devices of the partitions it owns, and a partition whose owner died or gave
+it back goes to another within seconds.
 Transitions become alerts through the alerts service in one transaction per batch,
 announced on `iot:alerts` after the commit; rule and alert changes come from the bus.
 
-Nothing is forgotten across a restart or a change of leader: before it takes live points,
+Nothing is forgotten across a restart or a change of owner: before it takes live points,
 the new evaluator replays the stored telemetry each rule can still see (its longest window
 plus its `for`), which rebuilds the windows and the `for` timers, then aligns each
 (rule, device) with the stored alerts (open ones stay open, cooldowns keep running). A
@@ -29,8 +31,6 @@ points also seen live counts them once, and alert opening is idempotent.
 import asyncio
 import itertools
 import logging
-import os
-import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -38,13 +38,13 @@ from typing import TypeVar
 
 from sqlmodel import Session, select
 
-from app import bus, db, leadership, logs, metrics, retries, tracing
+from app import bus, db, leases, logs, metrics, retries, tracing
 from app.errors import ValidationError
 from app.evaluation_drops import TELEMETRY_PREFIX, BurstLog, DropLog, Dropped, Range, from_gap
 from app.models import Alert, AlertRule, Device
 from app.services import alerts, commands, notifications, rules, telemetry
 from app.shutdown import finish_first
-from app.streams import Entry, Streams, StreamsError, StreamsReset
+from app.streams import Entry, Streams, StreamsError, StreamsReset, partition_of
 from rules.ast import CommandAction
 from rules.compiler import CompiledRule, compile_rule
 from rules.engine import Engine, Transition
@@ -86,9 +86,11 @@ def lookback(compiled: Iterable[CompiledRule]) -> timedelta:
 class Evaluator:
     """One rule engine fed with committed points; writes the alerts it decides."""
 
-    def __init__(self, clock: Clock = _now) -> None:
+    def __init__(self, clock: Clock = _now, owns: Callable[[str], bool] | None = None) -> None:
         self.engine = Engine([])
         self._clock = clock
+        # which devices are this evaluator's (those of its partitions); all by default
+        self._owns = owns or (lambda _device_id: True)
         self._types: dict[str, str] = {}
         self._rules: dict[str, AlertRule] = {}
         self._newest: datetime | None = None  # of the points evaluated since the last lag
@@ -100,7 +102,7 @@ class Evaluator:
         """Read the enabled rules and the devices (at start, and when rules change)."""
         with Session(db.get_engine(), expire_on_commit=False) as session:
             stored = rules.list_rules(session=session, enabled_only=True)
-            known = list(session.exec(select(Device)))
+            known = [d for d in session.exec(select(Device)) if self._owns(str(d.id))]
         self._rules = {str(rule.id): rule for rule in stored}
         self.engine.set_rules(_compiled(stored))
         types = {str(device.id): device.type for device in known}
@@ -124,11 +126,12 @@ class Evaluator:
         replayed, _ = self._replay(since, now + SAME_FIRING)
         with Session(db.get_engine()) as session:
             stored = alerts.last_triggered(session=session, since=since - SAME_FIRING)
-            still_open = {
-                (str(alert.rule_id), str(alert.device_id))
-                for alert in alerts.active_alerts(session=session)
-            }
-        last = {(str(rule), str(device)): at for (rule, device), at in stored.items()}
+            still_open = self._open_pairs(session)
+        last = {
+            (str(rule), str(device)): at
+            for (rule, device), at in stored.items()
+            if self._owns(str(device))
+        }
         missed = [
             t
             for t in replayed
@@ -222,15 +225,22 @@ class Evaluator:
     def _resync_alerts(self) -> None:
         """Re-arm the (rule, device) pairs whose alert was closed by a message that was dropped."""
         with Session(db.get_engine()) as session:
-            still_open = {
-                (str(alert.rule_id), str(alert.device_id))
-                for alert in alerts.active_alerts(session=session)
-            }
+            still_open = self._open_pairs(session)
         for rule_id, device_id in self.engine.states():
             if (rule_id, device_id) not in still_open and self.engine.is_active(rule_id, device_id):
                 self.engine.resolve(rule_id, device_id)
 
+    def _open_pairs(self, session: Session) -> set[tuple[str, str]]:
+        """(rule id, device id) of the open alerts of this evaluator's devices."""
+        return {
+            (str(alert.rule_id), str(alert.device_id))
+            for alert in alerts.active_alerts(session=session)
+            if self._owns(str(alert.device_id))
+        }
+
     def _device_type(self, device_id: str) -> str | None:
+        if not self._owns(device_id):
+            return None
         if device_id not in self._types:
             with Session(db.get_engine()) as session:
                 device = session.get(Device, uuid.UUID(device_id))
@@ -314,6 +324,8 @@ class Evaluator:
 
     def _on_device_event(self, message: bus.Message) -> None:
         device = message["device"]
+        if not self._owns(device["id"]):
+            return
         if message["type"] == "DELETED":
             self._types.pop(device["id"], None)
             self.engine.forget(device["id"])
@@ -506,25 +518,86 @@ GROUP = "rules"  # the evaluator's consumer group on every partition
 _WATCHED = (bus.RULES, bus.ALERTS)
 
 
-async def run_evaluator(hub: bus.Hub, streams: Streams, queue_size: int = QUEUE_SIZE) -> None:
-    """Become the evaluator when this process can take the lock, then evaluate forever.
+async def run_evaluator(
+    hub: bus.Hub, streams: Streams, owner: leases.Owner, queue_size: int = QUEUE_SIZE
+) -> None:
+    """Evaluate the partitions `owner` holds for this process, following its changes.
 
     Telemetry and device events come from the partitioned streams (app/streams.py), read
     in the `rules` consumer group and acknowledged once the alerts they caused are
     committed; rule and alert changes come from the bus (`queue_size`: how many may wait
-    before the oldest go, then the rules and alerts are read again). The engine is not
-    thread-safe: batches, bus messages and the clock-driven tick take turns through one
-    lock, each running off the event loop.
+    before the oldest go, then the rules and alerts are read again). When the partitions
+    this process may evaluate change (a worker joined or left), the evaluation stops at the
+    end of its batch, the partitions it no longer owns go back, and a new evaluation starts
+    on the new set from storage, as a new leader would (app/leases.py).
     """
-    async with leadership.leading(leadership.EVALUATOR, "rule evaluator"):
-        metrics.EVALUATOR_LEADER.set(1)
-        evaluator = Evaluator()
-        partitions = range(streams.partitions)
-        watched = hub.subscribe(
-            lambda c: c in _WATCHED, size=queue_size, on_drop=evaluator.drops.record
+    holding = asyncio.create_task(owner.run(), name="partition-leases")
+    evaluating: asyncio.Task | None = None
+    using: frozenset[int] = frozenset()
+    try:
+        while True:
+            await _next_change(owner, evaluating)
+            wanted = owner.usable()
+            if evaluating is not None and not evaluating.done():
+                if wanted == using:
+                    continue
+                evaluating.cancel()
+                await asyncio.wait([evaluating])  # its batch ends whole, its alerts committed
+            if not await owner.use(wanted):  # not recorded: nothing starts (next round again)
+                wanted = frozenset()
+                await owner.use(wanted)
+            using = wanted
+            evaluating = None
+            if using:
+                evaluating = asyncio.create_task(
+                    _evaluate(hub, streams, owner, using, queue_size), name="rule-evaluation"
+                )
+    finally:
+        for task in (evaluating, holding):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
+        await owner.close()
+
+
+async def _next_change(owner: leases.Owner, evaluating: asyncio.Task | None) -> None:
+    """Until the owner's partitions may have changed, or the evaluation ended by itself
+    (it should not: it is logged, and a new one starts)."""
+    changed = asyncio.create_task(owner.changed.wait())
+    try:
+        await asyncio.wait(
+            [changed] if evaluating is None else [changed, evaluating],
+            return_when=asyncio.FIRST_COMPLETED,
         )
-        metrics.EVALUATOR_QUEUE_DEPTH.set_function(lambda: watched.waiting)  # read at scrape
-        turn = asyncio.Lock()
+    finally:
+        changed.cancel()
+    owner.changed.clear()
+    if evaluating is not None and evaluating.done() and not evaluating.cancelled():
+        if (error := evaluating.exception()) is not None:
+            logger.error("rule evaluation stopped; starting again", exc_info=error)
+            await asyncio.sleep(leases.ROUND_SECONDS)
+
+
+async def _evaluate(
+    hub: bus.Hub,
+    streams: Streams,
+    owner: leases.Owner,
+    partitions: frozenset[int],
+    queue_size: int,
+) -> None:
+    """One evaluator for the devices of `partitions`, from storage then from their streams."""
+    count = streams.partitions
+    evaluator = Evaluator(owns=lambda device_id: partition_of(device_id, count) in partitions)
+    logger.info("rule evaluator: partitions %s", sorted(partitions))
+    metrics.EVALUATOR_LEADER.set(1)
+    metrics.EVALUATOR_PARTITIONS.set(len(partitions))
+    watched = hub.subscribe(
+        lambda c: c in _WATCHED, size=queue_size, on_drop=evaluator.drops.record
+    )
+    metrics.EVALUATOR_QUEUE_DEPTH.set_function(lambda: watched.waiting)  # read at scrape
+    turn = asyncio.Lock()
+    helpers: list[asyncio.Task] = []
+    try:
         # the groups exist before the replay: what is committed meanwhile waits in them
         await _until_done(lambda: streams.join(GROUP, partitions), "join the streams")
         await _run(turn, evaluator.start)
@@ -533,28 +606,37 @@ async def run_evaluator(hub: bus.Hub, streams: Streams, queue_size: int = QUEUE_
             asyncio.create_task(_events(watched, evaluator, turn), name="rule-evaluator-events"),
             asyncio.create_task(_lag(streams, partitions), name="rule-evaluator-lag"),
         ]
-        try:
-            await _consume(streams, partitions, evaluator, turn)
-        finally:
-            watched.close()
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.wait(helpers)  # a tick in progress ends whole before the lock goes
-            metrics.EVALUATOR_LEADER.set(0)
-            metrics.EVALUATOR_QUEUE_DEPTH.set_function(lambda: 0)
+        await _consume(streams, owner, partitions, evaluator, turn)
+    finally:
+        watched.close()
+        for helper in helpers:
+            helper.cancel()
+        if helpers:
+            await asyncio.wait(helpers)  # a tick in progress ends whole before the lease goes
+        for partition in partitions:  # another process reports them now
+            metrics.forget_partition(str(partition))
+        metrics.EVALUATOR_LEADER.set(0)
+        metrics.EVALUATOR_PARTITIONS.set(0)
+        metrics.EVALUATOR_QUEUE_DEPTH.set_function(lambda: 0)
 
 
 async def _consume(
-    streams: Streams, partitions: range, evaluator: Evaluator, turn: asyncio.Lock
+    streams: Streams,
+    owner: leases.Owner,
+    partitions: frozenset[int],
+    evaluator: Evaluator,
+    turn: asyncio.Lock,
 ) -> None:
     """Evaluate the streams' entries, acknowledging each read once its alerts are committed.
 
-    First what the previous evaluator read and never acknowledged (it held the lock this
-    process now holds, so it is gone): those entries are taken over. An evaluation that
+    First what the previous owner of these partitions read and never acknowledged (it gave
+    their leases back or died): those entries are taken over. Nothing is evaluated while
+    the leases are not surely held (Redis unreachable, this process paused): the owner
+    renews them or gives them up, which stops this evaluation. An evaluation that
     fails because the database is away is tried again with the same entries; one that
     fails for another reason is logged and acknowledged, so one bad entry stops nothing.
     """
-    consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    consumer = leases.member_name()
     entries = await _take_over(streams, consumer, partitions, evaluator, turn)
     failures = 0
     while True:
@@ -571,6 +653,9 @@ async def _consume(
                     failures := failures + 1, f"cannot read the streams ({exc})"
                 )
                 continue
+        if not owner.fresh():
+            await asyncio.sleep(leases.ROUND_SECONDS)
+            continue
         failed = await _run(turn, evaluator.on_entries, entries)
         if failed is not None and db.is_transient(failed):
             await _wait_after_error(failures := failures + 1, "the database is away")
@@ -584,14 +669,18 @@ async def _consume(
 
 
 async def _take_over(
-    streams: Streams, consumer: str, partitions: range, evaluator: Evaluator, turn: asyncio.Lock
+    streams: Streams,
+    consumer: str,
+    partitions: frozenset[int],
+    evaluator: Evaluator,
+    turn: asyncio.Lock,
 ) -> list[Entry]:
     """Every entry of the group read and not acknowledged, now `consumer`'s."""
     failures = 0
     while True:
         try:
             entries: list[Entry] = []
-            for partition in partitions:
+            for partition in sorted(partitions):
                 entries += await streams.claim(GROUP, consumer, partition, idle=0)
         except StreamsReset as reset:
             await _rebuild(reset, evaluator, turn)
@@ -633,11 +722,11 @@ async def _events(watched: bus.Subscription, evaluator: Evaluator, turn: asyncio
         await _run(turn, evaluator.on_messages, batch, evaluator.drops.take())
 
 
-async def _lag(streams: Streams, partitions: range) -> None:
+async def _lag(streams: Streams, partitions: frozenset[int]) -> None:
     """The streams' lag on /metrics, and done entries trimmed, every LAG_EVERY seconds (a
     partition that cannot be read is skipped that time)."""
     while True:
-        for partition in partitions:
+        for partition in sorted(partitions):
             try:
                 await streams.trim(partition)
                 lag = await streams.lag(GROUP, partition)

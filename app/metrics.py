@@ -112,7 +112,10 @@ BUS_RECEIVED = Counter("bus_received_total", "Bus messages this process received
 # --- rules and alerts (app/evaluation.py) -------------------------------------------------
 
 EVALUATOR_LEADER = Gauge(
-    "evaluator_leader", "1 while this process holds the evaluation lock and evaluates rules"
+    "evaluator_leader", "1 while this process owns partitions and evaluates their rules"
+)
+EVALUATOR_PARTITIONS = Gauge(
+    "evaluator_partitions", "Partitions whose devices this process evaluates (app/leases.py)"
 )
 EVALUATOR_LAG = Gauge(
     "evaluator_lag_seconds",
@@ -150,6 +153,18 @@ STREAM_OLDEST_PENDING = Gauge(
     "Since the oldest unacknowledged entry of a partition's stream was read (0: none)",
     ["partition"],
 )
+_PER_PARTITION = (STREAM_LENGTH, STREAM_UNDELIVERED, STREAM_PENDING, STREAM_OLDEST_PENDING)
+
+
+def forget_partition(partition: str) -> None:
+    """Stop reporting a partition's stream (its new owner reports it, not a stale copy)."""
+    for gauge in _PER_PARTITION:
+        try:
+            gauge.remove(partition)
+        except KeyError:  # never reported here
+            pass
+
+
 STREAM_GAPS = Counter(
     "stream_gap_entries_total",
     "Gap entries read: appends that had failed, their points replayed from storage",

@@ -16,6 +16,7 @@ A `CircuitBreaker` stops calling a dependency that keeps failing and lets one ca
 it again now and then; the database and each notification target have one.
 """
 
+import asyncio
 import logging
 import random
 import threading
@@ -86,6 +87,19 @@ def redis_retry() -> redis.retry.Retry:
 def async_redis_retry() -> redis.asyncio.retry.Retry:
     """The retry of each Redis command of an asyncio client."""
     return redis.asyncio.retry.Retry(_command_backoff(), REDIS_COMMAND_RETRIES)
+
+
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if the current task is being cancelled.
+
+    To call after each redis-py command of a loop, whether it returned or raised: a task
+    cancelled during a command may see it return normally or raise a ConnectionError
+    instead (measured here with redis-py 8.2 and hiredis: 1 cancel in 100 or so), and a
+    loop that goes on swallows the cancel (a worker that never stops).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def jittered(failures: int) -> float:

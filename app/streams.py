@@ -23,7 +23,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -212,15 +212,15 @@ class RedisStreams:
     @contextlib.asynccontextmanager
     async def _guarded(self, group: str, partitions: Collection[int]) -> AsyncIterator[None]:
         """Redis errors as StreamsError; a vanished group made again, as StreamsReset."""
-        try:
-            yield
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise StreamsError(str(exc)) from exc
-            await self._remake(group, partitions)
-            raise StreamsReset(f"{group}: consumer group gone, made again") from exc
-        except (redis.RedisError, OSError) as exc:
-            raise StreamsError(str(exc)) from exc
+        with _errors():
+            try:
+                yield
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                retries.stop_if_cancelled()
+                await self._remake(group, partitions)
+                raise StreamsReset(f"{group}: consumer group gone, made again") from exc
 
     async def _remake(self, group: str, partitions: Collection[int]) -> None:
         for partition in partitions:
@@ -258,18 +258,16 @@ class RedisStreams:
             by_partition.setdefault(entry.partition, []).append(entry.id)
         if not by_partition:
             return
-        try:
+        with _errors():
             async with self._reader.pipeline(transaction=False) as pipeline:
                 for partition, ids in by_partition.items():
                     pipeline.xack(self.key(partition), group, *ids)
                 await pipeline.execute()
-        except (redis.RedisError, OSError) as exc:
-            raise StreamsError(str(exc)) from exc
 
     async def lag(self, group: str, partition: int) -> Lag:
         """XLEN, XINFO GROUPS (its `lag`) and XPENDING's oldest entry."""
         key = self.key(partition)
-        try:
+        with contextlib.suppress(_NoStream), _errors():
             length = await self._reader.xlen(key)
             info = next(
                 (g for g in await self._reader.xinfo_groups(key) if _text(g["name"]) == group),
@@ -281,18 +279,14 @@ class RedisStreams:
             if info["pending"]:
                 first = await self._reader.xpending_range(key, group, "-", "+", 1)
                 oldest = first[0]["time_since_delivered"] / 1000 if first else 0.0
-        except ResponseError:  # no such stream yet
-            return Lag(0, 0, 0, 0.0)
-        except (redis.RedisError, OSError) as exc:
-            raise StreamsError(str(exc)) from exc
-        undelivered = info.get("lag")
-        return Lag(length, int(undelivered or 0), int(info["pending"]), oldest)
+            return Lag(length, int(info.get("lag") or 0), int(info["pending"]), oldest)
+        return Lag(0, 0, 0, 0.0)  # no such stream yet
 
     async def trim(self, partition: int) -> None:
         """XTRIM MINID to the oldest entry a group still needs: its oldest pending one, or
         the one after its last read."""
         key = self.key(partition)
-        try:
+        with contextlib.suppress(_NoStream), _errors():
             floors = []
             for info in await self._reader.xinfo_groups(key):
                 if info["pending"]:
@@ -304,15 +298,32 @@ class RedisStreams:
             if floors:
                 low = min(floors)
                 await self._reader.xtrim(key, minid=f"{low[0]}-{low[1]}", approximate=False)
-        except ResponseError:  # no such stream yet
-            return
-        except (redis.RedisError, OSError) as exc:
-            raise StreamsError(str(exc)) from exc
 
     async def close(self) -> None:
         """Close both connections."""
         self._appender.close()
         await self._reader.aclose()
+
+
+class _NoStream(StreamsError):
+    """XINFO on a stream that does not exist yet."""
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Redis errors as StreamsError (a missing stream as _NoStream), and a cancel that
+    redis-py swallowed raised again (app/retries.py `stop_if_cancelled`)."""
+    try:
+        yield
+    except ResponseError as exc:
+        retries.stop_if_cancelled()
+        if "no such key" in str(exc).lower():
+            raise _NoStream from exc
+        raise StreamsError(str(exc)) from exc
+    except (redis.RedisError, OSError) as exc:
+        retries.stop_if_cancelled()
+        raise StreamsError(str(exc)) from exc
+    retries.stop_if_cancelled()
 
 
 def _text(value: bytes | str) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-from app import bus, db, evaluation
+from app import bus, db, evaluation, leases
 from app.background import _tune_garbage_collector
 from app.config import get_settings
 from app.evaluation_drops import Dropped
@@ -176,7 +176,13 @@ async def _run(status: Path) -> None:
     bus.set_bus(redis_bus, hub)
     assert redis_bus.streams is not None
     evaluation.Evaluator = ProbedEvaluator  # run_evaluator builds its evaluator by this name
-    evaluating = asyncio.create_task(evaluation.run_evaluator(hub, redis_bus.streams))
+    evaluating = asyncio.create_task(
+        evaluation.run_evaluator(
+            hub,
+            redis_bus.streams,
+            leases.make_owner(settings.redis_url, settings.partitions, evaluation.GROUP),
+        )
+    )
     while not (redis_bus.healthy and PROBE.loaded.is_set()):
         if evaluating.done():
             evaluating.result()  # raises what stopped it

@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 
 from app import bus, evaluation
 from app.evaluation import Evaluator
+from app.leases import SoleOwner
 from app.models import Alert, AlertStatus, DeviceCreate, TelemetryPoint, utcnow
 from app.mqtt.ingest import IngestWorker
 from app.services import alerts, devices, rules, telemetry
@@ -262,7 +263,9 @@ async def test_an_ingest_burst_waits_in_the_streams_and_opens_every_alert_once(
             payload = {"timestamp": at(minute).isoformat(), "temperature": value}
             publish(f"devices/{device_id}/telemetry", payload)
 
-    evaluating = asyncio.create_task(evaluation.run_evaluator(hub, streams))
+    evaluating = asyncio.create_task(
+        evaluation.run_evaluator(hub, streams, SoleOwner(streams.partitions))
+    )
     worker = None
     try:
         await wait_for(lambda: hub.subscribers)

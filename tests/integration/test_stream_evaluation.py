@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from app import bus, evaluation
+from app.leases import SoleOwner
 from app.models import utcnow
 from app.services import telemetry
 from app.services.telemetry import Point
@@ -71,7 +72,9 @@ async def test_what_a_dead_evaluator_read_is_taken_over_and_alerts_once(
     # its point, and its device's coming online; then it died
     assert sorted(entry.message["kind"] for entry in read) == ["device", "telemetry"]
 
-    evaluating = asyncio.create_task(evaluation.run_evaluator(hub, streams))
+    evaluating = asyncio.create_task(
+        evaluation.run_evaluator(hub, streams, SoleOwner(streams.partitions))
+    )
     try:
         await wait_for(lambda: _opened(engine) == [(device, old)])
         await wait_for_async(lambda: _drained(streams))
@@ -111,7 +114,9 @@ async def test_points_whose_append_failed_come_back_as_a_gap_and_alert(
     assert isinstance(transport, bus.RedisBus) and transport.streams is not None
     streams = transport.streams
     gaps = REGISTRY.get_sample_value("stream_gap_entries_total") or 0.0
-    evaluating = asyncio.create_task(evaluation.run_evaluator(hub, streams))
+    evaluating = asyncio.create_task(
+        evaluation.run_evaluator(hub, streams, SoleOwner(streams.partitions))
+    )
     try:
         await wait_for(lambda: REGISTRY.get_sample_value("evaluator_leader") == 1)
         server.stop()  # Redis away; its file keeps the streams and the group
@@ -140,7 +145,9 @@ async def test_a_redis_that_lost_its_data_makes_the_evaluator_rebuild_from_stora
     bus.set_bus(transport, hub)
     (device,) = _devices(engine, 1, WARM)
     assert transport.streams is not None
-    evaluating = asyncio.create_task(evaluation.run_evaluator(hub, transport.streams))
+    evaluating = asyncio.create_task(
+        evaluation.run_evaluator(hub, transport.streams, SoleOwner(transport.streams.partitions))
+    )
     try:
         await wait_for(lambda: REGISTRY.get_sample_value("evaluator_leader") == 1)
         await wait_for_async(lambda: _drained(transport.streams))  # joined
