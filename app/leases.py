@@ -5,11 +5,12 @@ With Redis (the streams live there), every evaluating process is a *member*: eac
 LEASE_SECONDS later by Redis's clock), reads the live members, and takes its share of the
 partitions: partition p goes to the live members, sorted, in turn (p mod their number),
 an even split every member computes alike (a join or a leave may move most partitions:
-each move costs its new owner a replay from storage, see app/evaluation.py). A partition is held with a lease, a key
-(`iot:lease:<group>:<p>`) set with NX and an expiry, renewed each round by a script that
-checks the holder first; it goes by itself when its holder dies. Redis rather than
-PostgreSQL: a lease is one command there with its own expiry, the members' heartbeats sit
-beside it, and losing Redis stops the streams the leases guard anyway.
+each move costs its new owner a replay from storage, see app/evaluation.py). A partition
+is held with a lease, a key (`iot:lease:<group>:<p>`) set with NX and an expiry, renewed
+each round by a script that checks the holder first; it goes by itself when its holder
+dies. Redis rather than PostgreSQL: a lease is one command there with its own expiry, the
+members' heartbeats sit beside it, and losing Redis stops the streams the leases guard
+anyway.
 
 Each partition has one owner at a time because a process takes a lease only when it is
 free, and gives one back only after it stopped reading the partition: the evaluator says
