@@ -173,6 +173,10 @@ class Gaps:
     def __bool__(self) -> bool:
         return bool(self._lost)
 
+    def __len__(self) -> int:
+        """How many partitions have a gap waiting (read from any thread, for metrics)."""
+        return len(self._lost)
+
 
 def _widen(ranges: dict[str, list[str]], device_id: str, first: str, last: str) -> None:
     known = ranges.get(device_id)
@@ -412,6 +416,7 @@ class RedisBus:
         self._listening = False
         self.streams = streams
         self.gaps = Gaps()
+        metrics.STREAM_GAPS_HELD.set_function(lambda: len(self.gaps))  # read at scrape
 
     @property
     def healthy(self) -> bool:

@@ -61,6 +61,21 @@ for i, key in ipairs(KEYS) do
 end
 return kept
 """
+# take each lease (KEYS) that is free or still ours (held before a Redis blip); which (1/0)
+_TAKE = """
+local taken = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+    taken[i] = 1
+  elseif redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    taken[i] = 1
+  else
+    taken[i] = 0
+  end
+end
+return taken
+"""
 # give back each lease still ours (KEYS)
 _RELEASE = """
 for _, key in ipairs(KEYS) do
@@ -170,6 +185,7 @@ class Leases:
         )
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
+        self._take = self._redis.register_script(_TAKE)
         self._members_key = MEMBERS.format(group=group)
         self._held: set[int] = set()
         self._target: frozenset[int] = frozenset()
@@ -218,11 +234,13 @@ class Leases:
             await self._release(keys=[self._lease(p) for p in sorted(free)], args=[self.name])
             self._held -= free
             logger.info("partition leases: gave back %s", sorted(free))
+        wanted = sorted(self._target - self._held)
         taken = []
-        for partition in sorted(self._target - self._held):
-            if await self._redis.set(self._lease(partition), self.name, nx=True, px=lease_ms):
-                self._held.add(partition)
-                taken.append(partition)
+        if wanted:
+            keys = [self._lease(p) for p in wanted]
+            answers = await self._take(keys=keys, args=[self.name, lease_ms])
+            taken = [p for p, ok in zip(wanted, answers, strict=True) if ok]
+            self._held.update(taken)
         if taken:
             logger.info("partition leases: took %s", taken)
         if self.usable() != self._using:

@@ -165,6 +165,11 @@ def forget_partition(partition: str) -> None:
             pass
 
 
+STREAM_GAPS_HELD = Gauge(
+    "stream_gaps_held",
+    "Partitions whose committed points this process could not append yet (Redis away): "
+    "kept as gaps, appended first when Redis answers",
+)
 STREAM_GAPS = Counter(
     "stream_gap_entries_total",
     "Gap entries read: appends that had failed, their points replayed from storage",

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from app import bus, evaluation
-from app.leases import SoleOwner
+from app.leases import Leases, SoleOwner
 from app.models import utcnow
 from app.services import telemetry
 from app.services.telemetry import Point
@@ -108,30 +108,43 @@ async def redis_bus(tmp_path: Path, engine: Engine) -> AsyncIterator[tuple[bus.H
 async def test_points_whose_append_failed_come_back_as_a_gap_and_alert(
     engine: Engine, redis_bus: tuple[bus.Hub, RedisServer]
 ) -> None:
+    """Redis restarted mid-stream under partition leases: the points committed meanwhile
+    are evaluated once, and the metrics show the gap held, then gone and the lag at 0."""
     hub, server = redis_bus
     hot, cold = _devices(engine, 2, HOT)
     transport = bus.get_bus()
     assert isinstance(transport, bus.RedisBus) and transport.streams is not None
     streams = transport.streams
     gaps = REGISTRY.get_sample_value("stream_gap_entries_total") or 0.0
-    evaluating = asyncio.create_task(
-        evaluation.run_evaluator(hub, streams, SoleOwner(streams.partitions))
-    )
+    owner = Leases(server.url, evaluation.GROUP, streams.partitions)
+    evaluating = asyncio.create_task(evaluation.run_evaluator(hub, streams, owner))
     try:
-        await wait_for(lambda: REGISTRY.get_sample_value("evaluator_leader") == 1)
-        server.stop()  # Redis away; its file keeps the streams and the group
+        await wait_for(lambda: REGISTRY.get_sample_value("evaluator_partitions") == 4)
+        server.stop()  # Redis away; its file keeps the streams, the group and the leases
         old = utcnow().replace(microsecond=0) - timedelta(minutes=10)
         await asyncio.to_thread(_write, engine, hot, old, 35.0)  # committed, not appended
-        assert transport.gaps
+        assert REGISTRY.get_sample_value("stream_gaps_held") == 1
         server.start()
         await asyncio.to_thread(_write, engine, cold, utcnow(), 20.0)  # the gap goes first
-        assert not transport.gaps
+        assert REGISTRY.get_sample_value("stream_gaps_held") == 0
         await wait_for(lambda: _opened(engine) == [(hot, old)], timeout=30)
         await wait_for_async(lambda: _drained(streams))
+        await wait_for(lambda: _lag_reported(streams.partitions) == [0] * streams.partitions)
     finally:
         await _stopped(evaluating)
     assert (REGISTRY.get_sample_value("stream_gap_entries_total") or 0.0) == gaps + 1
     assert _opened(engine) == [(hot, old)]
+
+
+def _lag_reported(partitions: int) -> list[float | None]:
+    """Per partition, what /metrics says is undelivered plus pending."""
+    found = []
+    for partition in range(partitions):
+        labels = {"partition": str(partition)}
+        undelivered = REGISTRY.get_sample_value("stream_undelivered_entries", labels)
+        pending = REGISTRY.get_sample_value("stream_pending_entries", labels)
+        found.append(None if undelivered is None or pending is None else undelivered + pending)
+    return found
 
 
 @NEEDS_REDIS
