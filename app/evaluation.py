@@ -531,6 +531,7 @@ async def run_evaluator(
     end of its batch, the partitions it no longer owns go back, and a new evaluation starts
     on the new set from storage, as a new leader would (app/leases.py).
     """
+    metrics.PARTITIONS_CONFIGURED.set(streams.partitions)
     holding = asyncio.create_task(owner.run(), name="partition-leases")
     evaluating: asyncio.Task | None = None
     using: frozenset[int] = frozenset()

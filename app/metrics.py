@@ -114,6 +114,9 @@ BUS_RECEIVED = Counter("bus_received_total", "Bus messages this process received
 EVALUATOR_LEADER = Gauge(
     "evaluator_leader", "1 while this process owns partitions and evaluates their rules"
 )
+PARTITIONS_CONFIGURED = Gauge(
+    "partitions_configured", "IOTDECK_PARTITIONS: the partitions devices are spread over"
+)
 EVALUATOR_PARTITIONS = Gauge(
     "evaluator_partitions", "Partitions whose devices this process evaluates (app/leases.py)"
 )
