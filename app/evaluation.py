@@ -44,7 +44,7 @@ from app.evaluation_drops import TELEMETRY_PREFIX, BurstLog, DropLog, Dropped, R
 from app.models import Alert, AlertRule, Device
 from app.services import alerts, commands, notifications, rules, telemetry
 from app.shutdown import finish_first
-from app.streams import Entry, Streams, StreamsError, StreamsReset, partition_of
+from app.streams import RULES, Entry, Streams, StreamsError, StreamsReset, partition_of
 from rules.ast import CommandAction
 from rules.compiler import CompiledRule, compile_rule
 from rules.engine import Engine, Transition
@@ -514,7 +514,7 @@ BATCH_MESSAGES = 5_000  # bus messages taken in one turn
 READ_ENTRIES = 200
 READ_BLOCK = 1.0  # seconds a read waits for a new entry
 LAG_EVERY = 5.0  # seconds between two readings of the streams' lag for /metrics
-GROUP = "rules"  # the evaluator's consumer group on every partition
+GROUP = RULES  # the evaluator's consumer group on every partition
 _WATCHED = (bus.RULES, bus.ALERTS)
 
 

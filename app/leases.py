@@ -158,10 +158,65 @@ class SoleOwner:
         return True
 
     async def close(self) -> None:
-        pass
+        _forget(self)
 
 
-class Leases:
+class Roster:
+    """What the members' records and the leases say (read only: the System page's view)."""
+
+    def __init__(
+        self, url: str, group: str, partitions: int, *, lease_seconds: float = LEASE_SECONDS
+    ) -> None:
+        self.group = group
+        self.partitions = partitions
+        self.lease_seconds = lease_seconds
+        self._redis = aredis.Redis.from_url(
+            url, retry=retries.async_redis_retry(), socket_connect_timeout=2.0
+        )
+        self._members_key = MEMBERS.format(group=group)
+
+    def _lease(self, partition: int) -> str:
+        return LEASE.format(group=self.group, partition=partition)
+
+    async def _now_ms(self) -> int:
+        seconds, micros = await self._redis.time()
+        return seconds * 1000 + micros // 1000
+
+    async def members(self, now_ms: int | None = None) -> list[Member]:
+        """The live members (heartbeat not expired), by name; expired records are removed."""
+        if now_ms is None:
+            now_ms = await self._now_ms()
+        live: list[Member] = []
+        expired: list[bytes] = []
+        for name, raw in (await self._redis.hgetall(self._members_key)).items():
+            record = orjson.loads(raw)
+            if record["expires"] <= now_ms:
+                expired.append(name)
+                continue
+            seen_ms = now_ms - (record["expires"] - int(self.lease_seconds * 1000))
+            live.append(
+                Member(
+                    name=name.decode(),
+                    host=record["host"],
+                    pid=record["pid"],
+                    using=frozenset(record["using"]),
+                    seen_seconds=max(0.0, seen_ms / 1000),
+                )
+            )
+        if expired:
+            await self._redis.hdel(self._members_key, *expired)
+        return sorted(live, key=lambda member: member.name)
+
+    async def owners(self) -> dict[int, str | None]:
+        """Each partition's lease holder (None: free)."""
+        held = await self._redis.mget([self._lease(p) for p in range(self.partitions)])
+        return {p: None if name is None else name.decode() for p, name in enumerate(held)}
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+class Leases(Roster):
     """This process's share of the partitions, held with Redis leases (see the module)."""
 
     def __init__(
@@ -174,26 +229,17 @@ class Leases:
         lease_seconds: float = LEASE_SECONDS,
         round_seconds: float = ROUND_SECONDS,
     ) -> None:
+        super().__init__(url, group, partitions, lease_seconds=lease_seconds)
         self.name = name or member_name()
-        self.group = group
-        self.partitions = partitions
-        self.lease_seconds = lease_seconds
         self.round_seconds = round_seconds
         self.changed = asyncio.Event()
-        self._redis = aredis.Redis.from_url(
-            url, retry=retries.async_redis_retry(), socket_connect_timeout=2.0
-        )
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
         self._take = self._redis.register_script(_TAKE)
-        self._members_key = MEMBERS.format(group=group)
         self._held: set[int] = set()
         self._target: frozenset[int] = frozenset()
         self._using: frozenset[int] = frozenset()
         self._renewed = float("-inf")  # monotonic time the last round began, if it went through
-
-    def _lease(self, partition: int) -> str:
-        return LEASE.format(group=self.group, partition=partition)
 
     async def run(self) -> None:
         failures = 0
@@ -246,10 +292,6 @@ class Leases:
         if self.usable() != self._using:
             self.changed.set()
 
-    async def _now_ms(self) -> int:
-        seconds, micros = await self._redis.time()
-        return seconds * 1000 + micros // 1000
-
     async def _heartbeat(self, expires_ms: int) -> None:
         record = {
             "host": socket.gethostname(),
@@ -258,36 +300,6 @@ class Leases:
             "expires": expires_ms,
         }
         await self._redis.hset(self._members_key, self.name, orjson.dumps(record))
-
-    async def members(self, now_ms: int | None = None) -> list[Member]:
-        """The live members (heartbeat not expired), by name; expired records are removed."""
-        if now_ms is None:
-            now_ms = await self._now_ms()
-        live: list[Member] = []
-        expired: list[bytes] = []
-        for name, raw in (await self._redis.hgetall(self._members_key)).items():
-            record = orjson.loads(raw)
-            if record["expires"] <= now_ms:
-                expired.append(name)
-                continue
-            seen_ms = now_ms - (record["expires"] - int(self.lease_seconds * 1000))
-            live.append(
-                Member(
-                    name=name.decode(),
-                    host=record["host"],
-                    pid=record["pid"],
-                    using=frozenset(record["using"]),
-                    seen_seconds=max(0.0, seen_ms / 1000),
-                )
-            )
-        if expired:
-            await self._redis.hdel(self._members_key, *expired)
-        return sorted(live, key=lambda member: member.name)
-
-    async def owners(self) -> dict[int, str | None]:
-        """Each partition's lease holder (None: free)."""
-        held = await self._redis.mget([self._lease(p) for p in range(self.partitions)])
-        return {p: None if name is None else name.decode() for p, name in enumerate(held)}
 
     def usable(self) -> frozenset[int]:
         return frozenset(self._held & self._target)
@@ -323,11 +335,25 @@ class Leases:
             logger.warning("partition leases: not given back (%s)", exc)
         finally:
             self._held.clear()
-            await self._redis.aclose()
+            _forget(self)
+            await super().close()
+
+
+_made: list[Owner] = []  # the owner of this process's evaluator, once made
 
 
 def make_owner(redis_url: str, partitions: int, group: str) -> Owner:
     """Leases shared with the other processes on Redis, or the whole set without Redis."""
-    if redis_url:
-        return Leases(redis_url, group, partitions)
-    return SoleOwner(partitions)
+    owner: Owner = Leases(redis_url, group, partitions) if redis_url else SoleOwner(partitions)
+    _made[:] = [owner]
+    return owner
+
+
+def _forget(owner: Owner) -> None:
+    if _made and _made[0] is owner:
+        _made.clear()
+
+
+def this_process() -> Owner | None:
+    """The owner `make_owner` made for this process's evaluator (None: it runs none)."""
+    return _made[0] if _made else None

@@ -37,6 +37,7 @@ from app import retries
 Message = dict[str, Any]
 
 KEY = "iot:partition:{partition}"  # a partition's stream; pub/sub channels are another namespace
+RULES = "rules"  # the rule evaluator's consumer group on every partition (and its leases')
 MAX_LENGTH = 100_000  # entries a stream keeps at most (Redis trims approximately)
 MEMORY_MAX_LENGTH = 10_000  # in memory: entries are whole batches, and it is one process
 _FIELD = b"m"  # an entry's one field: the message, JSON

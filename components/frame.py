@@ -53,6 +53,7 @@ def _header(user: User, live: LiveFeed) -> None:
                 _nav_link("Rules", "/rules", "rule", active=path.startswith("/rules"))
                 if has_role(user, Role.ADMIN):
                     _nav_link("Users", "/users", "group", active=path.startswith("/users"))
+                    _nav_link("System", "/system", "hub", active=path.startswith("/system"))
             ui.space()
             # the live connection indicator and the open-alert badge, both pushed
             with ui.row().classes("items-center gap-3 no-wrap").mark("header-status"):

@@ -1,7 +1,17 @@
 """NiceGUI pages: thin, they call app services and compose components."""
 
 from app.config import Settings
-from pages import alerts, auth, dashboards, device_detail, devices, rule_editor, rules, users
+from pages import (
+    alerts,
+    auth,
+    dashboards,
+    device_detail,
+    devices,
+    rule_editor,
+    rules,
+    system,
+    users,
+)
 
 
 def create(settings: Settings) -> None:
@@ -11,6 +21,7 @@ def create(settings: Settings) -> None:
     dashboards.create()
     device_detail.create()
     users.create()
+    system.create()
     alerts.create()
     rules.create()
     rule_editor.create(settings)

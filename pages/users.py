@@ -11,7 +11,7 @@ from app.errors import NotFoundError, ValidationError
 from app.models import Role, User, UserCreate, UserUpdate
 from app.services import users
 from components.data_table import cell, data_table, row
-from components.empty_state import empty_state
+from components.empty_state import empty_state, forbidden
 from components.forms import clear_errors, show_error
 from components.frame import frame, page_heading
 from components.relative_time import time_label
@@ -167,16 +167,6 @@ class UserTable:
                 time_label(account.created_at, relative=False)
 
 
-def _forbidden() -> None:
-    with ui.card().classes("w-full shadow-none border border-slate-200"):
-        with empty_state(
-            "lock", "Not allowed", "Only administrators can manage users. Ask an admin for access."
-        ):
-            ui.button("Back to devices", on_click=lambda: ui.navigate.to("/devices")).props(
-                "unelevated no-caps"
-            )
-
-
 def create() -> None:
     """Register /users."""
 
@@ -188,7 +178,7 @@ def create() -> None:
             await table.load()
         with frame("Users", user=user):
             if not has_role(user, Role.ADMIN):
-                _forbidden()
+                forbidden("Only administrators can manage users. Ask an admin for access.")
                 return
             with page_heading("Users", "Who can sign in, and what they may do"):
                 ui.button(
