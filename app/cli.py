@@ -451,7 +451,7 @@ def bench_dashboard(
 
 
 @bench_cli.command("rules")
-def bench_rules(  # keyword-only: eight options, each named on the command line
+def bench_rules(  # keyword-only: nine options, each named on the command line
     *,
     rules: Annotated[int, typer.Option(min=1, help="Rules (thresholds, windows, nodata).")] = 100,
     devices: Annotated[int, typer.Option(min=1, help="Devices (one publisher each).")] = 1000,
@@ -463,11 +463,31 @@ def bench_rules(  # keyword-only: eight options, each named on the command line
     engine_only: Annotated[
         bool, typer.Option("--engine-only", help="Skip the ingest comparison.")
     ] = False,
+    rule_workers: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--rule-workers",
+            min=1,
+            help="Instead: evaluator processes sharing the partitions, one run per value "
+            "(e.g. --rule-workers 1 --rule-workers 2), on the same backlog.",
+        ),
+    ] = None,
 ) -> None:
     """Rule engine µs per point, and ingest points/s with rules evaluated versus none."""
     from bench.rules import Options, run, table
 
     _warnings_only()
+    if rule_workers:
+        from bench import rules_scaling
+
+        scaled = rules_scaling.run(
+            rules_scaling.Options(
+                rules=rules, devices=devices, points=points, workers=tuple(rule_workers)
+            )
+        )
+        print(rules_scaling.table(scaled))
+        print(json.dumps(scaled))
+        return
     options = Options(
         rules=rules,
         devices=devices,

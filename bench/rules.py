@@ -93,6 +93,15 @@ class EvaluatorProcess:
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError("the rule evaluator did not start")
 
+    def progress(self) -> int:
+        """Points evaluated live or replayed so far."""
+        return self._progress()[0]
+
+    def final(self) -> dict:
+        """Stop it; the figures it wrote on its way out."""
+        self.stop()
+        return json.loads(self.status.read_text())["final"]
+
     def _progress(self) -> tuple[int, bool]:
         """Points evaluated live or replayed so far, and whether a turn is in progress."""
         try:
@@ -118,8 +127,7 @@ class EvaluatorProcess:
             if now > seen or busy:
                 seen, progress_at = now, time.perf_counter()
         behind = progress_at - started
-        self.stop()
-        figures = json.loads(self.status.read_text())["final"]
+        figures = self.final()
         lost = committed - figures["points"] - figures["replayed"]
         cpu_us = figures["cpu_s"] / max(1, figures["points"] + figures["replayed"]) * 1e6
         return {

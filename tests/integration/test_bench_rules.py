@@ -15,6 +15,7 @@ from tests.serving import bench_stdout
 
 TINY = ["--rules", "5", "--devices", "20", "--points", "3000", "--repeats", "1"]
 TINY += ["--seconds", "2", "--backlog", "600"]
+SCALING = ["--rule-workers", "1", "--rule-workers", "2"]
 
 
 def test_the_generated_rules_parse_and_mix_the_language() -> None:
@@ -57,3 +58,17 @@ def test_tiny_run_reports_both_parts() -> None:
     assert drain["evaluator_lost_points"] == 0
     assert "WARNING: the evaluator lost" not in stdout
     assert "evaluated_points" not in ingest["without_rules"]["live"]  # no evaluator ran
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
+def test_tiny_scaling_run_splits_the_work_and_makes_the_same_alerts() -> None:
+    stdout = bench_stdout("rules", "--rules", "5", "--devices", "20", "--points", "3000", *SCALING)
+    assert "rule evaluation shared by partition: 5 rules, 20 devices" in stdout
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    one, two = summary["runs"]
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert one["points"] == two["points"] > 0
+    assert sum(two["per_process_points"]) == two["points"]  # each point evaluated once
+    assert all(share > 0 for share in two["per_process_points"])  # both had partitions
+    assert one["fired"] == two["fired"]  # the same alerts, whoever evaluated
+    assert summary["ratio"] > 0
