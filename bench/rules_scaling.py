@@ -106,6 +106,7 @@ def _configuration(
         started = time.perf_counter()
         for batch in batches:
             streams.append(bus.work_items([(bus.TELEMETRY_BATCH, batch)], PARTITIONS))
+        appended = time.perf_counter() - started
         while sum(process.progress() for process in processes) < total:
             time.sleep(0.02)
         seconds = time.perf_counter() - started
@@ -116,6 +117,7 @@ def _configuration(
         "processes": count,
         "points": total,
         "seconds": round(seconds, 2),
+        "append_seconds": round(appended, 2),  # the backlog reaching the streams
         "points_per_s": round(total / seconds),
         "cpu_s": round(cpu, 2),
         "cores_used": round(cpu / seconds, 2),  # by the evaluators, on average
