@@ -137,7 +137,8 @@ def test_required_variables_are_explained_in_the_deployment_guide() -> None:
 def test_iotdeck_processes_read_their_environment_as_meant(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert set(iotdeck_services()) >= {"migrate", "mqtt-broker", "app", "ingest-1", "ingest-2"}
+    expected = {"migrate", "mqtt-broker", "app", "ingest-1", "ingest-2", "worker"}
+    assert set(iotdeck_services()) >= expected
     for name in iotdeck_services():
         settings = read_settings(environment(name), monkeypatch)
         assert settings.log_format == "json" and not settings.demo, name
@@ -208,7 +209,7 @@ def test_prometheus_finds_every_target_and_its_rules() -> None:
                 for service in services:
                     assert str(discovery["port"]) in SERVICES[service]["expose"], service
                     targets += 1
-    assert targets >= 3  # the app and two ingest workers
+    assert targets >= 4  # the app, two ingest workers and the workers
     mounted = mounts("prometheus")
     config_target = mounted["./deploy/prometheus/prometheus.yml"]
     for rules in config["rule_files"]:

@@ -1,9 +1,10 @@
 """Every Grafana panel shows data from a real, busy iotdeck.
 
-`iotdeck serve --no-ingest` and `iotdeck ingest`, as docker-compose runs them, on a fresh
+`iotdeck serve --no-ingest --no-workers`, `iotdeck ingest` and `iotdeck worker`, as
+docker-compose runs them, on a fresh
 PostgreSQL database, Redis and the test's broker, under a little of everything: telemetry
 from three devices, malformed messages, rules that fire and notify a webhook, commands,
-GraphQL, pages, a throttled sign-in. A real Prometheus scrapes both as
+GraphQL, pages, a throttled sign-in. A real Prometheus scrapes all three as
 deploy/prometheus/prometheus.yml says (same job names) and evaluates alerts.yml. Then
 each panel query of every dashboard, Grafana's variables filled in, runs through
 Prometheus' HTTP API over the load's time range: a panel that shows nothing fails.
@@ -67,7 +68,8 @@ RULES = (
 EFFECTS = (
     f'count_over_time(up{{job="serve"}}[10m]) >= {LOAD_SECONDS}',
     f'count_over_time(up{{job="ingest"}}[10m]) >= {LOAD_SECONDS}',
-    'sum(up{job=~"serve|ingest"}) == 2',
+    f'count_over_time(up{{job="worker"}}[10m]) >= {LOAD_SECONDS}',
+    'sum(up{job=~"serve|ingest|worker"}) == 3',
     'sum(alerts_triggered_total{severity="critical"}) > 0',
     'sum(alerts_triggered_total{severity="warning"}) > 0',
     'sum(notification_attempts_total{channel="webhook", outcome="sent"}) > 0',
@@ -114,18 +116,31 @@ def _ingest_connected(metrics_url: str) -> bool:
 
 
 @contextmanager
-def _iotdeck(root: Path, env: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """serve (no ingest) and one ingest, ready: their /metrics addresses (host:port)."""
-    web, metrics = free_port(), free_port()
-    serve = [IOTDECK, "serve", "--no-ingest", "--host", "127.0.0.1", "--port", str(web)]
+def _iotdeck(root: Path, env: dict[str, str]) -> Iterator[tuple[str, str, str]]:
+    """serve (no ingest, no workers), one ingest and one worker, ready: their /metrics
+    addresses (host:port)."""
+    web, metrics, working = free_port(), free_port(), free_port()
+    serve = [IOTDECK, "serve", "--no-ingest", "--no-workers"]
+    serve += ["--host", "127.0.0.1", "--port", str(web)]
     ready = functools.partial(answers, f"http://127.0.0.1:{web}/health/ready")
     connected = functools.partial(_ingest_connected, f"http://127.0.0.1:{metrics}/metrics")
-    ingest_env = env | {"IOTDECK_METRICS_PORT": str(metrics)}
+    worker_log = root / "worker.log"
     with (
         running(serve, env, root / "serve.log", ready),
-        running([IOTDECK, "ingest"], ingest_env, root / "ingest.log", connected),
+        running(
+            [IOTDECK, "ingest"],
+            env | {"IOTDECK_METRICS_PORT": str(metrics)},
+            root / "ingest.log",
+            connected,
+        ),
+        running(
+            [IOTDECK, "worker"],
+            env | {"IOTDECK_METRICS_PORT": str(working)},
+            worker_log,
+            lambda: "worker running" in worker_log.read_text(),
+        ),
     ):
-        yield f"127.0.0.1:{web}", f"127.0.0.1:{metrics}"
+        yield f"127.0.0.1:{web}", f"127.0.0.1:{metrics}", f"127.0.0.1:{working}"
 
 
 @contextmanager
@@ -245,9 +260,14 @@ def test_every_dashboard_panel_shows_data_from_a_loaded_iotdeck(
     with ExitStack() as stack:
         receivers = Receivers()
         stack.callback(receivers.stop)
-        serve, ingest = stack.enter_context(_iotdeck(tmp_path, env))
+        serve, ingest, worker = stack.enter_context(_iotdeck(tmp_path, env))
         url = f"http://{serve}"
-        targets = {"serve": [serve], "ingest": [ingest], "prometheus": ["self"]}
+        targets = {
+            "serve": [serve],
+            "ingest": [ingest],
+            "worker": [worker],
+            "prometheus": ["self"],
+        }
         prometheus = stack.enter_context(running_prometheus(tmp_path / "prometheus", targets))
         started = time.time()
         api = Api(url, token)

@@ -115,8 +115,8 @@ def container_ports(workload: Manifest) -> set[str | int]:
 
 def test_the_upgrade_steps_cover_every_object_once() -> None:
     """docs/deployment.md applies a release in steps chosen by component label: first what
-    has none (namespace, settings, databases), then migrate, ingest, app, mqtt-broker."""
-    steps = {"migrate", "ingest", "app", "mqtt-broker"}
+    has none (namespace, settings, databases), then migrate, ingest, worker, app, mqtt-broker."""
+    steps = {"migrate", "ingest", "worker", "app", "mqtt-broker"}
     guide = DEPLOYMENT_DOC.read_text()
     for step in steps:
         assert f"-l {COMPONENT}={step}" in guide, step
@@ -286,6 +286,9 @@ def test_the_app_is_probed_on_its_health_endpoints_and_ingest_on_its_metrics() -
     assert app["livenessProbe"]["httpGet"]["path"] == "/health/live"
     [ingest] = pod_spec(named("StatefulSet", "ingest"))["containers"]
     assert ingest["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    [worker] = pod_spec(named("Deployment", "worker"))["containers"]
+    assert worker["command"] == ["iotdeck", "worker"]
+    assert worker["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
 
 
 def test_grace_period_outlasts_the_pre_stop_sleep_and_the_shutdown_timeout(
@@ -301,7 +304,7 @@ def test_grace_period_outlasts_the_pre_stop_sleep_and_the_shutdown_timeout(
         assert command[0] == "sleep"
         grace = pod_spec(workload)["terminationGracePeriodSeconds"]
         assert grace > int(command[1]) + settings.shutdown_timeout, workload["metadata"]["name"]
-    assert long_running == 3  # app, ingest, mqtt-broker
+    assert long_running == 4  # app, ingest, worker, mqtt-broker
 
 
 def test_every_pod_runs_unprivileged_on_a_read_only_root() -> None:
@@ -363,7 +366,7 @@ def test_the_secret_template_cannot_run_as_it_is(monkeypatch: pytest.MonkeyPatch
 # the Prometheus Operator's ServiceMonitor (no schema here): the shape we rely on ---------------
 
 
-def test_service_monitors_scrape_the_app_and_ingest_as_the_alerts_name_them() -> None:
+def test_service_monitors_scrape_every_process_as_the_alerts_name_them() -> None:
     jobs = {
         job["job_name"] for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
     }
@@ -384,7 +387,7 @@ def test_service_monitors_scrape_the_app_and_ingest_as_the_alerts_name_them() ->
             for service in services:
                 assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
                 scraped[service["metadata"]["name"]] = relabel["replacement"]
-    assert scraped == {"app": "serve", "ingest": "ingest"}
+    assert scraped == {"app": "serve", "ingest": "ingest", "worker": "worker"}
 
 
 # what kubectl makes of the folder ----------------------------------------------------------------
