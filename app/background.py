@@ -130,7 +130,11 @@ class Background:
         )
         self._commands = asyncio.create_task(
             run_command_dispatcher(
-                commands_login, self.hub, client_id=f"iotdeck-commands-{uuid.uuid4().hex[:8]}"
+                commands_login,
+                self.hub,
+                client_id=f"iotdeck-commands-{uuid.uuid4().hex[:8]}",
+                owner=owner,
+                partitions=self.settings.partitions,
             ),
             name="command-dispatcher",
         )

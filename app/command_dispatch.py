@@ -1,7 +1,9 @@
 """The command dispatcher: commands and configurations out to devices, expiry on time.
 
-One process runs it (a PostgreSQL advisory lock, `app.leadership`). It holds its own MQTT
-connection and, in rounds:
+Every process running the workers runs one, for the devices of the partitions its rule
+evaluator owns (`app/leases.py`): a device's commands go out in order from one process, and
+a dead process's pending commands are its partitions' new owner's. It holds its own MQTT
+connection and, in rounds, for those devices:
 
 1. marks EXPIRED every command still waiting for its device at `expires_at`;
 2. publishes, retained at QoS 1, each device configuration stored since its last
@@ -28,12 +30,13 @@ import orjson
 from paho.mqtt.client import Client, ConnectFlags, MQTTMessageInfo
 from paho.mqtt.reasoncodes import ReasonCode
 
-from app import bus, db, leadership, metrics, tracing
+from app import bus, db, leases, metrics, tracing
 from app.models import DeviceStatus, utcnow
 from app.mqtt import connection
 from app.mqtt.connection import BrokerAddress
 from app.rounds import Rounds
 from app.services import commands
+from app.streams import partition_of
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +59,20 @@ class CommandDispatcher:
     """Publishes due commands and configurations on its own MQTT connection."""
 
     def __init__(
-        self, address: BrokerAddress, *, client_id: str, poll_seconds: float = POLL_SECONDS
+        self,
+        address: BrokerAddress,
+        *,
+        client_id: str,
+        poll_seconds: float = POLL_SECONDS,
+        owner: leases.Owner | None = None,
+        partitions: int = 1,
     ) -> None:
+        """`owner`: whose partitions' devices it serves (`partitions` in all); None: all."""
         self.address = address
         self.poll_seconds = poll_seconds
+        self.owner = owner
+        self.partitions = partitions
+        self.published = 0  # commands the broker acknowledged, since it was made
         self._client: Client = connection.make_client(address, client_id, persistent=False)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -98,7 +111,7 @@ class CommandDispatcher:
         news = hub.subscribe(channels=[bus.COMMANDS, bus.DEVICE_STATUS]) if hub else None
         try:
             await self._rounds.run(
-                lambda: asyncio.to_thread(self._round),
+                self._owned_round,
                 news,
                 lambda channel, message: (
                     channel == bus.COMMANDS or message.get("status") == DeviceStatus.ONLINE
@@ -117,19 +130,34 @@ class CommandDispatcher:
         connection.connect(self._client, self.address, persistent=False)
         self._client.loop_start()
 
+    async def _owned_round(self) -> float:
+        """A round over the devices of the owner's partitions, which stay this process's
+        until it ends (the owner's lock)."""
+        if self.owner is None:
+            return await asyncio.to_thread(self._round, None)
+        async with self.owner.lock:
+            owned = self.owner.in_use()
+            if not owned:
+                return self.poll_seconds
+            count = self.partitions
+            return await asyncio.to_thread(
+                self._round, lambda device_id: partition_of(device_id, count) in owned
+            )
+
     # a round, in a worker thread ---------------------------------------------------------
 
-    def _round(self) -> float:
-        """Expire, publish what is due; the seconds until the next round is needed."""
+    def _round(self, devices: commands.DeviceFilter | None) -> float:
+        """Expire, publish what is due for `devices` (None: all); the seconds until the next
+        round is needed."""
         try:
             now = utcnow()
             with db.session_scope() as session:
-                expired = commands.expire_due(session=session, now=now)
+                expired = commands.expire_due(session=session, now=now, devices=devices)
             if expired:
                 logger.info("%d command(s) expired", len(expired))
             if self._connected.is_set():
-                self._publish_configs()
-                self._publish_commands(now)
+                self._publish_configs(devices)
+                self._publish_commands(now, devices)
             with db.session_scope() as session:
                 upcoming = commands.next_expiry(session=session)
         except db.DatabaseUnavailableError as error:  # said once by its breaker: no traceback
@@ -150,11 +178,11 @@ class CommandDispatcher:
             return False  # not queued (disconnected meanwhile): the next round retries
         return info.is_published()
 
-    def _publish_configs(self) -> None:
+    def _publish_configs(self, devices: commands.DeviceFilter | None) -> None:
         with db.session_scope() as session:
             due = [
                 (device.id, device.config_updated_at, device.config)
-                for device in commands.configs_to_publish(session=session)
+                for device in commands.configs_to_publish(session=session, devices=devices)
             ]
         for device_id, version, document in due:
             info = self._publish(config_topic(device_id), document, retain=True)
@@ -164,7 +192,7 @@ class CommandDispatcher:
                         session=session, device_id=device_id, version=version
                     )
 
-    def _publish_commands(self, now: datetime) -> None:
+    def _publish_commands(self, now: datetime, devices: commands.DeviceFilter | None) -> None:
         with db.session_scope() as session:
             due = [
                 (
@@ -173,7 +201,7 @@ class CommandDispatcher:
                     command.correlation_id,
                     commands.device_message(command),
                 )
-                for command in commands.due_for_sending(session=session, now=now)
+                for command in commands.due_for_sending(session=session, now=now, devices=devices)
             ]
         metrics.COMMAND_DISPATCH_PENDING.set(len(due))
         sent = []  # all published first, then each confirmed: one broker round trip in all
@@ -206,6 +234,7 @@ class CommandDispatcher:
                     },
                 )
                 metrics.COMMANDS_PUBLISHED.inc()
+                self.published += 1
                 metrics.COMMAND_DISPATCH_PENDING.dec()
                 with db.session_scope() as session:
                     commands.mark_sent(session=session, command_id=command_id, at=utcnow())
@@ -220,8 +249,14 @@ def _until(moment: datetime | None, longest: float) -> float:
 
 
 async def run_command_dispatcher(
-    address: BrokerAddress, hub: bus.Hub | None, *, client_id: str
+    address: BrokerAddress,
+    hub: bus.Hub | None,
+    *,
+    client_id: str,
+    owner: leases.Owner,
+    partitions: int,
 ) -> None:
-    """What `iotdeck serve` runs: the dispatcher, in whichever process holds its lock."""
-    async with leadership.leading(leadership.COMMAND_DISPATCHER, "command dispatcher"):
-        await CommandDispatcher(address, client_id=client_id).run(hub)
+    """What `iotdeck serve` and `iotdeck worker` run: the dispatcher of the devices of the
+    partitions `owner` holds for this process's rule evaluator."""
+    dispatcher = CommandDispatcher(address, client_id=client_id, owner=owner, partitions=partitions)
+    await dispatcher.run(hub)

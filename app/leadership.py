@@ -1,9 +1,10 @@
 """One process at a time: PostgreSQL advisory locks elect who runs a singleton job.
 
-The rule evaluator and the command dispatcher must each run in exactly one process of a
-deployment. Whoever holds the job's advisory lock runs it; the lock lives on a dedicated
-autocommit connection, so it goes when that process dies (or loses the database) and
-another takes over. On SQLite there is only one process: it always leads.
+Some jobs must run in exactly one process of a deployment: the rule evaluator without
+Redis (app/leases.py), the rollups refresh, migrations at start. Whoever holds the job's
+advisory lock runs it; the lock lives on a dedicated autocommit connection, so it goes
+when that process dies (or loses the database) and another takes over. On SQLite there is
+only one process: it always leads.
 """
 
 import asyncio
@@ -19,7 +20,6 @@ logger = logging.getLogger(__name__)
 
 # one number per singleton job, shared by every iotdeck process
 EVALUATOR = 0x10DEC0DE
-COMMAND_DISPATCHER = 0x10DEC0DF
 ROLLUPS = 0x10DEC0E0  # TimescaleDB: one process refreshes the continuous aggregate
 MIGRATIONS = 0x10DEC0E1  # processes starting together migrate one after the other
 RETRY_SECONDS = 5.0

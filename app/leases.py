@@ -109,9 +109,15 @@ class Member:
 
 
 class Owner(Protocol):
-    """The partitions this process may evaluate, and what changes them."""
+    """The partitions this process may evaluate, and what changes them.
+
+    The rule evaluator decides what is used (`use`); the command dispatcher works on the
+    same partitions (`in_use`), each of its rounds under `lock`, which `use` takes too: a
+    partition leaves this process only once the round working on it has ended.
+    """
 
     changed: asyncio.Event  # set when `usable()` may differ from what is used
+    lock: asyncio.Lock
 
     async def run(self) -> None:
         """Hold this process's share for as long as it runs (cancelled to stop)."""
@@ -129,6 +135,9 @@ class Owner(Protocol):
     async def close(self) -> None:
         """Give everything back (the process stops)."""
 
+    def in_use(self) -> frozenset[int]:
+        """The partitions used now (what `use` last recorded), if still surely held."""
+
 
 class SoleOwner:
     """Every partition, for the process holding the evaluator's advisory lock."""
@@ -136,7 +145,9 @@ class SoleOwner:
     def __init__(self, partitions: int) -> None:
         self._all = frozenset(range(partitions))
         self._held = False
+        self._using: frozenset[int] = frozenset()
         self.changed = asyncio.Event()
+        self.lock = asyncio.Lock()
 
     async def run(self) -> None:
         async with leadership.leading(leadership.EVALUATOR, "rule evaluator"):
@@ -155,9 +166,16 @@ class SoleOwner:
         return self._held
 
     async def use(self, partitions: frozenset[int]) -> bool:
+        async with self.lock:
+            self._using = partitions
         return True
 
+    def in_use(self) -> frozenset[int]:
+        return self._using if self._held else frozenset()
+
     async def close(self) -> None:
+        async with self.lock:
+            self._using = frozenset()
         _forget(self)
 
 
@@ -233,6 +251,7 @@ class Leases(Roster):
         self.name = name or member_name()
         self.round_seconds = round_seconds
         self.changed = asyncio.Event()
+        self.lock = asyncio.Lock()
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
         self._take = self._redis.register_script(_TAKE)
@@ -308,13 +327,18 @@ class Leases(Roster):
         # a margin of one round: the owner stops before its leases can expire
         return time.monotonic() - self._renewed < self.lease_seconds - self.round_seconds
 
+    def in_use(self) -> frozenset[int]:
+        return self._using if self.fresh() else frozenset()
+
     async def use(self, partitions: frozenset[int]) -> bool:
-        """Record what the evaluator reads now, at once (before it starts, after it stopped).
+        """Record what the evaluator reads now, at once (before it starts, after it stopped),
+        once the command round in progress ended (`lock`).
 
         Kept here even when Redis is away: each round's heartbeat writes it before any lease
         goes back.
         """
-        self._using = partitions
+        async with self.lock:
+            self._using = partitions
         try:
             await self._heartbeat(await self._now_ms() + int(self.lease_seconds * 1000))
         except redis.RedisError as exc:
@@ -325,6 +349,8 @@ class Leases(Roster):
         return True
 
     async def close(self) -> None:
+        async with self.lock:  # the command round in progress ends first
+            self._using = frozenset()
         try:
             if self._held:
                 await self._release(

@@ -3,9 +3,10 @@
 The rule evaluator (reading the partitioned streams), the notification dispatcher, the
 command dispatcher and the periodic jobs, for a deployment that scales them apart from
 the web app: `serve --no-workers` keeps the pages, GraphQL and the live updates, and any
-number of workers share the rest (each elected job runs in one of them at a time, the
-others standing by). Both need Redis (the bus and the streams) and an external broker
-(commands go out through it). SIGTERM or SIGINT stops it as `serve` stops them: each
+number of workers share the rest (the rules and commands by partition, app/leases.py; the
+notifications row by row; the periodic jobs run in each, as in every `serve`). Both need
+Redis (the bus, the streams and the leases) and an external broker (commands go out
+through it). SIGTERM or SIGINT stops it as `serve` stops them: each
 job ends what it took, within IOTDECK_SHUTDOWN_TIMEOUT.
 """
 

@@ -15,6 +15,7 @@ A change that lost the race is decided again from the fresh row; none is ever ov
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -257,12 +258,24 @@ def _change(session: Session, command: DeviceCommand, status: CommandStatus, **f
     return True
 
 
+DeviceFilter = Callable[[uuid.UUID], bool]  # which devices a dispatcher serves
+
+
 def due_for_sending(
-    *, session: Session, now: datetime, device_id: uuid.UUID | None = None, limit: int = 500
+    *,
+    session: Session,
+    now: datetime,
+    device_id: uuid.UUID | None = None,
+    limit: int = 500,
+    devices: DeviceFilter | None = None,
 ) -> list[DeviceCommand]:
-    """PENDING, unexpired commands of ONLINE devices, oldest first."""
+    """PENDING, unexpired commands of ONLINE devices (those `devices` accepts), oldest first.
+
+    With `devices`, the due commands' ids are read first and filtered here (a device's
+    partition is not known to SQL), then at most `limit` of them loaded.
+    """
     query = (
-        select(DeviceCommand)
+        select(DeviceCommand.id, DeviceCommand.device_id)
         .join(Device, col(Device.id) == col(DeviceCommand.device_id))
         .where(
             DeviceCommand.status == CommandStatus.PENDING,
@@ -273,7 +286,16 @@ def due_for_sending(
     if device_id is not None:
         query = query.where(DeviceCommand.device_id == device_id)
     query = query.order_by(col(DeviceCommand.created_at), col(DeviceCommand.id))
-    return list(session.exec(query.limit(limit)))
+    if devices is None:
+        query = query.limit(limit)
+    ids = [ident for ident, device in session.exec(query) if devices is None or devices(device)]
+    if not ids:
+        return []
+    rows = {
+        c.id: c
+        for c in session.exec(select(DeviceCommand).where(col(DeviceCommand.id).in_(ids[:limit])))
+    }
+    return [rows[ident] for ident in ids[:limit] if ident in rows]
 
 
 def mark_sent(*, session: Session, command_id: uuid.UUID, at: datetime) -> bool:
@@ -324,13 +346,18 @@ def _answer_fields(
     return fields
 
 
-def expire_due(*, session: Session, now: datetime) -> list[DeviceCommand]:
-    """Commands still waiting for the device at `expires_at` become EXPIRED."""
+def expire_due(
+    *, session: Session, now: datetime, devices: DeviceFilter | None = None
+) -> list[DeviceCommand]:
+    """Commands still waiting for the device at `expires_at` become EXPIRED (those of the
+    devices `devices` accepts)."""
     query = select(DeviceCommand).where(
         col(DeviceCommand.status).in_(OPEN), DeviceCommand.expires_at <= now
     )
     expired = []
     for command in list(session.exec(query)):
+        if devices is not None and not devices(command.device_id):
+            continue
         reason = (
             "never sent: the device stayed offline"
             if command.status == CommandStatus.PENDING
@@ -369,16 +396,24 @@ def update_config(*, session: Session, device_id: uuid.UUID | str, config: Any) 
     return device
 
 
-def configs_to_publish(*, session: Session, limit: int = 500) -> list[Device]:
-    """Devices whose stored configuration has not been published since it changed."""
-    query = select(Device).where(
+def configs_to_publish(
+    *, session: Session, limit: int = 500, devices: DeviceFilter | None = None
+) -> list[Device]:
+    """Devices (those `devices` accepts) whose stored configuration has not been published
+    since it changed."""
+    due = (
         col(Device.config_updated_at).is_not(None),
         or_(
             col(Device.config_published_at).is_(None),
             col(Device.config_published_at) < col(Device.config_updated_at),
         ),
     )
-    return list(session.exec(query.limit(limit)))
+    if devices is None:
+        return list(session.exec(select(Device).where(*due).limit(limit)))
+    ids = [ident for ident in session.exec(select(Device.id).where(*due)) if devices(ident)]
+    if not ids:
+        return []
+    return list(session.exec(select(Device).where(col(Device.id).in_(ids[:limit]))))
 
 
 def mark_config_published(*, session: Session, device_id: uuid.UUID, version: datetime) -> None:

@@ -8,7 +8,7 @@ from sqlmodel import Session
 
 from app import bus
 from app.evaluation import Evaluator
-from app.leadership import COMMAND_DISPATCHER, EVALUATOR, try_lead
+from app.leadership import EVALUATOR, ROLLUPS, try_lead
 from app.models import AlertStatus, DeviceCreate, utcnow
 from app.services import alerts, devices, rules, telemetry
 from app.services.rules import RuleInput
@@ -73,5 +73,5 @@ def test_only_one_process_leads_on_postgres(engine: Engine) -> None:
         assert try_lead(first, EVALUATOR)
         expected = engine.dialect.name != "postgresql"  # SQLite: one process, always leads
         assert try_lead(second, EVALUATOR) is expected
-        # each singleton job has its own lock: the dispatcher can lead elsewhere
-        assert try_lead(second, COMMAND_DISPATCHER)
+        # each singleton job has its own lock: the rollups can lead elsewhere
+        assert try_lead(second, ROLLUPS)
