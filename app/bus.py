@@ -29,6 +29,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -40,7 +41,15 @@ from tenacity import RetryCallState
 
 from app import logs, metrics, retries
 from app.redaction import redacted
-from app.streams import MEMORY_MAX_LENGTH, MemoryStreams, RedisStreams, Streams, partition_of
+from app.streams import (
+    MEMORY_MAX_LENGTH,
+    MemoryStreams,
+    RedisStreams,
+    Span,
+    Streams,
+    partition_of,
+    widen,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +78,15 @@ def telemetry_batch(points: Mapping[object, list[Message]]) -> Message:
     return {"devices": [{"device_id": str(d), "points": p} for d, p in points.items()]}
 
 
+def _envelope(batch: Message) -> Message:
+    """A telemetry batch without its devices: version, correlation id."""
+    return {key: value for key, value in batch.items() if key != "devices"}
+
+
 def _per_device(batch: Message) -> Iterator[tuple[str, Message]]:
     """A telemetry batch as its per-device messages: the batch's envelope (version,
     correlation id) plus one device's id and points, on that device's channel."""
-    envelope = {key: value for key, value in batch.items() if key != "devices"}
+    envelope = _envelope(batch)
     for part in batch.get("devices", ()):
         yield telemetry_channel(part["device_id"]), {**envelope, **part}
 
@@ -109,7 +123,7 @@ def work_items(items: Iterable[tuple[str, Message]], partitions: int) -> list[tu
     entries: list[tuple[int, Message]] = []
     for channel, message in items:
         if channel == TELEMETRY_BATCH:
-            envelope = {key: value for key, value in message.items() if key != "devices"}
+            envelope = _envelope(message)
             by_partition: dict[int, list[Message]] = {}
             for part in message.get("devices", ()):
                 by_partition.setdefault(partition_of(part["device_id"], partitions), []).append(
@@ -145,30 +159,49 @@ class Gaps:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._lost: dict[int, Message] = {}
+        self._lost: dict[int, _Gap] = {}
 
     def record(self, entries: Iterable[tuple[int, Message]]) -> None:
         """Remember the entries an append lost (gap entries included: merged back)."""
         with self._lock:
             for partition, entry in entries:
-                gap = self._lost.setdefault(partition, {"kind": "gap", "events": 0, "ranges": {}})
+                gap = self._lost.setdefault(partition, _Gap())
                 if entry.get("kind") == "gap":
-                    gap["events"] += entry["events"]
+                    gap.events += entry["events"]
                     for device_id, (first, last) in entry["ranges"].items():
-                        _widen(gap["ranges"], device_id, first, last)
+                        widen(
+                            gap.ranges,
+                            device_id,
+                            datetime.fromisoformat(first),
+                            datetime.fromisoformat(last),
+                        )
                 elif entry.get("kind") == "telemetry":
                     for part in entry["devices"]:
-                        times = [point["time"] for point in part["points"]]
+                        times = [datetime.fromisoformat(point["time"]) for point in part["points"]]
                         if times:
-                            _widen(gap["ranges"], part["device_id"], min(times), max(times))
+                            widen(gap.ranges, part["device_id"], min(times), max(times))
                 else:
-                    gap["events"] += 1
+                    gap.events += 1
 
     def take(self) -> list[tuple[int, Message]]:
         """The gap entries to append before the next entries; forgotten here."""
         with self._lock:
             taken, self._lost = self._lost, {}
-        return [(partition, {"v": VERSION, **gap}) for partition, gap in taken.items()]
+        return [
+            (
+                partition,
+                {
+                    "v": VERSION,
+                    "kind": "gap",
+                    "events": gap.events,
+                    "ranges": {
+                        device_id: [first.isoformat(), last.isoformat()]
+                        for device_id, (first, last) in gap.ranges.items()
+                    },
+                },
+            )
+            for partition, gap in taken.items()
+        ]
 
     def __bool__(self) -> bool:
         return bool(self._lost)
@@ -178,12 +211,12 @@ class Gaps:
         return len(self._lost)
 
 
-def _widen(ranges: dict[str, list[str]], device_id: str, first: str, last: str) -> None:
-    known = ranges.get(device_id)
-    if known is not None:
-        first = min(known[0], first, key=datetime.fromisoformat)
-        last = max(known[1], last, key=datetime.fromisoformat)
-    ranges[device_id] = [first, last]
+@dataclass
+class _Gap:
+    """A partition's lost appends: events counted, each device's first and last time."""
+
+    events: int = 0
+    ranges: dict[str, Span] = field(default_factory=dict)
 
 
 class Subscription:

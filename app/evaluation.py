@@ -40,11 +40,11 @@ from sqlmodel import Session, select
 
 from app import bus, db, leases, logs, metrics, retries, tracing
 from app.errors import ValidationError
-from app.evaluation_drops import TELEMETRY_PREFIX, BurstLog, DropLog, Dropped, Range, from_gap
+from app.evaluation_drops import TELEMETRY_PREFIX, BurstLog, DropLog, Dropped, from_gap
 from app.models import Alert, AlertRule, Device
 from app.services import alerts, commands, notifications, rules, telemetry
 from app.shutdown import finish_first
-from app.streams import RULES, Entry, Streams, StreamsError, StreamsReset, partition_of
+from app.streams import RULES, Entry, Span, Streams, StreamsError, StreamsReset, partition_of
 from rules.ast import CommandAction
 from rules.compiler import CompiledRule, compile_rule
 from rules.engine import Engine, Transition
@@ -165,7 +165,7 @@ class Evaluator:
         return found
 
     def _replay(
-        self, start: datetime, end: datetime, ranges: Mapping[str, Range] | None = None
+        self, start: datetime, end: datetime, ranges: Mapping[str, Span] | None = None
     ) -> tuple[list[Transition], int]:
         """Feed the stored points of the rules' metrics to the engine; nothing is applied.
 
@@ -638,22 +638,33 @@ async def _consume(
     fails for another reason is logged and acknowledged, so one bad entry stops nothing.
     """
     consumer = leases.member_name()
-    entries = await _take_over(streams, consumer, partitions, evaluator, turn)
+
+    async def rebuild(reset: StreamsReset) -> None:
+        """Entries were lost with Redis's data: the state comes from storage, as at a start."""
+        logger.warning("rule evaluator: %s; rebuilding its state from storage", reset)
+        await _run(turn, evaluator.start)
+
+    async def take_over() -> list[Entry]:
+        """Every entry of the group read and not acknowledged, now this consumer's."""
+        entries: list[Entry] = []
+        for partition in sorted(partitions):
+            entries += await streams.claim(GROUP, consumer, partition, idle=0)
+        return entries
+
+    entries = await _until_done(take_over, "take over", rebuild)
+    if entries:
+        logger.info("rule evaluator: %d unacknowledged entr(ies) taken over", len(entries))
     failures = 0
     while True:
         if not entries:
-            try:
-                entries = await streams.read(
+            entries = await _until_done(
+                lambda: streams.read(
                     GROUP, consumer, partitions, count=READ_ENTRIES, block=READ_BLOCK
-                )
-            except StreamsReset as reset:
-                await _rebuild(reset, evaluator, turn)
-                continue
-            except StreamsError as exc:
-                await _wait_after_error(
-                    failures := failures + 1, f"cannot read the streams ({exc})"
-                )
-                continue
+                ),
+                "read the streams",
+                rebuild,
+            )
+            continue
         if not owner.fresh():
             await asyncio.sleep(leases.ROUND_SECONDS)
             continue
@@ -669,42 +680,21 @@ async def _consume(
         entries = []
 
 
-async def _take_over(
-    streams: Streams,
-    consumer: str,
-    partitions: frozenset[int],
-    evaluator: Evaluator,
-    turn: asyncio.Lock,
-) -> list[Entry]:
-    """Every entry of the group read and not acknowledged, now `consumer`'s."""
-    failures = 0
-    while True:
-        try:
-            entries: list[Entry] = []
-            for partition in sorted(partitions):
-                entries += await streams.claim(GROUP, consumer, partition, idle=0)
-        except StreamsReset as reset:
-            await _rebuild(reset, evaluator, turn)
-        except StreamsError as exc:
-            await _wait_after_error(failures := failures + 1, f"cannot take over ({exc})")
-        else:
-            if entries:
-                logger.info("rule evaluator: %d unacknowledged entr(ies) taken over", len(entries))
-            return entries
-
-
-async def _rebuild(reset: StreamsReset, evaluator: Evaluator, turn: asyncio.Lock) -> None:
-    """Entries were lost with Redis's data: the state comes from storage, as at a start."""
-    logger.warning("rule evaluator: %s; rebuilding its state from storage", reset)
-    await _run(turn, evaluator.start)
-
-
-async def _until_done(attempt: Callable[[], Awaitable[T]], what: str) -> T:
-    """`attempt` until it does not raise StreamsError, waiting more after each failure."""
+async def _until_done(
+    attempt: Callable[[], Awaitable[T]],
+    what: str,
+    rebuild: Callable[[StreamsReset], Awaitable[None]] | None = None,
+) -> T:
+    """`attempt` until it does not raise StreamsError, waiting more after each failure; a
+    StreamsReset (Redis lost its data) is `rebuild`'s to handle first, when given."""
     failures = 0
     while True:
         try:
             return await attempt()
+        except StreamsReset as reset:
+            if rebuild is None:
+                raise
+            await rebuild(reset)
         except StreamsError as exc:
             await _wait_after_error(failures := failures + 1, f"cannot {what} ({exc})")
 

@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from app import bus, metrics
+from app.streams import Span, widen
 
 logger = logging.getLogger(__name__)
 
 TELEMETRY_PREFIX = bus.telemetry_channel("")
 # a burst that lasts says so once a minute; a short one once, when it is over
 REMIND_EVERY = timedelta(minutes=1)
-
-Range = tuple[datetime, datetime]  # a device's first and last dropped point time
 
 
 @dataclass
@@ -40,7 +39,7 @@ class Dropped:
     messages: int = 0
     points: int = 0
     events: int = 0  # rule, alert and device messages among them
-    ranges: dict[str, Range] = field(default_factory=dict)  # by device id
+    ranges: dict[str, Span] = field(default_factory=dict)  # by device id
 
     def __bool__(self) -> bool:
         return self.messages > 0
@@ -59,7 +58,7 @@ class Dropped:
         self.messages += 1
         self.points += len(times)
         if times:
-            self._widen(device_id, (min(times), max(times)))
+            widen(self.ranges, device_id, min(times), max(times))
         return len(times)
 
     def merge(self, other: "Dropped") -> None:
@@ -67,14 +66,8 @@ class Dropped:
         self.messages += other.messages
         self.points += other.points
         self.events += other.events
-        for device_id, span in other.ranges.items():
-            self._widen(device_id, span)
-
-    def _widen(self, device_id: str, span: Range) -> None:
-        known = self.ranges.get(device_id)
-        if known is not None:
-            span = (min(known[0], span[0]), max(known[1], span[1]))
-        self.ranges[device_id] = span
+        for device_id, (first, last) in other.ranges.items():
+            widen(self.ranges, device_id, first, last)
 
 
 def from_gap(entry: bus.Message) -> Dropped:

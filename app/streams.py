@@ -25,6 +25,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -41,6 +42,17 @@ RULES = "rules"  # the rule evaluator's consumer group on every partition (and i
 MAX_LENGTH = 100_000  # entries a stream keeps at most (Redis trims approximately)
 MEMORY_MAX_LENGTH = 10_000  # in memory: entries are whole batches, and it is one process
 _FIELD = b"m"  # an entry's one field: the message, JSON
+
+
+Span = tuple[datetime, datetime]  # a device's first and last point time
+
+
+def widen(ranges: dict[str, Span], key: str, first: datetime, last: datetime) -> None:
+    """Make `ranges[key]` span `first` to `last` too (a device's first and last point)."""
+    known = ranges.get(key)
+    if known is not None:
+        first, last = min(known[0], first), max(known[1], last)
+    ranges[key] = (first, last)
 
 
 def partition_of(device_id: object, partitions: int) -> int:
