@@ -207,12 +207,16 @@ def _run_beside_metrics(service: str, run: Callable[[Settings], int]) -> NoRetur
     """A process without the web app: traced as `service`, /metrics and /health/live on
     IOTDECK_METRICS_PORT while `run` runs; exits with its code (1: something was left to
     the next process, app/shutdown.py)."""
-    from app import metrics_server, tracing
+    from app import metrics_server, presence, tracing
 
     settings = _settings()
     tracing.configure(service)  # spans over OTLP if OTEL_EXPORTER_OTLP_ENDPOINT is set
+    kind = service.removeprefix("iotdeck-")
     try:
-        with metrics_server.serving(settings.host, settings.metrics_port):
+        with (
+            metrics_server.serving(settings.host, settings.metrics_port),
+            presence.announced(settings.redis_url, kind),
+        ):
             code = run(settings)
     except ConfigError as exc:
         _fail(str(exc))

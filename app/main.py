@@ -18,6 +18,7 @@ from app import (
     metrics,
     migrate,
     oidc,
+    presence,
     request_ids,
     tracing,
 )
@@ -127,6 +128,13 @@ def run(settings: Settings) -> int:
     tracing.configure("iotdeck-serve")  # spans over OTLP if OTEL_EXPORTER_OTLP_ENDPOINT is set
     shutdown = build(settings)
     https.secure_cookies_over_https(app)
+    with presence.announced(settings.redis_url, "serve"):
+        _run_web(settings)
+    return shutdown.finish() if shutdown.started else 0
+
+
+def _run_web(settings: Settings) -> None:
+    """uvicorn with NiceGUI until SIGTERM (then the shutdown in app/shutdown.py)."""
     ui.run(
         host=settings.host,
         port=settings.port,
@@ -142,7 +150,6 @@ def run(settings: Settings) -> int:
         # the HTTP requests in flight get half the stop's time, ingest and the workers the rest
         timeout_graceful_shutdown=settings.shutdown_timeout * HTTP_DRAIN_SHARE,
     )
-    return shutdown.finish() if shutdown.started else 0
 
 
 if __name__ in {"__main__", "__mp_main__"}:

@@ -1,5 +1,7 @@
-"""The System page (ADMIN only): partitions, who evaluates each, their lag, and the
-processes evaluating rules; read again every few seconds."""
+"""The System page (ADMIN only): the processes alive, the partitions, who evaluates each
+and their lag; read again every few seconds."""
+
+import time
 
 from nicegui import ui
 
@@ -39,19 +41,22 @@ def _summary(status: SystemStatus) -> None:
             "partitions with an owner" if not status.unowned else "some have no owner",
             bad=bool(status.unowned),
         )
-        _tile("Processes", str(len(status.processes)), "evaluating rules now")
+        evaluating = len(status.evaluating)
+        _tile("Processes", str(len(status.processes)), f"alive, {evaluating} evaluating rules")
         _tile("Backlog", f"{status.backlog:,}", "entries unread or unacknowledged")
 
 
 def _processes(status: SystemStatus) -> None:
-    if not status.processes:
+    if not status.evaluating:
         empty_state(
             "power_off",
             "No process evaluates rules",
             "Start `iotdeck worker` (or `iotdeck serve` without --no-workers).",
         )
+    if not status.processes:
         return
-    with data_table(["Process", "Host", "PID", "Partitions", "Heartbeat"], align_right={2}):
+    headers = ["Kind", "Host", "PID", "Up", "Rule partitions", "Heartbeat"]
+    with data_table(headers, align_right=frozenset({2})):
         for process in status.processes:
             _process_row(process)
 
@@ -59,22 +64,40 @@ def _processes(status: SystemStatus) -> None:
 def _process_row(process: ProcessStatus) -> None:
     with row().mark("system-process"):
         with cell(), ui.row().classes("items-center gap-2 no-wrap"):
-            ui.label(process.name).classes("font-mono text-xs")
+            ui.label(process.kind).classes("font-medium")
             if process.this_process:
                 ui.badge("this page's process").props("outline color=primary")
         with cell():
             ui.label(process.host)
         with cell(right=True):
             ui.label(str(process.pid))
+        with cell():
+            ui.label(_since(process.started))
         with cell(), ui.row().classes("items-baseline gap-2 no-wrap"):
             if process.partitions:
                 ui.label(str(len(process.partitions))).classes("font-semibold")
                 ui.label(_listed(process.partitions)).classes("text-xs text-slate-500")
+            elif process.partitions is None:
+                ui.label("-").classes("text-slate-400")
             else:
                 ui.label("none: standing by").classes("text-slate-500")
         with cell():
             seen = process.seen_seconds
             ui.label("just now" if seen < 1 else f"{seen:.0f} s ago")
+
+
+def _since(started: float | None) -> str:
+    """How long a process has been up, as people say it."""
+    if started is None:
+        return "-"
+    seconds = max(0, int(time.time() - started))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
 
 
 def _listed(partitions: tuple[int, ...]) -> str:
@@ -171,7 +194,8 @@ def create() -> None:
             if not has_role(user, Role.ADMIN):
                 forbidden("Only administrators can see the system's processes and partitions.")
                 return
-            page_heading("System", "Which processes evaluate the rules, and how far behind")
+            subtitle = "The processes alive, who evaluates which partition, how far behind"
+            page_heading("System", subtitle)
             view = SystemView()
             await view.update()
             ui.timer(REFRESH_SECONDS, view.update, immediate=False)

@@ -1,18 +1,20 @@
-"""What the System page shows ADMINs: partitions, who evaluates each, their lag, and the
-processes evaluating rules.
+"""What the System page shows ADMINs: the processes alive, partitions, who evaluates each
+and their lag.
 
-With Redis, the members' records and the leases (app/leases.py) say who evaluates what,
-and the streams say how far behind each partition is; without Redis, this process alone
-evaluates every partition, from its in-process streams.
+With Redis, the processes' heartbeats (app/presence.py) say who is alive, the members'
+records and the leases (app/leases.py) who evaluates what, and the streams how far behind
+each partition is; without Redis, this process alone does everything, from its in-process
+streams.
 """
 
+import asyncio
 import os
 import socket
 from dataclasses import dataclass
 
 import redis
 
-from app import bus, leases
+from app import bus, leases, presence
 from app.config import get_settings
 from app.streams import RULES, Lag, StreamsError
 
@@ -28,14 +30,16 @@ class PartitionStatus:
 
 @dataclass(frozen=True)
 class ProcessStatus:
-    """A process evaluating rules, as its last heartbeat described it."""
+    """A process alive, as its last heartbeat described it."""
 
     name: str
+    kind: str  # serve, ingest, worker
     host: str
     pid: int
-    partitions: tuple[int, ...]
+    partitions: tuple[int, ...] | None  # those it evaluates; None: it runs no evaluator
     seen_seconds: float
     this_process: bool
+    started: float | None = None  # Unix time, when known
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,11 @@ class SystemStatus:
     partitions: list[PartitionStatus]
     processes: list[ProcessStatus]
     error: str | None = None  # why some of it could not be read
+
+    @property
+    def evaluating(self) -> list[ProcessStatus]:
+        """The processes that evaluate rules (some partitions, or standing by)."""
+        return [p for p in self.processes if p.partitions is not None]
 
     @property
     def unowned(self) -> int:
@@ -61,9 +70,9 @@ async def system_status() -> SystemStatus:
     if settings.redis_url:
         processes, owners, error = await _shared(settings.redis_url, count)
     else:
-        processes, owners, error = _alone(count), {}, None
+        processes, owners, error = _alone(), {}, None
         for process in processes:
-            owners.update(dict.fromkeys(process.partitions, process.name))
+            owners.update(dict.fromkeys(process.partitions or (), process.name))
     lags, lag_error = await _lags(count)
     partitions = [PartitionStatus(p, owners.get(p), lags.get(p)) for p in range(count)]
     return SystemStatus(
@@ -77,44 +86,69 @@ async def system_status() -> SystemStatus:
 async def _shared(
     url: str, count: int
 ) -> tuple[list[ProcessStatus], dict[int, str | None], str | None]:
+    """The processes alive and each partition's owner, as Redis holds them."""
     roster = leases.Roster(url, RULES, count)
     mine = leases.this_process()
     this_name = mine.name if isinstance(mine, leases.Leases) else None
     try:
+        alive = await asyncio.to_thread(presence.alive, url)
         members = await roster.members()
         owners = await roster.owners()
     except (redis.RedisError, OSError) as exc:
         return [], {}, f"Redis could not be read: {exc}"
     finally:
         await roster.close()
-    processes = [
-        ProcessStatus(
-            name=member.name,
-            host=member.host,
-            pid=member.pid,
-            partitions=tuple(sorted(member.using)),
-            seen_seconds=member.seen_seconds,
-            this_process=member.name == this_name,
+    unmatched = list(members)  # by name; one a process, except in tests
+    here = (socket.gethostname(), os.getpid())
+    processes = []
+    for process in alive:
+        where = (process.host, process.pid)
+        member = next((m for m in unmatched if (m.host, m.pid) == where), None)
+        if member is not None:
+            unmatched.remove(member)
+        processes.append(
+            ProcessStatus(
+                name=member.name if member else process.name,
+                kind=process.kind,
+                host=process.host,
+                pid=process.pid,
+                partitions=None if member is None else tuple(sorted(member.using)),
+                seen_seconds=process.seen_seconds,
+                this_process=where == here,
+                started=process.started,
+            )
         )
-        for member in members
-    ]
+    for member in unmatched:  # evaluating without a heartbeat of its own
+        processes.append(
+            ProcessStatus(
+                name=member.name,
+                kind="evaluator",
+                host=member.host,
+                pid=member.pid,
+                partitions=tuple(sorted(member.using)),
+                seen_seconds=member.seen_seconds,
+                this_process=member.name == this_name,
+            )
+        )
     return processes, owners, None
 
 
-def _alone(count: int) -> list[ProcessStatus]:
+def _alone() -> list[ProcessStatus]:
     """This process, evaluating every partition if its evaluator runs."""
     owner = leases.this_process()
-    if owner is None:
-        return []
-    using = owner.usable() if owner.fresh() else frozenset()
+    partitions = None
+    if owner is not None:
+        partitions = tuple(sorted(owner.usable() if owner.fresh() else frozenset()))
     return [
         ProcessStatus(
             name="this process",
+            kind="serve",
             host=socket.gethostname(),
             pid=os.getpid(),
-            partitions=tuple(sorted(using)),
+            partitions=partitions,
             seen_seconds=0.0,
             this_process=True,
+            started=presence.STARTED,
         )
     ]
 

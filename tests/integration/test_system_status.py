@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app import bus, leases
+from app import bus, leases, presence
 from app.config import get_settings
 from app.services.system import system_status
 from app.streams import RULES, RedisStreams
@@ -46,6 +46,10 @@ async def _member(url: str, name: str) -> tuple[leases.Leases, list[asyncio.Task
     return owner, [asyncio.create_task(owner.run()), asyncio.create_task(use())]
 
 
+async def _announced(url: str) -> bool:
+    return bool(await asyncio.to_thread(presence.alive, url))
+
+
 async def test_the_status_names_each_partitions_owner_and_its_backlog(redis_url: str) -> None:
     members = [await _member(redis_url, name) for name in ("worker-a", "worker-b")]
     streams = bus.get_bus().streams
@@ -59,8 +63,10 @@ async def test_the_status_names_each_partitions_owner_and_its_backlog(redis_url:
         return len(status.processes) == 2 and all(p.partitions for p in status.processes)
 
     try:
-        await wait_for_async(split)
-        status = await system_status()
+        with presence.announced(redis_url, "worker"):  # this process's heartbeat
+            await wait_for_async(split)
+            await wait_for_async(lambda: _announced(redis_url))
+            status = await system_status()
     finally:
         for owner, tasks in members:
             for task in tasks:
@@ -69,6 +75,9 @@ async def test_the_status_names_each_partitions_owner_and_its_backlog(redis_url:
             await owner.close()
     assert status.shared and status.error is None and status.unowned == 0
     assert [p.name for p in status.processes] == ["worker-a", "worker-b"]
+    # the heartbeat is matched to one member of this process; the other has none
+    assert [p.kind for p in status.processes] == ["worker", "evaluator"]
+    assert status.processes[0].this_process and status.processes[0].started is not None
     using = {p.name: set(p.partitions) for p in status.processes}
     assert using == {"worker-a": {0, 2}, "worker-b": {1, 3}}
     assert {p.number: p.owner for p in status.partitions} == {
