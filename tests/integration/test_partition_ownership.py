@@ -28,7 +28,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from app import leases
-from app.evaluation import GROUP
+from app.evaluation import GROUP, TICK_SECONDS
 from app.models import AlertRule
 from app.streams import partition_of
 from bench.services import IotdeckBroker, RedisServer, free_port, iotdeck_environment
@@ -160,7 +160,8 @@ def _play(mosquitto: IotdeckBroker, devices: list[str], midway: Callable[[], Non
 
 def _outcome(engine: Engine, devices: list[str], start: datetime) -> Counter:
     """The alerts of `devices` as (device's rank, rule, when after the start): exact for
-    threshold alerts (a point's time); "Long" as whether it fired within a tick of due."""
+    threshold alerts (a point's time); "Long" as whether it fired within a tick of due (its
+    last point's time, or the tick that found it held)."""
     rank = {device: n for n, device in enumerate(devices)}
     with Session(engine) as session:
         names = {rule.id: rule.name for rule in session.exec(select(AlertRule))}
@@ -172,7 +173,7 @@ def _outcome(engine: Engine, devices: list[str], start: datetime) -> Counter:
             continue
         after = alert.triggered_at.astimezone(UTC) - start
         if names[alert.rule_id] == "Long":
-            on_time = due <= after <= due + timedelta(seconds=3)
+            on_time = due <= after <= due + timedelta(seconds=TICK_SECONDS)
             seen[(rank[device], "Long", "on time" if on_time else str(after))] += 1
         else:
             seen[(rank[device], names[alert.rule_id], str(after))] += 1
