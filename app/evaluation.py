@@ -719,8 +719,7 @@ async def _lag(streams: Streams, partitions: frozenset[int]) -> None:
     while True:
         for partition in sorted(partitions):
             try:
-                await streams.trim(partition)
-                lag = await streams.lag(GROUP, partition)
+                lag = await streams.lag(GROUP, partition, trim=True)
             except StreamsError:
                 continue
             label = str(partition)

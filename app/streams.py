@@ -119,11 +119,9 @@ class Streams(Protocol):
     async def ack(self, group: str, entries: Iterable[Entry]) -> None:
         """Acknowledge entries: they are done."""
 
-    async def lag(self, group: str, partition: int) -> Lag:
-        """How far `group` is behind on `partition`."""
-
-    async def trim(self, partition: int) -> None:
-        """Drop the entries every group has read and acknowledged."""
+    async def lag(self, group: str, partition: int, *, trim: bool = False) -> Lag:
+        """How far `group` is behind on `partition`; with `trim`, first drop the entries
+        every group has read and acknowledged (the length is then what is left)."""
 
     async def close(self) -> None:
         """Release connections."""
@@ -277,40 +275,30 @@ class RedisStreams:
                     pipeline.xack(self.key(partition), group, *ids)
                 await pipeline.execute()
 
-    async def lag(self, group: str, partition: int) -> Lag:
-        """XLEN, XINFO GROUPS (its `lag`) and XPENDING's oldest entry."""
+    async def lag(self, group: str, partition: int, *, trim: bool = False) -> Lag:
+        """One XINFO GROUPS: the group's `lag`, and XPENDING's oldest entry; with `trim`,
+        XTRIM MINID first, to the oldest entry a group still needs (its oldest pending one,
+        or the one after its last read). Then XLEN."""
         key = self.key(partition)
         with contextlib.suppress(_NoStream), _errors():
+            groups = {_text(info["name"]): info for info in await self._reader.xinfo_groups(key)}
+            oldest: dict[str, dict] = {}  # a group's oldest pending entry
+            for name, info in groups.items():
+                if info["pending"] and (trim or name == group):
+                    first = await self._reader.xpending_range(key, name, "-", "+", 1)
+                    if first:  # else acknowledged meanwhile
+                        oldest[name] = first[0]
+            if trim and groups:
+                low = min(_floor(info, oldest.get(name)) for name, info in groups.items())
+                await self._reader.xtrim(key, minid=f"{low[0]}-{low[1]}", approximate=False)
             length = await self._reader.xlen(key)
-            info = next(
-                (g for g in await self._reader.xinfo_groups(key) if _text(g["name"]) == group),
-                None,
-            )
+            info = groups.get(group)
             if info is None:
                 return Lag(length, length, 0, 0.0)
-            oldest = 0.0
-            if info["pending"]:
-                first = await self._reader.xpending_range(key, group, "-", "+", 1)
-                oldest = first[0]["time_since_delivered"] / 1000 if first else 0.0
-            return Lag(length, int(info.get("lag") or 0), int(info["pending"]), oldest)
+            first = oldest.get(group)
+            waited = first["time_since_delivered"] / 1000 if first else 0.0
+            return Lag(length, int(info.get("lag") or 0), int(info["pending"]), waited)
         return Lag(0, 0, 0, 0.0)  # no such stream yet
-
-    async def trim(self, partition: int) -> None:
-        """XTRIM MINID to the oldest entry a group still needs: its oldest pending one, or
-        the one after its last read."""
-        key = self.key(partition)
-        with contextlib.suppress(_NoStream), _errors():
-            floors = []
-            for info in await self._reader.xinfo_groups(key):
-                if info["pending"]:
-                    first = await self._reader.xpending_range(key, _text(info["name"]), "-", "+", 1)
-                    floors.append(_entry_id(first[0]["message_id"]))
-                else:
-                    last = _entry_id(info["last-delivered-id"])
-                    floors.append((last[0], last[1] + 1))
-            if floors:
-                low = min(floors)
-                await self._reader.xtrim(key, minid=f"{low[0]}-{low[1]}", approximate=False)
 
     async def close(self) -> None:
         """Close both connections."""
@@ -337,6 +325,14 @@ def _errors() -> Iterator[None]:
         retries.stop_if_cancelled()
         raise StreamsError(str(exc)) from exc
     retries.stop_if_cancelled()
+
+
+def _floor(info: dict, oldest_pending: dict | None) -> tuple[int, int]:
+    """The oldest entry a group still needs: its oldest pending one, else the next unread."""
+    if oldest_pending is not None:
+        return _entry_id(oldest_pending["message_id"])
+    last = _entry_id(info["last-delivered-id"])
+    return (last[0], last[1] + 1)
 
 
 def _text(value: bytes | str) -> str:
@@ -470,8 +466,10 @@ class MemoryStreams:
                 stream.groups.setdefault(group, _Group()).pending.pop(sequence, None)
                 _drop_done(stream, [sequence])
 
-    async def lag(self, group: str, partition: int) -> Lag:
-        """Counted from the partition's state."""
+    async def lag(self, group: str, partition: int, *, trim: bool = False) -> Lag:
+        """Counted from the partition's state (nothing to trim: an entry goes once every
+        group acknowledged it)."""
+        del trim
         now = time.monotonic()
         with self._lock:
             stream = self._streams[partition]
@@ -479,10 +477,6 @@ class MemoryStreams:
             undelivered = sum(1 for sequence in stream.entries if sequence > state.delivered)
             oldest = min((p.delivered for p in state.pending.values()), default=now)
             return Lag(len(stream.entries), undelivered, len(state.pending), now - oldest)
-
-    async def trim(self, partition: int) -> None:
-        """Nothing to do: an entry goes once every group acknowledged it."""
-        del partition
 
     async def close(self) -> None:
         """Nothing to release."""

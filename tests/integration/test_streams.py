@@ -156,12 +156,10 @@ async def test_trimming_drops_what_every_group_is_done_with_and_only_that(
     streams.append([(1, {"n": n}) for n in range(40)])
     taken = await streams.read(GROUP, "a", [1], count=30, block=1)  # 0..29 read
     await streams.ack(GROUP, taken[:10])  # 0..9 done; 10..29 pending; 30..39 unread
-    await streams.trim(1)
-    assert (await streams.lag(GROUP, 1)).length == 30
+    assert (await streams.lag(GROUP, 1, trim=True)).length == 30
     assert _values(await streams.claim(GROUP, "b", 1, idle=0)) == list(range(10, 30))
     rest = await streams.read(GROUP, "a", [1], count=50, block=1)
     assert _values(rest) == list(range(30, 40))
 
     await streams.ack(GROUP, taken[10:] + rest)
-    await streams.trim(1)
-    assert (await streams.lag(GROUP, 1)).length == 0
+    assert (await streams.lag(GROUP, 1, trim=True)).length == 0
