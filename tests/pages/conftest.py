@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nicegui import core
 from nicegui.storage import request_contextvar
 from nicegui.testing import User
 from nicegui.testing.general_fixtures import get_path_to_main_file
@@ -18,6 +19,11 @@ from app.models import Device, DeviceCreate, DeviceStatus, Role, UserCreate, utc
 from app.services import devices, users
 
 PASSWORD = "correct horse battery"
+# NiceGUI's app is one object for the whole run, and each test runs app/main.py again: its
+# include_router calls wrap the app's lifespan once more every time (FastAPI merges a
+# router's lifespan into the app's), so after a few hundred tests starting the app
+# overflowed the stack. Each test starts from NiceGUI's own lifespan instead.
+NICEGUI_LIFESPAN = core.app.router.lifespan_context
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ async def user(
     setup ("NiceGUI has already been started"), one test's ERROR line reported as ninety.
     This one stops the app first, then fails, naming the lines.
     """
+    core.app.router.lifespan_context = NICEGUI_LIFESPAN
     async with user_simulation(main_file=get_path_to_main_file(request)) as simulated:
         yield simulated
     errors = [record for record in caplog.get_records("call") if record.levelname == "ERROR"]
