@@ -39,7 +39,7 @@ import orjson
 import redis
 import redis.asyncio as aredis
 
-from app import leadership, retries
+from app import leadership, presence, retries
 
 logger = logging.getLogger(__name__)
 
@@ -197,30 +197,24 @@ class Roster:
         return LEASE.format(group=self.group, partition=partition)
 
     async def _now_ms(self) -> int:
-        seconds, micros = await self._redis.time()
-        return seconds * 1000 + micros // 1000
+        return presence.milliseconds(await self._redis.time())
 
     async def members(self, now_ms: int | None = None) -> list[Member]:
         """The live members (heartbeat not expired), by name; expired records are removed."""
         if now_ms is None:
             now_ms = await self._now_ms()
-        live: list[Member] = []
-        expired: list[bytes] = []
-        for name, raw in (await self._redis.hgetall(self._members_key)).items():
-            record = orjson.loads(raw)
-            if record["expires"] <= now_ms:
-                expired.append(name)
-                continue
-            seen_ms = now_ms - (record["expires"] - int(self.lease_seconds * 1000))
-            live.append(
-                Member(
-                    name=name.decode(),
-                    host=record["host"],
-                    pid=record["pid"],
-                    using=frozenset(record["using"]),
-                    seen_seconds=max(0.0, seen_ms / 1000),
-                )
+        records = await self._redis.hgetall(self._members_key)
+        found, expired = presence.live_records(records, now_ms, self.lease_seconds)
+        live = [
+            Member(
+                name=name,
+                host=record["host"],
+                pid=record["pid"],
+                using=frozenset(record["using"]),
+                seen_seconds=seen,
             )
+            for name, record, seen in found
+        ]
         if expired:
             await self._redis.hdel(self._members_key, *expired)
         return sorted(live, key=lambda member: member.name)

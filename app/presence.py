@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -39,9 +39,27 @@ class Process:
     seen_seconds: float  # since its last heartbeat
 
 
-def _now_ms(client: redis.Redis) -> int:
-    seconds, micros = client.time()
+def milliseconds(time_answer: tuple[int, int]) -> int:
+    """Redis's TIME answer (seconds, microseconds) in milliseconds."""
+    seconds, micros = time_answer
     return seconds * 1000 + micros // 1000
+
+
+def live_records(
+    records: Mapping[bytes, bytes], now_ms: int, lifetime_seconds: float
+) -> tuple[list[tuple[str, dict, float]], list[bytes]]:
+    """A hash of heartbeat records (field: a name; value: JSON with `expires`, in ms by
+    Redis's clock, set `lifetime_seconds` after it was written): the live ones as (name,
+    record, seconds since written), and the fields of the expired ones."""
+    live, expired = [], []
+    for name, raw in records.items():
+        record = orjson.loads(raw)
+        if record["expires"] <= now_ms:
+            expired.append(name)
+            continue
+        seen_ms = now_ms - (record["expires"] - int(lifetime_seconds * 1000))
+        live.append((name.decode(), record, max(0.0, seen_ms / 1000)))
+    return live, expired
 
 
 @contextmanager
@@ -59,7 +77,7 @@ def announced(redis_url: str, kind: str) -> Iterator[None]:
     def beat() -> None:
         while True:
             try:
-                expires = _now_ms(client) + int(EXPIRE_SECONDS * 1000)
+                expires = milliseconds(client.time()) + int(EXPIRE_SECONDS * 1000)
                 client.hset(PROCESSES, name, orjson.dumps({**record, "expires": expires}))
             except redis.RedisError as exc:  # shown as missing meanwhile; tried again
                 logger.debug("heartbeat not written: %s", exc)
@@ -84,24 +102,19 @@ def alive(redis_url: str) -> list[Process]:
     """The processes whose heartbeat has not expired, by kind and name; expired ones go."""
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
     try:
-        now_ms = _now_ms(client)
-        found, expired = [], []
-        for name, raw in client.hgetall(PROCESSES).items():
-            record = orjson.loads(raw)
-            if record["expires"] <= now_ms:
-                expired.append(name)
-                continue
-            seen_ms = now_ms - (record["expires"] - int(EXPIRE_SECONDS * 1000))
-            found.append(
-                Process(
-                    name=name.decode(),
-                    kind=record["kind"],
-                    host=record["host"],
-                    pid=record["pid"],
-                    started=record["started"],
-                    seen_seconds=max(0.0, seen_ms / 1000),
-                )
+        now_ms = milliseconds(client.time())
+        live, expired = live_records(client.hgetall(PROCESSES), now_ms, EXPIRE_SECONDS)
+        found = [
+            Process(
+                name=name,
+                kind=record["kind"],
+                host=record["host"],
+                pid=record["pid"],
+                started=record["started"],
+                seen_seconds=seen,
             )
+            for name, record, seen in live
+        ]
         if expired:
             client.hdel(PROCESSES, *expired)
     finally:
