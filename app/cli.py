@@ -12,11 +12,11 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from app import db, logs, migrate, storage
-from app.config import ConfigError, Settings, get_settings
-from app.errors import DomainError, NotFoundError, ValidationError
-from app.models import CredentialKind, DashboardVisibility, Role, UserCreate, UserUpdate
-from app.redaction import redacted
+from app.core import db, logs, migrate, storage
+from app.core.config import ConfigError, Settings, get_settings
+from app.core.errors import DomainError, NotFoundError, ValidationError
+from app.core.models import CredentialKind, DashboardVisibility, Role, UserCreate, UserUpdate
+from app.core.redaction import redacted
 from app.services import credentials, dashboards, users
 from app.services.credentials import IssuedCredentials
 from app.services.seed import ADMIN_EMAIL, SeedReport, seed_demo
@@ -105,7 +105,8 @@ def serve(  # keyword-only: seven options, each named on the command line
     --no-workers.
     """
     _forget_test_runner()
-    from app import https, main  # imports NiceGUI, which other commands do not need
+    from app import main
+    from app.web import https  # imports NiceGUI, which other commands do not need
 
     settings = _settings(demo=demo)
     settings.host = host or settings.host
@@ -198,7 +199,7 @@ def worker() -> None:
 
     /metrics and /health/live are served on IOTDECK_METRICS_PORT meanwhile.
     """
-    from app.worker import run_worker  # paho and the scheduler load only here
+    from app.workers.worker import run_worker  # paho and the scheduler load only here
 
     _run_beside_metrics("iotdeck-worker", run_worker)
 
@@ -206,8 +207,8 @@ def worker() -> None:
 def _run_beside_metrics(service: str, run: Callable[[Settings], int]) -> NoReturn:
     """A process without the web app: traced as `service`, /metrics and /health/live on
     IOTDECK_METRICS_PORT while `run` runs; exits with its code (1: something was left to
-    the next process, app/shutdown.py)."""
-    from app import metrics_server, presence, tracing
+    the next process, app/core/shutdown.py)."""
+    from app.core import metrics_server, presence, tracing
 
     settings = _settings()
     tracing.configure(service)  # spans over OTLP if OTEL_EXPORTER_OTLP_ENDPOINT is set
@@ -242,9 +243,9 @@ def simulate(
     ] = None,
 ) -> None:
     """Publish telemetry from simulated devices until SIGINT or SIGTERM."""
-    from app import signals, simulator  # paho loads only here
     from app.mqtt import logins
     from app.mqtt.connection import BrokerAddress
+    from app.sim import signals, simulator  # paho loads only here
 
     settings = _settings()
     if not (broker or settings.mqtt_url):
@@ -289,7 +290,7 @@ def mqtt_broker() -> None:
         code = run_broker(settings)
     except ConfigError as exc:
         _fail(str(exc))
-    raise typer.Exit(code)  # 1: Mosquitto had to be killed (app/shutdown.py)
+    raise typer.Exit(code)  # 1: Mosquitto had to be killed (app/core/shutdown.py)
 
 
 @bench_cli.command("ingest")

@@ -9,29 +9,18 @@ from nicegui import app, helpers, ui
 
 import pages
 import pages.oidc
-from app import (
-    db,
-    health,
-    http_metrics,
-    https,
-    logs,
-    metrics,
-    migrate,
-    oidc,
-    presence,
-    request_ids,
-    tracing,
-)
-from app.background import Background
-from app.config import ConfigError, Settings, get_settings
-from app.going_away import WebSockets, WebSocketsMiddleware, listen
+from app.core import db, logs, metrics, migrate, presence, tracing
+from app.core.config import ConfigError, Settings, get_settings
+from app.core.shutdown import Shutdown
 from app.graphql.router import create_router
-from app.limiter import RateLimitMiddleware
 from app.mqtt import emqx
 from app.mqtt.embedded import choose_port
 from app.services import dashboards
 from app.services.seed import SeedReport, seed_demo
-from app.shutdown import Shutdown
+from app.web import health, http_metrics, https, oidc, request_ids
+from app.web.going_away import WebSockets, WebSocketsMiddleware, listen
+from app.web.limiter import RateLimitMiddleware
+from app.workers.background import Background
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +68,7 @@ def provision_dashboards(folder: Path) -> None:
 def build(settings: Settings) -> Shutdown:
     """Attach every route, middleware and background service to NiceGUI's FastAPI app.
 
-    Returns the graceful stop that SIGTERM starts (app/going_away.py).
+    Returns the graceful stop that SIGTERM starts (app/web/going_away.py).
     """
     if settings.cors_origins:
         app.add_middleware(
@@ -123,7 +112,7 @@ def run(settings: Settings) -> int:
     """Serve the dashboard, GraphQL and health endpoints until stopped; the exit code.
 
     HTTPS with IOTDECK_TLS_CERT and IOTDECK_TLS_KEY (`serve` checked them); cookies are
-    Secure on every HTTPS request, a trusted proxy's included (app/https.py).
+    Secure on every HTTPS request, a trusted proxy's included (app/web/https.py).
     """
     tracing.configure("iotdeck-serve")  # spans over OTLP if OTEL_EXPORTER_OTLP_ENDPOINT is set
     shutdown = build(settings)
@@ -134,7 +123,7 @@ def run(settings: Settings) -> int:
 
 
 def _run_web(settings: Settings) -> None:
-    """uvicorn with NiceGUI until SIGTERM (then the shutdown in app/shutdown.py)."""
+    """uvicorn with NiceGUI until SIGTERM (then the shutdown in app/core/shutdown.py)."""
     ui.run(
         host=settings.host,
         port=settings.port,

@@ -34,8 +34,8 @@ import psycopg
 from playwright.async_api import async_playwright
 from sqlmodel import Session
 
-from app import db, migrate
-from app.models import DashboardVisibility, DeviceCreate, Role, UserCreate
+from app.core import db, migrate
+from app.core.models import DashboardVisibility, DeviceCreate, Role, UserCreate
 from app.services import dashboards, devices, users
 from app.services.dashboards import DashboardChange
 from bench.dashboard_viewers import CHROMIUM, CHROMIUM_ARGS, Viewer

@@ -37,10 +37,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from app import bus, db, jobs, migrate
+from app.core import bus, db, migrate
+from app.core.models import DeviceStatus, Role, UserCreate
 from app.dashboards import data
-from app.models import DeviceStatus, Role, UserCreate
 from app.services import users
+from app.workers import jobs
 from bench import fleet_simulator
 from bench.ingest_fleet import process_cpu_s
 from bench.rules_engine import WINDOWLESS, rule_texts

@@ -38,8 +38,8 @@ import paho.mqtt.client as mqtt
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from app import db, migrate
-from app.models import DeviceCreate
+from app.core import db, migrate
+from app.core.models import DeviceCreate
 from app.services import devices
 from bench.services import (
     IotdeckBroker,

@@ -33,8 +33,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy import Engine, text
 
-from app import db, migrate
-from app.models import DeviceStatus
+from app.core import db, migrate
+from app.core.models import DeviceStatus
 from bench.ingest import BENCH_RATE_LIMIT, METRICS, Worker
 from bench.services import (
     BulkDevice,

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 
 from prometheus_client import REGISTRY
 
-from app import bus, db
-from app.config import get_settings
+from app.core import bus, db
+from app.core.config import get_settings
 from app.mqtt.ingest import BatchResult
 from app.mqtt.runner import build_worker, ingest_address
 

@@ -24,8 +24,8 @@ import paho.mqtt.client as mqtt
 import websockets
 from sqlmodel import Session
 
-from app import db, migrate
-from app.models import DeviceCreate, Role, UserCreate
+from app.core import db, migrate
+from app.core.models import DeviceCreate, Role, UserCreate
 from app.services import devices, users
 from bench.ingest import BENCH_RATE_LIMIT
 from bench.services import (

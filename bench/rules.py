@@ -39,11 +39,11 @@ from sqlalchemy import Engine as Database
 from sqlalchemy import text
 from sqlmodel import Session
 
-from app import db, migrate
-from app.evaluation import TICK_SECONDS
-from app.models import DeviceCreate
+from app.core import db, migrate
+from app.core.models import DeviceCreate
 from app.services import devices, rules
 from app.services.rules import RuleInput
+from app.workers.evaluation import TICK_SECONDS
 from bench import ingest, rules_engine
 from bench.rules_engine import TYPES, rule_texts
 from bench.services import (

@@ -15,7 +15,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from app.evaluation import TICK_SECONDS
+from app.workers.evaluation import TICK_SECONDS
 from rules.compiler import CompiledRule, compile_rule
 from rules.engine import Engine
 from rules.parser import parse_rule

@@ -1,7 +1,7 @@
 """The rule evaluator as `iotdeck serve` runs it, plus a probe of what it evaluated and when.
 
 Run by `bench/rules.py` in its own process (`python -m bench.rules_evaluator STATUS.json`)
-so its CPU is its own: the Redis bus listener and `app.evaluation.run_evaluator` share one
+so its CPU is its own: the Redis bus listener and `app.workers.evaluation.run_evaluator` share one
 event loop, as in `iotdeck serve` (without the web pages). It prints `ready` once the bus
 listens and the evaluator has started (rules loaded, history replayed, alerts aligned).
 Every 0.2 s it rewrites STATUS.json with the points evaluated so far (live, and replayed
@@ -27,10 +27,11 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-from app import bus, db, evaluation, leases
-from app.background import _tune_garbage_collector
-from app.config import get_settings
-from app.evaluation_drops import Dropped
+from app.core import bus, db
+from app.core.config import get_settings
+from app.workers import evaluation, leases
+from app.workers.background import _tune_garbage_collector
+from app.workers.evaluation_drops import Dropped
 from rules.engine import Transition
 
 STATUS_EVERY_S = 0.2

@@ -30,11 +30,12 @@ import redis
 from sqlalchemy import text
 from sqlmodel import Session
 
-from app import bus, db, leases, migrate
-from app.models import DeviceCreate
+from app.core import bus, db, migrate
+from app.core.models import DeviceCreate
+from app.core.streams import RULES, RedisStreams
 from app.services import devices, rules
 from app.services.rules import RuleInput
-from app.streams import RULES, RedisStreams
+from app.workers import leases
 from bench.rules import EvaluatorProcess
 from bench.rules_engine import TYPES, point_stream, rule_texts
 from bench.services import PG_ADMIN_URL, RedisServer, fresh_database, iotdeck_environment

@@ -19,14 +19,14 @@ import psycopg
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DataError
 
-from app import storage
-from app.config import Settings
-from app.models import DeviceStatus
+from app.core import storage
+from app.core.config import Settings
+from app.core.models import DeviceStatus
 from app.mqtt import logins
 from app.mqtt.broker import MOSQUITTO, QUEUE_SETTINGS, ManagedBroker
 from app.mqtt.connection import BrokerAddress
 from app.services.credentials import INGEST_ACCOUNT
-from app.simulator import connection_answer
+from app.sim.simulator import connection_answer
 
 # the servers tests and benchmarks create their databases on: plain PostgreSQL, and a
 # cluster that preloads TimescaleDB (`../shared/tools/timescaledb cluster` starts one)
@@ -237,7 +237,7 @@ def run_compression_policy(engine: Engine, attempts: int = 5) -> None:
 class IotdeckBroker:
     """`iotdeck mqtt-broker` in this process: Mosquitto on private ports, synced on a thread.
 
-    It serves the process-wide database (`app.db`), like the command does. Devices log in
+    It serves the process-wide database (`app.core.db`), like the command does. Devices log in
     with real credentials issued through the credentials service (`device_address`).
     """
 

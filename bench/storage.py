@@ -24,10 +24,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from app import db, migrate
-from app.models import DeviceCreate
+from app.core import db, migrate
+from app.core.models import DeviceCreate
 from app.services import devices, rollups, telemetry
-from app.signals import DEFAULT_TYPES, make_signals
+from app.sim.signals import DEFAULT_TYPES, make_signals
 from bench import ingest
 from bench.services import (
     PG_ADMIN_URL,

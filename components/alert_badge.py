@@ -4,7 +4,7 @@ from collections.abc import Awaitable, Callable
 
 from nicegui import background_tasks, ui
 
-from app import bus
+from app.core import bus
 from components.deferred import Deferred
 from components.live import LiveFeed
 

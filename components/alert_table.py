@@ -13,8 +13,8 @@ from datetime import datetime
 
 from nicegui import ui
 
-from app.errors import ValidationError
-from app.models import Alert, AlertStatus, NotificationDelivery
+from app.core.errors import ValidationError
+from app.core.models import Alert, AlertStatus, NotificationDelivery
 from app.services.alert_views import AlertView
 from components.chips import alert_status_chip, severity_chip
 from components.data_table import cell, data_table, row

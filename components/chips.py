@@ -3,7 +3,7 @@ status."""
 
 from nicegui import ui
 
-from app.models import AlertSeverity, AlertStatus, CommandStatus, Role
+from app.core.models import AlertSeverity, AlertStatus, CommandStatus, Role
 
 _ROLE_TONE = {
     Role.ADMIN: "bg-indigo-50 text-indigo-800 ring-indigo-600/30",

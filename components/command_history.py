@@ -12,7 +12,7 @@ from typing import Any
 
 from nicegui import ui
 
-from app.models import CommandStatus, DeviceCommand, as_utc
+from app.core.models import CommandStatus, DeviceCommand, as_utc
 from app.services.commands import CANCELLABLE, OPEN
 from components.chips import command_status_chip
 from components.data_table import cell, data_table, row

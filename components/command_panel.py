@@ -16,8 +16,8 @@ from typing import Any
 
 from nicegui import ui
 
-from app.errors import ValidationError
-from app.models import DeviceStatus
+from app.core.errors import ValidationError
+from app.core.models import DeviceStatus
 from app.services import validation
 from app.services.commands import DEFAULT_TIMEOUT, MAX_PARAMS_BYTES, MAX_TIMEOUT, MIN_TIMEOUT
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from nicegui import ui
 
-from app.models import CredentialKind, DeviceCredential
+from app.core.models import CredentialKind, DeviceCredential
 from app.services.credentials import IssuedCredentials
 from components.confirm_dialog import confirm
 from components.relative_time import absolute_time, time_label

@@ -6,7 +6,7 @@ from typing import Any
 
 from nicegui import ui
 
-from app.errors import ValidationError
+from app.core.errors import ValidationError
 from app.services.commands import MAX_CONFIG_BYTES
 from components.command_panel import checked, error_text, parse_object, pretty
 from components.json_viewer import json_block

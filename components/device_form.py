@@ -7,7 +7,7 @@ from typing import Any
 
 from nicegui import ui
 
-from app.errors import ValidationError
+from app.core.errors import ValidationError
 from components.forms import clear_errors, show_error
 
 

@@ -3,7 +3,7 @@
 from nicegui import ui
 from nicegui.elements.mixins.validation_element import ValidationElement
 
-from app.errors import ValidationError
+from app.core.errors import ValidationError
 
 
 def clear_errors(fields: dict[str, ValidationElement]) -> None:

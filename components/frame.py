@@ -5,9 +5,9 @@ from contextlib import contextmanager
 
 from nicegui import app, run, ui
 
-from app import db
-from app.auth import has_role
-from app.models import Role, User
+from app.core import db
+from app.core.auth import has_role
+from app.core.models import Role, User
 from app.services import alerts
 from components.alert_badge import AlertBadge
 from components.chips import role_chip

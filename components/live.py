@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 from nicegui import background_tasks, ui
 
-from app import bus
+from app.core import bus
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from nicegui import ui
 
-from app.models import as_utc
+from app.core.models import as_utc
 
 _MINUTE, _HOUR, _DAY = 60, 3600, 86400
 

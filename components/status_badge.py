@@ -2,7 +2,7 @@
 
 from nicegui import ui
 
-from app.models import DeviceStatus
+from app.core.models import DeviceStatus
 
 # (label, pill classes, dot classes) per status; unknown values fall back to UNKNOWN's look
 _LOOK = {

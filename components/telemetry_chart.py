@@ -7,8 +7,8 @@ from typing import Any
 
 from nicegui import ui
 
-from app.errors import ValidationError
-from app.models import as_utc
+from app.core.errors import ValidationError
+from app.core.models import as_utc
 from app.services.charts import ChartData, parse_custom_range
 from app.services.telemetry import Sample
 from components.forms import clear_errors, show_error

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from nicegui import ui
 
-from app.errors import ValidationError
+from app.core.errors import ValidationError
 from app.services.validation import METRIC_NAME, METRIC_NAME_RULE
 from components.forms import clear_errors, show_error
 from rules import ast

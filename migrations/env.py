@@ -1,9 +1,9 @@
-"""Alembic environment: runs against the engine `app.migrate` hands over."""
+"""Alembic environment: runs against the engine `app.core.migrate` hands over."""
 
 from alembic import context
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401 - registers the tables on SQLModel.metadata
+import app.core.models  # noqa: F401 - registers the tables on SQLModel.metadata
 
 connection = context.config.attributes["connection"]
 context.configure(

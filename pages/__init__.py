@@ -1,6 +1,6 @@
 """NiceGUI pages: thin, they call app services and compose components."""
 
-from app.config import Settings
+from app.core.config import Settings
 from pages import (
     alerts,
     auth,

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 from nicegui import run, ui
 from sqlmodel import Session
 
-from app import bus, db
-from app.auth import has_role
-from app.errors import NotFoundError
-from app.models import AlertSeverity, AlertStatus, NotificationDelivery, Role
+from app.core import bus, db
+from app.core.auth import has_role
+from app.core.errors import NotFoundError
+from app.core.models import AlertSeverity, AlertStatus, NotificationDelivery, Role
 from app.services import alert_views, alerts, notifications
 from app.services.alert_views import AlertFilter, AlertView
 from components.alert_table import AlertActions, AlertTable

@@ -20,21 +20,22 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.routing import Match, Route
 
-from app import db, oidc
-from app.auth import credentials_fingerprint, has_role
-from app.config import get_settings
-from app.errors import AuthenticationError, RateLimitedError, ValidationError
-from app.limiter import client_of
-from app.models import Role, User
+from app.core import db
+from app.core.auth import credentials_fingerprint, has_role
+from app.core.config import get_settings
+from app.core.errors import AuthenticationError, RateLimitedError, ValidationError
+from app.core.models import Role, User
 from app.services import users
-from app.sign_in import sign_in
+from app.web import oidc
+from app.web.limiter import client_of
+from app.web.sign_in import sign_in
 from components.frame import FLASH_KEY, sign_out_button
 from components.theme import apply_theme
 
 logger = logging.getLogger(__name__)
 
 USER_ID_KEY = "user_id"
-FINGERPRINT_KEY = "credentials"  # app.auth.credentials_fingerprint at sign-in
+FINGERPRINT_KEY = "credentials"  # app.core.auth.credentials_fingerprint at sign-in
 SEEN_KEY = "seen_at"  # wall-clock time of the session's last page load or action
 TICKET_KEY = "sign_in_ticket"
 

@@ -17,8 +17,10 @@ from fastapi import Request
 from nicegui import ui
 from sqlmodel import col, select
 
-from app import bus
-from app.auth import has_role
+from app.core import bus
+from app.core.auth import has_role
+from app.core.errors import DomainError, ValidationError
+from app.core.models import DashboardVisibility, Role, User
 from app.dashboards import data, layout
 from app.dashboards.live import get_live_values
 from app.dashboards.spec import (
@@ -28,8 +30,6 @@ from app.dashboards.spec import (
     parse_spec,
     spec_to_json,
 )
-from app.errors import DomainError, ValidationError
-from app.models import DashboardVisibility, Role, User
 from app.services import dashboards
 from app.services.dashboards import DashboardChange
 from components.confirm_dialog import confirm

@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from nicegui import run, ui
 from sqlmodel import Session
 
-from app import bus, db, logs
-from app.command_dispatch import config_topic
-from app.errors import NotFoundError, ValidationError
-from app.models import CommandStatus, Device, DeviceCommand, DeviceStatus, Role
+from app.core import bus, db, logs
+from app.core.errors import NotFoundError, ValidationError
+from app.core.models import CommandStatus, Device, DeviceCommand, DeviceStatus, Role
+from app.mqtt.topics import config_topic
 from app.services import alert_views, commands, devices, seed, users
 from app.services.commands import CommandInput
 from components.command_history import CommandHistory, CommandView

@@ -5,9 +5,9 @@ import uuid
 
 from nicegui import run, ui
 
-from app import db
-from app.errors import NotFoundError
-from app.models import CredentialKind, DeviceCredential, Role
+from app.core import db
+from app.core.errors import NotFoundError
+from app.core.models import CredentialKind, DeviceCredential, Role
 from app.services import credentials
 from app.services.credentials import IssuedCredentials
 from components.credentials_panel import CredentialsPanel

@@ -9,10 +9,11 @@ from urllib.parse import quote
 from nicegui import background_tasks, run, ui
 from sqlmodel import Session
 
-from app import bus, db
-from app.auth import has_role
-from app.errors import NotFoundError, ValidationError
-from app.models import Device, DeviceStatus, DeviceUpdate, Role, User, as_utc
+from app.core import bus, db
+from app.core.auth import has_role
+from app.core.errors import NotFoundError, ValidationError
+from app.core.models import Device, DeviceStatus, DeviceUpdate, Role, User, as_utc
+from app.mqtt.topics import TELEMETRY, device_topic
 from app.services import charts, devices
 from app.services.telemetry import Sample
 from components.chips import type_chip
@@ -326,7 +327,7 @@ class DeviceTelemetry:
 
 
 def _no_telemetry(device_id: uuid.UUID) -> None:
-    topic = f"devices/{device_id}/telemetry"
+    topic = device_topic(device_id, TELEMETRY)
     with section("Telemetry", icon="show_chart"):
         with empty_state(
             "sensors",

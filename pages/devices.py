@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 
 from nicegui import background_tasks, run, ui
 
-from app import bus, db
-from app.auth import has_role
-from app.models import Device, DeviceCreate, DeviceStatus, Role
+from app.core import bus, db
+from app.core.auth import has_role
+from app.core.models import Device, DeviceCreate, DeviceStatus, Role
 from app.services import devices
 from app.services.devices import DeviceFilter
 from components.chips import type_chip

@@ -17,10 +17,11 @@ from fastapi.responses import RedirectResponse
 from joserfc.errors import JoseError
 from starlette.concurrency import run_in_threadpool
 
-from app import db, oidc
-from app.config import Settings
-from app.models import User
-from app.oidc import OAuthError, SsoError, SsoFailure, StarletteOAuth2App
+from app.core import db
+from app.core.config import Settings
+from app.core.models import User
+from app.web import oidc
+from app.web.oidc import OAuthError, SsoError, SsoFailure, StarletteOAuth2App
 from pages.auth import HOME, _safe_target, start_session
 
 logger = logging.getLogger(__name__)

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 from nicegui import run, ui
 
-from app import db
-from app.auth import has_role
-from app.config import Settings
-from app.errors import NotFoundError, RateLimitedError, ValidationError
-from app.models import AlertRule, Role, User
+from app.core import db
+from app.core.auth import has_role
+from app.core.config import Settings
+from app.core.errors import NotFoundError, RateLimitedError, ValidationError
+from app.core.models import AlertRule, Role, User
 from app.services import alert_views, charts, devices, rule_testing, rules
 from app.services.rule_testing import DeviceReplay
 from app.services.rules import RuleInput
@@ -255,7 +255,7 @@ class RuleEditorPage:
         data = RuleInput(expression=self.text)
         existing = self.rule.id if self.rule is not None else None
         try:
-            # off the event loop: saving resolves webhook hosts (app/outbound.py)
+            # off the event loop: saving resolves webhook hosts (app/core/outbound.py)
             rule_id, name = await run.io_bound(_store, data, existing, user.id)
         except ValidationError as error:
             self._show_error(f"Not saved. {error.field}: {error.reason}")

@@ -7,10 +7,10 @@ from datetime import datetime
 from nicegui import run, ui
 from nicegui.events import ValueChangeEventArguments
 
-from app import bus, db
-from app.auth import has_role
-from app.errors import NotFoundError, ValidationError
-from app.models import AlertRule, Role
+from app.core import bus, db
+from app.core.auth import has_role
+from app.core.errors import NotFoundError, ValidationError
+from app.core.models import AlertRule, Role
 from app.services import alert_views, alerts, rules
 from app.services.rules import RuleInput
 from components.chips import severity_chip, type_chip

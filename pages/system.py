@@ -5,8 +5,8 @@ import time
 
 from nicegui import ui
 
-from app.auth import has_role
-from app.models import Role
+from app.core.auth import has_role
+from app.core.models import Role
 from app.services.system import PartitionStatus, ProcessStatus, SystemStatus, system_status
 from components.data_table import cell, data_table, row
 from components.empty_state import empty_state, forbidden

@@ -5,10 +5,10 @@ import uuid
 from nicegui import run, ui
 from nicegui.events import ValueChangeEventArguments
 
-from app import db
-from app.auth import has_role
-from app.errors import NotFoundError, ValidationError
-from app.models import Role, User, UserCreate, UserUpdate
+from app.core import db
+from app.core.auth import has_role
+from app.core.errors import NotFoundError, ValidationError
+from app.core.models import Role, User, UserCreate, UserUpdate
 from app.services import users
 from components.data_table import cell, data_table, row
 from components.empty_state import empty_state, forbidden

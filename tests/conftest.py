@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import db, migrate
+from app.core import db, migrate
 from bench.services import (
     PG_ADMIN_URL,
     TIMESCALEDB_ADMIN_URL,

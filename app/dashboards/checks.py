@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
+from app.core.errors import ValidationError
+from app.core.models import as_utc
 from app.dashboards.expressions import check_expression
-from app.errors import ValidationError
-from app.models import as_utc
 from app.services import validation
 
 if TYPE_CHECKING:

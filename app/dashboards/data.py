@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Select, String, and_, func, literal, select, text, true, union_all
 from sqlmodel import Session, col
 
+from app.core.errors import ValidationError
+from app.core.models import Alert, AlertSeverity, Device, DeviceStatus, TelemetryPoint, as_utc
 from app.dashboards import checks, spec
 from app.dashboards.expressions import parse_expression
-from app.errors import ValidationError
-from app.models import Alert, AlertSeverity, Device, DeviceStatus, TelemetryPoint, as_utc
 from app.services import alert_views, charts, devices, telemetry, validation
 from app.services.alerts import OPEN
 from rules.compiler import CompiledValue, compile_value

@@ -8,7 +8,7 @@ dashboard accepts is exactly what a rule can watch.
 
 import re
 
-from app.errors import ValidationError
+from app.core.errors import ValidationError
 from rules import ast
 from rules.checks import check
 from rules.errors import RuleSyntaxError

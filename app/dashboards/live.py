@@ -17,10 +17,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from app import bus, db
+from app.core import bus, db
+from app.core.models import utcnow
 from app.dashboards import data
 from app.dashboards.expressions import parse_expression
-from app.models import utcnow
 from app.services import validation
 from rules.compiler import CompiledValue, compile_value
 from rules.windows import Series, from_us, seconds_to_us, to_us

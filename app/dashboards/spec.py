@@ -2,7 +2,7 @@
 
 Pure: no database, no UI. Pydantic checks each field's shape; `app.dashboards.checks` then
 checks what spans fields (the grid, variables, expressions). Every error is one
-`app.errors.ValidationError` whose field is the JSON path of the first problem, written
+`app.core.errors.ValidationError` whose field is the JSON path of the first problem, written
 `widgets[2].options.metric`, so an editor, GraphQL and the CLI can point at it.
 """
 
@@ -15,8 +15,8 @@ import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator
 from pydantic.alias_generators import to_camel
 
+from app.core.errors import ValidationError
 from app.dashboards import checks
-from app.errors import ValidationError
 from app.services import validation
 from rules.ast import COMMAND_ACTION, COMMAND_ACTION_RULE
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import strawberry
 
-from app import models
+from app.core import models
 from app.graphql.context import Info, in_session
 from app.graphql.types import (
     Device,

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 import strawberry
 from anyio import to_thread
 
-from app.errors import ValidationError
+from app.core.errors import ValidationError
 from app.graphql import arguments
 from app.graphql.alert_types import (
     Alert,

@@ -3,7 +3,7 @@
 import uuid
 from datetime import UTC, datetime
 
-from app.errors import ValidationError
+from app.core.errors import ValidationError
 from app.services import users, validation
 
 MAX_POINTS = 10_000

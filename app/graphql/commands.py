@@ -7,8 +7,8 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
-from app import bus, models
-from app.errors import NotFoundError
+from app.core import bus, models
+from app.core.errors import NotFoundError
 from app.graphql import arguments
 from app.graphql.context import Info, in_session
 from app.graphql.permissions import IsAuthenticated, IsOperator, requires

@@ -10,11 +10,11 @@ from sqlmodel import Session
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
-from app import db
-from app.auth import credentials_fingerprint, read_token
-from app.config import Settings
-from app.errors import AuthenticationError
-from app.models import User
+from app.core import db
+from app.core.auth import credentials_fingerprint, read_token
+from app.core.config import Settings
+from app.core.errors import AuthenticationError
+from app.core.models import User
 from app.services import users
 
 T = TypeVar("T")

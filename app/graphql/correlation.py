@@ -1,6 +1,6 @@
 """Correlation ids of GraphQL subscriptions (SPEC 11).
 
-An operation over HTTP runs under its request's id (`app.request_ids`). A subscription
+An operation over HTTP runs under its request's id (`app.web.request_ids`). A subscription
 gets an id of its own, logged with its operation name when it starts and when it ends, so
 the lines of one subscription stand apart from those of the others on the same WebSocket
 (which all carry the socket's request id). strawberry runs each WebSocket operation in a
@@ -15,7 +15,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
-from app import logs
+from app.core import logs
 
 logger = logging.getLogger(__name__)
 

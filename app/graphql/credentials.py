@@ -9,8 +9,8 @@ import uuid
 import strawberry
 from sqlmodel import Session
 
-from app import models
-from app.errors import NotFoundError
+from app.core import models
+from app.core.errors import NotFoundError
 from app.graphql import arguments
 from app.graphql.context import in_session
 from app.graphql.permissions import IsAdmin, requires

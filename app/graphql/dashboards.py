@@ -4,8 +4,8 @@ import strawberry
 from sqlmodel import Session
 from strawberry.scalars import JSON
 
-from app import models
-from app.errors import NotFoundError
+from app.core import models
+from app.core.errors import NotFoundError
 from app.graphql import arguments
 from app.graphql.context import Info, in_session
 from app.graphql.loaders import users_by_id

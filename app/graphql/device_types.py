@@ -3,8 +3,8 @@
 import strawberry
 from sqlmodel import Session
 
-from app import models
-from app.config import Settings
+from app.core import models
+from app.core.config import Settings
 from app.graphql.context import Info, in_session
 from app.graphql.permissions import IsAdmin, IsAuthenticated, requires
 from app.graphql.types import given

@@ -2,7 +2,8 @@
 
 import strawberry
 
-from app.errors import ValidationError
+from app.core.errors import ValidationError
+from app.core.models import DeviceCreate, DeviceUpdate
 from app.graphql import arguments
 from app.graphql.context import Info, in_session
 from app.graphql.permissions import IsAdmin, IsAuthenticated, requires
@@ -14,7 +15,6 @@ from app.graphql.types import (
     UpdateDeviceInput,
     given,
 )
-from app.models import DeviceCreate, DeviceUpdate
 from app.services import devices
 from app.services.devices import DeviceFilter
 

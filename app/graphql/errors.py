@@ -1,15 +1,15 @@
 """The one place turning exceptions into GraphQL errors with `extensions.code` (and `field`).
 
 Every error a client sees carries `extensions.code`:
-- UNAUTHENTICATED, FORBIDDEN, NOT_FOUND: from the domain errors in `app.errors`;
+- UNAUTHENTICATED, FORBIDDEN, NOT_FOUND: from the domain errors in `app.core.errors`;
 - BAD_USER_INPUT, with `extensions.field` (camelCase): a service `ValidationError`, or an
   argument value graphql-core refused before any resolver ran (wrong enum value or scalar
   type, missing required argument, bad variable value);
 - RATE_LIMITED, with `extensions.retryAfter` (whole seconds) when known: too many requests
   or sign-in attempts, a second rule test while one runs, a subscription over the limits
-  (`app.errors.RateLimitedError`);
+  (`app.core.errors.RateLimitedError`);
 - UNAVAILABLE: the database cannot be reached now; answered at once while its circuit
-  breaker is open instead of waiting for a connection (`app.db.DatabaseUnavailableError`);
+  breaker is open instead of waiting for a connection (`app.core.db.DatabaseUnavailableError`);
 - GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED: the document itself is wrong (syntax,
   token limit, unknown field or argument, depth, alias or cost limit, introspection where
   it is off: see `app.graphql.limits`);
@@ -41,8 +41,8 @@ from graphql import ExecutionResult as GraphQLExecutionResult
 from strawberry.extensions import SchemaExtension
 from strawberry.types.execution import ExecutionResult, StreamExecutionResult
 
-from app.errors import DomainError, RateLimitedError, ValidationError
-from app.limiter import whole_seconds
+from app.core.errors import DomainError, RateLimitedError, ValidationError
+from app.web.limiter import whole_seconds
 
 logger = logging.getLogger(__name__)
 

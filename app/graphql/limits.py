@@ -46,15 +46,15 @@ from graphql.validation.rules.max_introspection_depth_rule import MaxIntrospecti
 from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 
-from app import metrics
-from app.config import Settings
-from app.errors import DomainError
+from app.core import metrics
+from app.core.config import Settings
+from app.core.errors import DomainError
+from app.core.intervals import parse_interval
 from app.graphql import arguments
 from app.graphql.errors import VALIDATION_FAILED
-from app.intervals import parse_interval
-from app.limiter import client_of, rate_limited_error, request_limiter
 from app.services import rule_testing
 from app.services.telemetry import MAX_BUCKETS
+from app.web.limiter import client_of, rate_limited_error, request_limiter
 
 # the parser stops here: bounds the work of parsing and of graphql-core's own validation
 # (the introspection query is about 170 tokens; a rule text is one token however long)
@@ -371,7 +371,7 @@ def query_limits(settings: Settings) -> Callable[[], QueryLimits]:
 class WebSocketOperationLimit(SchemaExtension):
     """Counts each operation sent over a WebSocket against its client's request limit.
 
-    The HTTP middleware (app/limiter.py) counts requests, so a socket counts once, when it
+    The HTTP middleware (app/web/limiter.py) counts requests, so a socket counts once, when it
     opens; every query, mutation or subscription sent over it is counted here, before
     validation, and refused with RATE_LIMITED (and `retryAfter`) when over.
     """

@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from sqlmodel import Session
 
+from app.core.models import DeviceCredential, User
 from app.graphql.context import in_session
-from app.models import DeviceCredential, User
 from app.services import credentials, telemetry, users
 from app.services.telemetry import Sample
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
-from app import metrics
+from app.core import metrics
 
 
 class OperationMetrics(SchemaExtension):

@@ -5,10 +5,10 @@ from typing import Any, ClassVar
 from strawberry.extensions import FieldExtension
 from strawberry.permission import BasePermission, PermissionExtension
 
-from app.auth import has_role
-from app.errors import PermissionDeniedError
+from app.core.auth import has_role
+from app.core.errors import PermissionDeniedError
+from app.core.models import Role
 from app.graphql.context import Info
-from app.models import Role
 
 
 class IsAuthenticated(BasePermission):

@@ -8,8 +8,8 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
-from app.config import Settings
-from app.errors import AuthenticationError
+from app.core.config import Settings
+from app.core.errors import AuthenticationError
 from app.graphql.context import GraphQLContext
 from app.graphql.errors import UNAUTHENTICATED
 from app.graphql.schema import create_schema

@@ -4,7 +4,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.types import ExecutionContext
 
-from app.config import Settings
+from app.core.config import Settings
 from app.graphql.alerts import AlertsMutation, AlertsQuery
 from app.graphql.commands import CommandsMutation, CommandsQuery, CommandsSubscription
 from app.graphql.correlation import SubscriptionIds

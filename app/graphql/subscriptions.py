@@ -1,6 +1,6 @@
 """Subscriptions: devices and telemetry pushed over WebSocket from this process's bus hub.
 
-Each GraphQL subscription is ONE bounded hub subscription (`app.bus`), never a Redis
+Each GraphQL subscription is ONE bounded hub subscription (`app.core.bus`), never a Redis
 subscription of its own: the process holds one `iot:*` subscription and fans out. A client
 that reads too slowly loses its oldest messages (counted in `bus_dropped_total`). The hub
 subscription closes when the client unsubscribes or disconnects.
@@ -21,9 +21,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 import strawberry
 from sqlmodel import Session
 
-from app import bus
-from app.config import Settings
-from app.errors import NotFoundError, RateLimitedError, ValidationError
+from app.core import bus
+from app.core.config import Settings
+from app.core.errors import NotFoundError, RateLimitedError, ValidationError
 from app.graphql import arguments
 from app.graphql.alert_types import Alert, AlertSeverity
 from app.graphql.context import Info, in_session

@@ -7,12 +7,12 @@ from typing import Annotated, TypeVar
 import strawberry
 from sqlmodel import Session
 
-from app.errors import NotFoundError
+from app.core.errors import NotFoundError
+from app.core.intervals import parse_interval
 from app.graphql import arguments
 from app.graphql.context import Info, in_session
 from app.graphql.permissions import IsAuthenticated, requires
 from app.graphql.types import TelemetryAggregation, TelemetryPoint, TelemetrySeries
-from app.intervals import parse_interval
 from app.services import devices, telemetry
 
 T = TypeVar("T")

@@ -7,7 +7,7 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
-from app import models
+from app.core import models
 from app.graphql import arguments, loaders
 from app.graphql.context import Info
 from app.services.telemetry import Aggregate, Sample

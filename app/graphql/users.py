@@ -2,16 +2,16 @@
 
 import strawberry
 
-from app.auth import create_token
-from app.errors import ValidationError
+from app.core.auth import create_token
+from app.core.errors import ValidationError
+from app.core.models import UserCreate, UserUpdate
 from app.graphql import arguments
 from app.graphql.context import Info, in_session
 from app.graphql.permissions import IsAdmin, IsAuthenticated, requires
 from app.graphql.types import AuthPayload, Role, UpdateUserInput, User, given
-from app.limiter import client_of
-from app.models import UserCreate, UserUpdate
 from app.services import users
-from app.sign_in import sign_in
+from app.web.limiter import client_of
+from app.web.sign_in import sign_in
 
 DEFAULT_LIMIT = 100
 
@@ -66,7 +66,7 @@ class UsersMutation:
     async def login(self, info: Info, email: str, password: str) -> AuthPayload:
         """A token for valid credentials; one error for unknown email and wrong password.
 
-        Throttled per account and per address (app/sign_in.py): RATE_LIMITED with
+        Throttled per account and per address (app/web/sign_in.py): RATE_LIMITED with
         `retryAfter` while a lock lasts, even for the right password.
         """
         email, password = arguments.credentials(email, password)  # BAD_USER_INPUT if absurd

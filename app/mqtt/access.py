@@ -7,8 +7,10 @@ EMQX HTTP authorizer and the embedded broker. A device publishes only to its own
 topics. Service accounts are not devices; the callers let them use every topic.
 """
 
-PUBLISH_LEAVES = ("telemetry", "status", "commands/ack")
-SUBSCRIBE_LEAVES = ("commands", "config")
+from app.mqtt.topics import ANSWERS, COMMANDS, CONFIG, STATUS, TELEMETRY, device_topic
+
+PUBLISH_LEAVES = (TELEMETRY, STATUS, ANSWERS)
+SUBSCRIBE_LEAVES = (COMMANDS, CONFIG)
 # a device id holding one of these could reach past its own topic level
 _UNSAFE_IN_ID = ("/", "+", "#", "\0")
 
@@ -20,7 +22,7 @@ def _is_safe_id(device_id: str) -> bool:
 def _own_topics(device_id: str, leaves: tuple[str, ...]) -> frozenset[str]:
     if not _is_safe_id(device_id):
         return frozenset()
-    return frozenset(f"devices/{device_id}/{leaf}" for leaf in leaves)
+    return frozenset(device_topic(device_id, leaf) for leaf in leaves)
 
 
 def device_may_publish(device_id: str, topic: str) -> bool:

@@ -25,13 +25,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from app import db
-from app.config import ConfigError, Settings
-from app.models import utcnow
+from app.core import db
+from app.core.config import ConfigError, Settings
+from app.core.models import utcnow
+from app.core.shutdown import Shutdown
 from app.mqtt import access
 from app.services import credentials
 from app.services.credentials import Authority, BrokerState
-from app.shutdown import Shutdown
 
 logger = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ class ManagedBroker:
 
 
 def run_broker(settings: Settings) -> int:
-    """`iotdeck mqtt-broker` until SIGTERM or SIGINT; the exit code (app/shutdown.py).
+    """`iotdeck mqtt-broker` until SIGTERM or SIGINT; the exit code (app/core/shutdown.py).
 
     The stop: no more syncing, then Mosquitto gets SIGTERM, saves its sessions and queued
     messages to its persistence file and exits (0), within IOTDECK_SHUTDOWN_TIMEOUT.

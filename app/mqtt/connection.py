@@ -11,9 +11,9 @@ from paho.mqtt.client import CallbackAPIVersion, Client, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from app import retries
-from app.config import ConfigError
-from app.redaction import redacted
+from app.core import retries
+from app.core.config import ConfigError
+from app.core.redaction import redacted
 
 SESSION_EXPIRY_SECONDS = 7 * 24 * 3600  # a persistent session outlives any restart
 RECEIVE_MAXIMUM = 65535  # batches are acked after commit: allow many messages in flight

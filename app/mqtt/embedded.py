@@ -18,7 +18,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import db
+from app.core import db
 from app.mqtt import access
 from app.services import credentials
 

@@ -29,10 +29,10 @@ from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from app import db
-from app.config import Settings
-from app.errors import ValidationError
-from app.models import CredentialKind
+from app.core import db
+from app.core.config import Settings
+from app.core.errors import ValidationError
+from app.core.models import CredentialKind
 from app.mqtt import access
 from app.services import credentials
 

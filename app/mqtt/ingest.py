@@ -26,8 +26,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sqlmodel import Session, col, select
 from tenacity import RetryCallState, RetryError
 
-from app import db, logs, metrics, retries, tracing
-from app.models import Device, DeviceStatus
+from app.core import db, logs, metrics, retries, tracing
+from app.core.models import Device, DeviceStatus
 from app.mqtt import connection
 from app.mqtt.bulk_client import BulkClient
 from app.mqtt.connection import BrokerAddress
@@ -39,6 +39,7 @@ from app.mqtt.payloads import (
     parse_telemetry,
 )
 from app.mqtt.rate_limit import RateLimiter
+from app.mqtt.topics import INGEST_TOPICS
 from app.services import commands, device_types, devices, telemetry
 from app.services.commands import Answer
 from app.services.last_seen import LastSeen
@@ -47,7 +48,6 @@ from app.services.telemetry import Point
 
 logger = logging.getLogger(__name__)
 
-TOPICS = ("devices/+/telemetry", "devices/+/status", "devices/+/commands/ack")
 _UNKNOWN_DEVICE_TTL = 10.0  # seconds before an unknown id is looked up again
 _RECHECK_SECONDS = 30.0  # how often the devices edited since the last look are read again
 _RECHECK_OVERLAP = timedelta(minutes=2)  # each look reaches back over the previous one
@@ -311,7 +311,7 @@ class IngestWorker:
             logger.error("broker %s refused the connection: %s", self.address.url, reason)
             return
         prefix = f"$share/{self._shared_group}/" if self._shared_group else ""
-        client.subscribe([(prefix + topic, 1) for topic in TOPICS])
+        client.subscribe([(prefix + topic, 1) for topic in INGEST_TOPICS])
 
     def _on_subscribe(
         self,
@@ -387,7 +387,7 @@ class IngestWorker:
         while (parsed := self._next_parsed()) is not None:
             with (
                 logs.bind(correlation_id=parsed.correlation_id),
-                # the root of the trace of everything the batch causes (app/tracing.py)
+                # the root of the trace of everything the batch causes (app/core/tracing.py)
                 tracing.span(
                     "ingest.batch",
                     parsed.correlation_id,

@@ -14,8 +14,8 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from app import db
-from app.models import CredentialKind
+from app.core import db
+from app.core.models import CredentialKind
 from app.mqtt.connection import BrokerAddress
 from app.services import credentials
 

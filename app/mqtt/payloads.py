@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from app.models import DeviceStatus
+from app.core.models import DeviceStatus
 from app.services.commands import Answer
 from app.services.telemetry import Point
 from app.services.validation import METRIC_NAME, METRIC_NAME_RULE

@@ -5,13 +5,14 @@ import logging
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from app import bus, db, jobs, storage
-from app.config import ConfigError, Settings
+from app.core import bus, db, storage
+from app.core.config import ConfigError, Settings
+from app.core.shutdown import Shutdown
 from app.mqtt import logins
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
 from app.services import credentials
-from app.shutdown import Shutdown
+from app.workers import jobs
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, union
 from sqlmodel import Session, col, select
 
-from app.models import (
+from app.core.models import (
     Alert,
     AlertRule,
     AlertSeverity,

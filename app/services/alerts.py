@@ -15,9 +15,9 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app import bus, logs
-from app.errors import NotFoundError, ValidationError
-from app.models import Alert, AlertRule, AlertSeverity, AlertStatus, utcnow
+from app.core import bus, logs
+from app.core.errors import NotFoundError, ValidationError
+from app.core.models import Alert, AlertRule, AlertSeverity, AlertStatus, utcnow
 from app.services import events, validation
 
 OPEN = (AlertStatus.ACTIVE, AlertStatus.ACKNOWLEDGED)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session
 
-from app.errors import ValidationError
-from app.models import as_utc
+from app.core.errors import ValidationError
+from app.core.models import as_utc
 from app.services import telemetry
 from app.services.telemetry import Aggregate, Sample
 

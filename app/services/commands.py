@@ -1,6 +1,6 @@
 """Device commands and configuration: every status is what really happened (SPEC section 5).
 
-A command is stored PENDING; the command dispatcher (`app/command_dispatch.py`) publishes
+A command is stored PENDING; the command dispatcher (`app/workers/command_dispatch.py`) publishes
 it once its device is ONLINE and marks it SENT when the broker acknowledges the publish;
 the device's answers on `devices/{id}/commands/ack` (read by ingest) make it
 ACKNOWLEDGED, EXECUTED or FAILED; without a final answer by `expires_at` it is EXPIRED.
@@ -24,9 +24,9 @@ from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app import bus, logs
-from app.errors import NotFoundError, ValidationError
-from app.models import CommandStatus, Device, DeviceCommand, DeviceStatus, utcnow
+from app.core import bus, logs
+from app.core.errors import NotFoundError, ValidationError
+from app.core.models import CommandStatus, Device, DeviceCommand, DeviceStatus, utcnow
 from app.services import events, validation
 from rules.ast import COMMAND_ACTION, COMMAND_ACTION_RULE
 

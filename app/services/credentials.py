@@ -28,8 +28,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app.errors import NotFoundError
-from app.models import (
+from app.core.errors import NotFoundError
+from app.core.models import (
     CertificateAuthority,
     CredentialKind,
     Device,

@@ -23,10 +23,10 @@ import orjson
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
-from app.auth import has_role
+from app.core.auth import has_role
+from app.core.errors import NotFoundError, PermissionDeniedError, ValidationError
+from app.core.models import Dashboard, DashboardVisibility, Role, User, utcnow
 from app.dashboards.spec import parse_spec, spec_to_json
-from app.errors import NotFoundError, PermissionDeniedError, ValidationError
-from app.models import Dashboard, DashboardVisibility, Role, User, utcnow
 from app.services import validation
 from app.services.validation import parse_id
 

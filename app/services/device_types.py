@@ -13,8 +13,8 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from app.errors import ValidationError
-from app.models import Device, DeviceTypeSettings, utcnow
+from app.core.errors import ValidationError
+from app.core.models import Device, DeviceTypeSettings, utcnow
 from app.mqtt.rate_limit import TypeOverride, per_second
 from app.services import validation
 

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import func, inspect, or_, update
 from sqlmodel import Session, col, select
 
-from app.errors import NotFoundError
-from app.models import Device, DeviceCreate, DeviceStatus, DeviceUpdate, utcnow
+from app.core.errors import NotFoundError
+from app.core.models import Device, DeviceCreate, DeviceStatus, DeviceUpdate, utcnow
 from app.services import credentials, events, validation
 from app.services.validation import parse_id
 

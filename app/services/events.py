@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from app import bus
-from app.models import Device
+from app.core import bus
+from app.core.models import Device
 
 _OUTBOX = "bus_outbox"
 _AFTER_COMMIT = "after_commit"

@@ -9,7 +9,7 @@ ingest workers may have seen the same device. A real status change (a device com
 ONLINE) is still written by its batch at once (app/services/telemetry.py).
 
 So `last_seen_at` in the database is at most one flush interval (plus one batch) behind
-the device's last message; the offline job allows for that (app/jobs.py).
+the device's last message; the offline job allows for that (app/workers/jobs.py).
 """
 
 import logging
@@ -22,7 +22,7 @@ from itertools import islice
 
 from sqlalchemy import Connection, Engine, bindparam, or_, text, update
 
-from app.models import Device
+from app.core.models import Device
 
 logger = logging.getLogger(__name__)
 

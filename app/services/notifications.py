@@ -1,7 +1,7 @@
 """Alert notifications: one delivery row per `notify` target, sent later, retried with backoff.
 
 A delivery is written in the transaction that opens its alert (`schedule`), so it exists
-exactly when the alert does. The dispatcher (`app/notifications.py`) claims the due ones,
+exactly when the alert does. The dispatcher (`app/workers/notifications.py`) claims the due ones,
 sends them off the hot path and records each attempt here. This module is the only place
 with SQL for `notification_deliveries`.
 
@@ -24,8 +24,8 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
-from app.errors import NotFoundError
-from app.models import Alert, AlertRule, Device, NotificationDelivery, as_utc, utcnow
+from app.core.errors import NotFoundError
+from app.core.models import Alert, AlertRule, Device, NotificationDelivery, as_utc, utcnow
 from app.services import validation
 
 logger = logging.getLogger(__name__)

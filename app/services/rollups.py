@@ -41,9 +41,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import OperationalError
 
-from app import leadership, storage
-from app.intervals import HOUR
-from app.models import TelemetryHourly, TelemetryPoint, TelemetryRollupPending
+from app.core import leadership, storage
+from app.core.intervals import HOUR
+from app.core.models import TelemetryHourly, TelemetryPoint, TelemetryRollupPending
 
 logger = logging.getLogger(__name__)
 

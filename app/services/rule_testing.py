@@ -25,8 +25,8 @@ import psycopg
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
-from app.errors import RateLimitedError, ValidationError
-from app.models import Device
+from app.core.errors import RateLimitedError, ValidationError
+from app.core.models import Device
 from app.services import rules, telemetry, validation
 from app.services.telemetry import Point
 from rules import ast

@@ -13,10 +13,10 @@ from dataclasses import dataclass, replace
 
 from sqlmodel import Session, col, select
 
-from app import bus, outbound
-from app.config import get_settings
-from app.errors import NotFoundError, ValidationError
-from app.models import AlertRule, AlertSeverity, utcnow
+from app.core import bus, outbound
+from app.core.config import get_settings
+from app.core.errors import NotFoundError, ValidationError
+from app.core.models import AlertRule, AlertSeverity, utcnow
 from app.services import events, validation
 from rules import ast
 from rules.checks import check

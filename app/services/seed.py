@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlmodel import Session
 
 import seeds
-from app.models import DashboardVisibility, Device, DeviceCreate, Role, UserCreate
+from app.core.models import DashboardVisibility, Device, DeviceCreate, Role, UserCreate
 from app.services import dashboards, devices, rules, users
 from app.services.rules import RuleInput
 

@@ -1,8 +1,8 @@
 """What the System page shows ADMINs: the processes alive, partitions, who evaluates each
 and their lag.
 
-With Redis, the processes' heartbeats (app/presence.py) say who is alive, the members'
-records and the leases (app/leases.py) who evaluates what, and the streams how far behind
+With Redis, the processes' heartbeats (app/core/presence.py) say who is alive, the members'
+records and the leases (app/workers/leases.py) who evaluates what, and the streams how far behind
 each partition is; without Redis, this process alone does everything, from its in-process
 streams.
 """
@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import redis
 
-from app import bus, leases, presence
-from app.config import get_settings
-from app.streams import RULES, Lag, StreamsError
+from app.core import bus, presence
+from app.core.config import get_settings
+from app.core.streams import RULES, Lag, StreamsError
+from app.workers import leases
 
 
 @dataclass(frozen=True)

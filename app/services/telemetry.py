@@ -21,10 +21,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, col
 
-from app import bus
-from app.errors import ValidationError
-from app.intervals import HOUR
-from app.models import Device, DeviceStatus, TelemetryPoint
+from app.core import bus
+from app.core.errors import ValidationError
+from app.core.intervals import HOUR
+from app.core.models import Device, DeviceStatus, TelemetryPoint
 from app.services import events, rollups, validation
 from app.services.last_seen import LastSeen, store_last_seen
 from app.services.rollups import MarkedHours

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from app.auth import hash_password, verify_password
-from app.errors import AuthenticationError, NotFoundError, ValidationError
-from app.models import Role, User, UserCreate, UserUpdate, utcnow
+from app.core.auth import hash_password, verify_password
+from app.core.errors import AuthenticationError, NotFoundError, ValidationError
+from app.core.models import Role, User, UserCreate, UserUpdate, utcnow
 from app.services import validation
 from app.services.validation import parse_id
 

@@ -5,7 +5,7 @@ import re
 import uuid
 from typing import Any
 
-from app.errors import ValidationError
+from app.core.errors import ValidationError
 
 MAX_METADATA_BYTES = 16 * 1024
 # metric names as devices may send them (SPEC section 5) and queries may ask for them

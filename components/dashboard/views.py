@@ -19,13 +19,13 @@ from typing import Any, ClassVar, TypeVar
 import markdown2
 from nicegui import run, ui
 
-from app import bus, db, logs
-from app.auth import has_role
+from app.core import bus, db, logs
+from app.core.auth import has_role
+from app.core.errors import DomainError
+from app.core.models import Role, User, as_utc
 from app.dashboards import data
 from app.dashboards.live import LiveValues
 from app.dashboards.spec import TimeRange
-from app.errors import DomainError
-from app.models import Role, User, as_utc
 from app.services import commands
 from app.services.commands import CommandInput
 from components.chips import command_status_chip, severity_chip

@@ -3,7 +3,7 @@
 Revision ID: 003
 Revises: 002
 
-With TimescaleDB (the layout `app.storage.choose_layout` picks from IOTDECK_TIMESCALEDB and
+With TimescaleDB (the layout `app.core.storage.choose_layout` picks from IOTDECK_TIMESCALEDB and
 the server's `shared_preload_libraries`) this follows the seed's 003: hypertable, retention
 policy, continuous aggregate `telemetry_hourly` and its refresh policy; revision 005a then
 hands rollups and retention to iotdeck's own jobs and turns compression on. Without it
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects.postgresql import JSONB
 
-from app import storage
+from app.core import storage
 
 revision = "003"
 down_revision = "002"
@@ -32,7 +32,7 @@ def _retention_days() -> int:
 
 
 def _layout() -> storage.Layout:
-    # app.migrate decides before any revision runs; a bare `alembic upgrade` decides here
+    # app.core.migrate decides before any revision runs; a bare `alembic upgrade` decides here
     chosen = context.config.attributes.get("layout")
     if chosen is None:
         mode = os.environ.get("IOTDECK_TIMESCALEDB", "auto")

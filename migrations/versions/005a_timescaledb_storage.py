@@ -22,7 +22,7 @@ heals the hours the old policy missed on the rollup job's first runs.
 import sqlalchemy as sa
 from alembic import op
 
-from app import storage
+from app.core import storage
 
 revision = "005a"
 down_revision = "005"

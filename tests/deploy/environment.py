@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 import pytest
 
-from app.config import Settings
+from app.core.config import Settings
 
 PREFIX = "IOTDECK_"
 SETTING_NAMES = frozenset(PREFIX + name.upper() for name in Settings.model_fields)

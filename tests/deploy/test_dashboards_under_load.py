@@ -29,9 +29,9 @@ import pytest
 from sqlalchemy import Engine
 from websockets.sync.client import ClientConnection, connect
 
-from app import db
-from app.auth import create_token
-from app.models import DeviceCreate, Role, UserCreate
+from app.core import db
+from app.core.auth import create_token
+from app.core.models import DeviceCreate, Role, UserCreate
 from app.services import devices, users
 from bench.services import IotdeckBroker, free_port, iotdeck_environment
 from tests.deploy.monitoring import (

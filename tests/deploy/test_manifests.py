@@ -16,7 +16,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_validate
 
-from app.config import ConfigError
+from app.core.config import ConfigError
 from tests.deploy.environment import read_settings, unknown_settings
 from tests.deploy.monitoring import PROMETHEUS_CONFIG
 

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from playwright.async_api import Browser, Page, Route, expect
 
-from app.oidc import SsoFailure
+from app.web.oidc import SsoFailure
 from tests.e2e.conftest import (
     VIEWPORT,
     Server,

@@ -12,13 +12,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import Engine
 
-from app import bus, db
-from app.auth import create_token
-from app.config import get_settings
-from app.models import DeviceCreate, Role, UserCreate
+from app.core import bus, db
+from app.core.auth import create_token
+from app.core.config import get_settings
+from app.core.models import DeviceCreate, Role, UserCreate
+from app.core.streams import MemoryStreams
 from app.mqtt.ingest import IngestWorker
 from app.services import devices, users
-from app.streams import MemoryStreams
 from bench.services import IotdeckBroker, free_port
 from tests.firmware import Firmware, connected_device, connected_service
 from tests.postgres_server import PostgresServer

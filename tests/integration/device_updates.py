@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from app.models import Device, DeviceStatus, as_utc
+from app.core.models import Device, DeviceStatus, as_utc
 
 _POSTGRES = (
     "CREATE TABLE device_updates (device_id uuid)",

@@ -17,8 +17,8 @@ from sqlmodel import Session, select
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from app import db
-from app.models import DeviceCreate, TelemetryPoint
+from app.core import db
+from app.core.models import DeviceCreate, TelemetryPoint
 from app.mqtt.connection import BrokerAddress
 from app.services import devices
 from bench.services import free_port, iotdeck_environment

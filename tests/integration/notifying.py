@@ -10,12 +10,12 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import bus
-from app.models import DeviceCreate, NotificationDelivery, utcnow
-from app.notifications import Dispatcher, Sender, WebhookSender
+from app.core import bus
+from app.core.models import DeviceCreate, NotificationDelivery, utcnow
 from app.services import alerts, devices, events, notifications, rules
 from app.services.notifications import Backoff
 from app.services.rules import RuleInput
+from app.workers.notifications import Dispatcher, Sender, WebhookSender
 from rules.parser import parse_rule
 from tests.waiting import wait_until
 

@@ -1,4 +1,4 @@
-"""What runs beside the pages (app/background.py) starts and stops in order."""
+"""What runs beside the pages (app/workers/background.py) starts and stops in order."""
 
 import asyncio
 import socket
@@ -6,9 +6,9 @@ import socket
 import pytest
 from sqlalchemy import Engine
 
-from app.background import Background
-from app.config import Settings
-from app.shutdown import Shutdown
+from app.core.config import Settings
+from app.core.shutdown import Shutdown
+from app.workers.background import Background
 from bench.services import free_port
 
 

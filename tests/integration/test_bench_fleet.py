@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.mqtt.broker import MOSQUITTO
-from app.simulator import SHARED_CONNECTIONS
+from app.sim.simulator import SHARED_CONNECTIONS
 from tests.serving import bench_stdout
 
 pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="needs Mosquitto")

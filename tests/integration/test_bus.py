@@ -9,8 +9,8 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import bus, logs
-from app.models import DeviceCreate, DeviceUpdate, utcnow
+from app.core import bus, logs
+from app.core.models import DeviceCreate, DeviceUpdate, utcnow
 from app.services import devices, telemetry
 from app.services.telemetry import Point
 

@@ -14,9 +14,9 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-from app import db
-from app.errors import AuthenticationError
-from app.models import DeviceCreate
+from app.core import db
+from app.core.errors import AuthenticationError
+from app.core.models import DeviceCreate
 from app.services import credentials, devices, users
 from bench.services import iotdeck_environment
 

@@ -14,13 +14,13 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import bus, db
-from app.command_dispatch import CommandDispatcher
-from app.models import CommandStatus, DeviceCommand, DeviceCreate, DeviceStatus
+from app.core import bus, db
+from app.core.models import CommandStatus, DeviceCommand, DeviceCreate, DeviceStatus
 from app.mqtt.ingest import IngestWorker
 from app.services import commands, devices
 from app.services.commands import CommandInput
 from app.services.credentials import COMMANDS_ACCOUNT
+from app.workers.command_dispatch import CommandDispatcher
 from bench.services import IotdeckBroker
 from tests.firmware import Firmware
 from tests.integration.conftest import Publish

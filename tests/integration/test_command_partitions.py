@@ -1,5 +1,5 @@
 """Commands per partition: each worker's dispatcher sends the commands of the devices of the
-partitions its rule evaluator owns (app/leases.py), in order; a dead worker's pending
+partitions its rule evaluator owns (app/workers/leases.py), in order; a dead worker's pending
 commands go out from the partitions' new owner.
 
 Two dispatchers on one real Mosquitto and a private Redis, each following its own leases
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from app import bus
-from app.command_dispatch import CommandDispatcher
-from app.leases import Leases, share
-from app.models import CommandStatus, DeviceStatus
+from app.core import bus
+from app.core.models import CommandStatus, DeviceStatus
+from app.core.streams import RULES, partition_of
 from app.mqtt.ingest import IngestWorker
 from app.services.credentials import COMMANDS_ACCOUNT
-from app.streams import RULES, partition_of
+from app.workers.command_dispatch import CommandDispatcher
+from app.workers.leases import Leases, share
 from bench.services import IotdeckBroker, RedisServer
 from tests.firmware import Firmware
 from tests.integration.conftest import Publish

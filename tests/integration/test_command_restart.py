@@ -14,8 +14,8 @@ import httpx
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import db
-from app.models import CommandStatus, DeviceCommand, DeviceCreate, DeviceStatus
+from app.core import db
+from app.core.models import CommandStatus, DeviceCommand, DeviceCreate, DeviceStatus
 from app.services import commands, devices
 from bench.services import IotdeckBroker
 from tests.e2e.conftest import running_server

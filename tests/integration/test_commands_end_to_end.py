@@ -18,12 +18,12 @@ import pytest
 import websockets
 from sqlalchemy import Engine
 
-from app import db
-from app.auth import create_token
-from app.models import DeviceCreate, Role, UserCreate
+from app.core import db
+from app.core.auth import create_token
+from app.core.models import DeviceCreate, Role, UserCreate
 from app.mqtt.connection import BrokerAddress
 from app.services import devices, users
-from app.simulator import Simulator
+from app.sim.simulator import Simulator
 from bench.services import IotdeckBroker
 from tests.e2e.conftest import Server, running_server
 

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 from websockets.sync.client import connect
 
-from app import db
-from app.models import Alert, DeviceCommand
+from app.core import db
+from app.core.models import Alert, DeviceCommand
 from bench.services import IotdeckBroker
 from tests.e2e.conftest import running_server
 from tests.integration.conftest import SERVER_SECRET, Publish
@@ -85,7 +85,9 @@ def test_one_id_follows_an_mqtt_batch_to_its_alert_webhook_and_command(
         assert batch["event"].endswith("1 point(s) stored, 1 rejected")
 
         # everything the batch caused carries its id
-        alert = log.one(lambda line: line["logger"] == "app.evaluation" and "alert_id" in line)
+        alert = log.one(
+            lambda line: line["logger"] == "app.workers.evaluation" and "alert_id" in line
+        )
         opened = "opened: rule Boiler overheat on device boiler-1 (temperature = 85.0)"
         assert alert["event"].endswith(opened)
         assert (alert["correlation_id"], alert["device_id"]) == (batch_id, device_id)
@@ -98,7 +100,8 @@ def test_one_id_follows_an_mqtt_batch_to_its_alert_webhook_and_command(
         command_id = created["command_id"]
         published = log.one(
             lambda line: (
-                line["logger"] == "app.command_dispatch" and line.get("command_id") == command_id
+                line["logger"] == "app.workers.command_dispatch"
+                and line.get("command_id") == command_id
             )
         )
         assert (published["correlation_id"], published["device_id"]) == (batch_id, device_id)
@@ -139,7 +142,8 @@ def _http_requests_keep_or_get_their_ids(url: str, token: str, device_id: str, l
     # the device is online since its telemetry: the dispatcher sends it under the same id
     published = log.one(
         lambda line: (
-            line["logger"] == "app.command_dispatch" and line.get("command_id") == command_id
+            line["logger"] == "app.workers.command_dispatch"
+            and line.get("command_id") == command_id
         )
     )
     assert published["correlation_id"] == "abc"

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import bus
+from app.core import bus
+from app.core.errors import ValidationError
+from app.core.models import Device, DeviceCreate, utcnow
 from app.dashboards import live
 from app.dashboards.live import LiveValues
-from app.errors import ValidationError
-from app.models import Device, DeviceCreate, utcnow
 from app.services import devices, telemetry
 from app.services.telemetry import Point
 from tests.waiting import wait_for

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import FastAPI
 from sqlmodel import Session
 
-from app import db
-from app.config import Settings
-from app.models import DeviceCreate
+from app.core import db
+from app.core.config import Settings
+from app.core.models import DeviceCreate
 from app.mqtt import emqx
 from app.services import credentials, devices
 

@@ -6,13 +6,13 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import bus
-from app.evaluation import Evaluator
-from app.leadership import EVALUATOR, ROLLUPS, try_lead
-from app.models import AlertStatus, DeviceCreate, utcnow
+from app.core import bus
+from app.core.leadership import EVALUATOR, ROLLUPS, try_lead
+from app.core.models import AlertStatus, DeviceCreate, utcnow
 from app.services import alerts, devices, rules, telemetry
 from app.services.rules import RuleInput
 from app.services.telemetry import Point
+from app.workers.evaluation import Evaluator
 
 RULE = """
 rule "Hot"

@@ -17,15 +17,16 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
-from app import bus, evaluation
-from app.evaluation import Evaluator
-from app.leases import SoleOwner
-from app.models import Alert, AlertStatus, DeviceCreate, TelemetryPoint, utcnow
+from app.core import bus
+from app.core.models import Alert, AlertStatus, DeviceCreate, TelemetryPoint, utcnow
+from app.core.streams import Streams
 from app.mqtt.ingest import IngestWorker
 from app.services import alerts, devices, rules, telemetry
 from app.services.rules import RuleInput
 from app.services.telemetry import Point
-from app.streams import Streams
+from app.workers import evaluation
+from app.workers.evaluation import Evaluator
+from app.workers.leases import SoleOwner
 from bench.services import IotdeckBroker
 from rules.compiler import compile_rule
 from rules.engine import Engine as RuleEngine

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import bus
-from app.evaluation import Evaluator
-from app.models import Alert, AlertStatus, Device, DeviceCreate, utcnow
+from app.core import bus
+from app.core.models import Alert, AlertStatus, Device, DeviceCreate, utcnow
 from app.services import alerts, commands, devices, rules, telemetry
 from app.services.rules import RuleInput
 from app.services.telemetry import Point
+from app.workers.evaluation import Evaluator
 
 pytestmark = pytest.mark.all_backends
 

@@ -19,9 +19,9 @@ from sqlalchemy import Engine
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from app import db, migrate
-from app.auth import create_token
-from app.models import Role, UserCreate
+from app.core import db, migrate
+from app.core.auth import create_token
+from app.core.models import Role, UserCreate
 from app.mqtt import logins
 from app.mqtt.connection import BrokerAddress
 from app.services import users

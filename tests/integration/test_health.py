@@ -4,7 +4,8 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from app import db, health
+from app.core import db
+from app.web import health
 
 
 def _client() -> httpx.AsyncClient:

@@ -1,4 +1,4 @@
-"""Partition leases (app/leases.py) on a private Redis: shares, takeover, a lost Redis.
+"""Partition leases (app/workers/leases.py) on a private Redis: shares, takeover, a lost Redis.
 
 Short leases (1 s, rounds of 0.2 s) keep these quick; the processes' own figures are
 tested end to end in tests/integration/test_partition_ownership.py.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app import leases
+from app.workers import leases
 from bench.services import RedisServer
 from tests.waiting import wait_for, wait_for_async
 

@@ -23,9 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy import Engine
 
-from app import db
-from app.auth import create_token
-from app.models import DeviceCreate, Role, UserCreate
+from app.core import db
+from app.core.auth import create_token
+from app.core.models import DeviceCreate, Role, UserCreate
 from app.services import devices, rules, users
 from app.services.rules import RuleInput
 from bench.services import IotdeckBroker, free_port, iotdeck_environment

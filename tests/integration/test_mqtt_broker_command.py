@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
-from app import db
-from app.models import DeviceCreate, TelemetryPoint
+from app.core import db
+from app.core.models import DeviceCreate, TelemetryPoint
 from app.services import devices
 from bench.services import free_port, iotdeck_environment, wait_for_port
 from tests.waiting import wait_until

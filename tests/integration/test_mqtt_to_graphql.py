@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import Engine
 from starlette.exceptions import StarletteDeprecationWarning
 
-from app import db
-from app.auth import create_token
-from app.config import Settings
+from app.core import db
+from app.core.auth import create_token
+from app.core.config import Settings
+from app.core.models import DeviceCreate, Role, UserCreate
 from app.graphql.types import iso_utc
-from app.models import DeviceCreate, Role, UserCreate
 from app.mqtt.ingest import IngestWorker
 from app.services import devices, users
 from tests.integration.conftest import Publish

@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
-from app.circuits import CircuitPolicy
-from app.models import NotificationDelivery
+from app.core.models import NotificationDelivery
+from app.workers.circuits import CircuitPolicy
 from tests.integration.notifying import deliveries, eventually, fire, running, webhooks
 from tests.receivers import Receivers
 

@@ -22,13 +22,13 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
-from app import bus
-from app.config import Settings
-from app.models import DeviceCreate, NotificationDelivery, utcnow
-from app.notifications import Dispatcher, EmailSender, webhook_key
+from app.core import bus
+from app.core.config import Settings
+from app.core.models import DeviceCreate, NotificationDelivery, utcnow
 from app.services import alerts, devices, notifications, rules
 from app.services.notifications import Backoff, Claim
 from app.services.rules import RuleInput
+from app.workers.notifications import Dispatcher, EmailSender, webhook_key
 from rules.ast import Notify
 from tests.certificates import server_files
 from tests.integration.notifying import (
@@ -193,7 +193,7 @@ async def test_a_failing_receiver_is_retried_with_backoff_until_it_answers(
 ) -> None:
     receivers.script["/flaky"] = [500, 500]
     alert_id = fire(engine, [("webhook", receivers.url("/flaky"))])
-    with caplog.at_level(logging.WARNING, logger="app.notifications"):
+    with caplog.at_level(logging.WARNING, logger="app.workers.notifications"):
         async with running(webhooks()):
             await eventually(settled(engine, alert_id))
     delivery = deliveries(engine, alert_id)[receivers.url("/flaky")]

@@ -5,10 +5,10 @@ import logging
 import pytest
 from sqlmodel import Session
 
-from app.errors import AuthenticationError
-from app.models import Role, User, UserCreate, UserUpdate
-from app.oidc import Identity, SsoError, SsoFailure, sign_in_user
+from app.core.errors import AuthenticationError
+from app.core.models import Role, User, UserCreate, UserUpdate
 from app.services import users
+from app.web.oidc import Identity, SsoError, SsoFailure, sign_in_user
 
 PASSWORD = "correct horse"
 
@@ -48,7 +48,7 @@ def test_last_active_admin_keeps_the_role(
     admin = _make(session, "only-admin@example.com", Role.ADMIN)
     session.commit()
     identity = Identity(email="only-admin@example.com", name=None, role=Role.VIEWER)
-    with caplog.at_level(logging.WARNING, logger="app.oidc"):
+    with caplog.at_level(logging.WARNING, logger="app.web.oidc"):
         user = sign_in_user(session=session, identity=identity)
     session.commit()
     assert (user.id, user.role) == (admin.id, Role.ADMIN)

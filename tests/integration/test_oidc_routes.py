@@ -9,8 +9,8 @@ import pytest
 from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
 
-from app.config import ConfigError, Settings
-from app.oidc import SsoFailure
+from app.core.config import ConfigError, Settings
+from app.web.oidc import SsoFailure
 from bench.services import free_port
 from pages.oidc import create_router
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, running_provider

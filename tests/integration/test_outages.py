@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app import db, migrate
-from app.auth import create_token
-from app.models import Role, UserCreate
+from app.core import db, migrate
+from app.core.auth import create_token
+from app.core.models import Role, UserCreate
 from app.services import users
 from bench.services import IotdeckBroker, RedisServer, free_port
 from tests.integration.load import (

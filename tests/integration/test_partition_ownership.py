@@ -1,4 +1,4 @@
-"""Rule evaluation shared by partition among `iotdeck worker` processes (app/leases.py).
+"""Rule evaluation shared by partition among `iotdeck worker` processes (app/workers/leases.py).
 
 A real deployment's processes: `iotdeck ingest`, N `iotdeck worker`, PostgreSQL, a private
 Redis and `iotdeck mqtt-broker`; 24 devices publish a scripted minute of telemetry.
@@ -27,10 +27,10 @@ import redis
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from app import leases
-from app.evaluation import GROUP, TICK_SECONDS
-from app.models import AlertRule
-from app.streams import partition_of
+from app.core.models import AlertRule
+from app.core.streams import partition_of
+from app.workers import leases
+from app.workers.evaluation import GROUP, TICK_SECONDS
 from bench.services import IotdeckBroker, RedisServer, free_port, iotdeck_environment
 from tests.firmware import connected_device
 from tests.integration.test_evaluation_burst import _alerts, _devices

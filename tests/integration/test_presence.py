@@ -1,4 +1,4 @@
-"""Processes announce themselves in Redis (app/presence.py) for the System page."""
+"""Processes announce themselves in Redis (app/core/presence.py) for the System page."""
 
 import os
 import shutil
@@ -11,7 +11,7 @@ import orjson
 import pytest
 import redis
 
-from app import presence
+from app.core import presence
 from bench.services import RedisServer
 from tests.waiting import wait_until
 

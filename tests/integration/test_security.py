@@ -16,9 +16,9 @@ import websockets
 from limits.aio.storage import RedisStorage
 from sqlmodel import Session, create_engine, select
 
-from app.auth import create_token
-from app.limiter import KEY_PREFIX, ClientAddresses, RequestLimiter
-from app.models import User
+from app.core.auth import create_token
+from app.core.models import User
+from app.web.limiter import KEY_PREFIX, ClientAddresses, RequestLimiter
 from tests.e2e.conftest import Server, seeded_server, server_environment
 
 LIMIT = 20  # requests a minute per address: no window turns over during a test

@@ -15,13 +15,13 @@ from amqtt.broker import Broker
 from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
-from app.models import Device, DeviceStatus, TelemetryPoint
+from app.core.models import Device, DeviceStatus, TelemetryPoint
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
 from app.services import devices, telemetry
 from app.services.seed import seed_demo
-from app.signals import DEFAULT_TYPES
-from app.simulator import DeviceSpec, Simulator, backfill, demo_devices, ensure_devices
+from app.sim.signals import DEFAULT_TYPES
+from app.sim.simulator import DeviceSpec, Simulator, backfill, demo_devices, ensure_devices
 from bench.services import IotdeckBroker, free_port, iotdeck_environment, wait_for_port
 from tests.waiting import wait_until
 

@@ -21,14 +21,14 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app.command_dispatch import CommandDispatcher
-from app.models import CommandStatus, DeviceCommand
+from app.core.models import CommandStatus, DeviceCommand
 from app.mqtt.connection import BrokerAddress
 from app.services import commands
 from app.services.commands import CommandInput
 from app.services.credentials import COMMANDS_ACCOUNT
-from app.simulated_firmware import EXPIRED
-from app.simulator import SimulatedDevice, Simulator, ensure_devices
+from app.sim.firmware import EXPIRED
+from app.sim.simulator import SimulatedDevice, Simulator, ensure_devices
+from app.workers.command_dispatch import CommandDispatcher
 from bench.services import IotdeckBroker
 from tests.firmware import connected_service
 from tests.integration.conftest import Publish
@@ -256,7 +256,7 @@ def test_configuration_is_applied_when_retained_and_when_it_changes(
     watcher: Watcher,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="app.simulator")
+    caplog.set_level(logging.INFO, logger="app.sim.simulator")
     spec = ensure_devices(1, ["air_quality"])[0]
     topic = f"devices/{spec.id}/config"
     # as the dispatcher does: retained, so the device finds it when it connects

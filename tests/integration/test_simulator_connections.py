@@ -8,7 +8,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from app.mqtt.connection import BrokerAddress
-from app.simulator import (
+from app.sim.simulator import (
     OWN_CONNECTIONS_UP_TO,
     SHARED_CONNECTIONS,
     DeviceSpec,

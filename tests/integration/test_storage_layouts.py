@@ -21,12 +21,12 @@ from alembic.config import Config
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from app import db, migrate, storage
-from app.config import ConfigError
-from app.intervals import DAY
+from app.core import db, migrate, storage
+from app.core.config import ConfigError
+from app.core.intervals import DAY
+from app.core.storage import Layout
 from app.services import rollups
 from app.services.telemetry import Point
-from app.storage import Layout
 from bench.services import iotdeck_environment
 from tests.aggregates import aggregated, reference
 

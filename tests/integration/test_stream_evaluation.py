@@ -1,6 +1,6 @@
 """The rule evaluator reads the partitioned streams: nothing it must see is lost.
 
-Its points come from the streams (app/streams.py), acknowledged once their alerts are
+Its points come from the streams (app/core/streams.py), acknowledged once their alerts are
 committed. What a dead evaluator read and never acknowledged is taken over by the next;
 an append that failed (Redis away) comes back as a gap entry whose points are replayed
 from storage; a Redis that lost its data makes the evaluator rebuild from storage. Each
@@ -20,12 +20,13 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import bus, evaluation
-from app.leases import Leases, SoleOwner
-from app.models import utcnow
+from app.core import bus
+from app.core.models import utcnow
+from app.core.streams import RedisStreams, Streams
 from app.services import telemetry
 from app.services.telemetry import Point
-from app.streams import RedisStreams, Streams
+from app.workers import evaluation
+from app.workers.leases import Leases, SoleOwner
 from bench.services import RedisServer
 from tests.integration.test_evaluation_burst import _alerts, _devices
 from tests.waiting import wait_for, wait_for_async

@@ -1,4 +1,4 @@
-"""The partitioned streams (app/streams.py): one contract, in memory and on a real Redis."""
+"""The partitioned streams (app/core/streams.py): one contract, in memory and on a real Redis."""
 
 import asyncio
 import threading
@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from app.streams import (
+from app.core.streams import (
     Entry,
     MemoryStreams,
     RedisStreams,

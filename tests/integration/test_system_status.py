@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from app import bus, leases, presence
-from app.config import get_settings
+from app.core import bus, presence
+from app.core.config import get_settings
+from app.core.streams import RULES, RedisStreams
 from app.services.system import system_status
-from app.streams import RULES, RedisStreams
+from app.workers import leases
 from bench.services import RedisServer
 from tests.waiting import wait_for_async
 

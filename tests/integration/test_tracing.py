@@ -24,8 +24,8 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from sqlmodel import select
 
-from app import db, logs
-from app.models import Alert, DeviceCommand
+from app.core import db, logs
+from app.core.models import Alert, DeviceCommand
 from bench.services import IotdeckBroker, iotdeck_environment
 from tests.e2e.conftest import running_server
 from tests.integration.conftest import SERVER_SECRET, Publish
@@ -160,7 +160,9 @@ def test_one_trace_follows_an_mqtt_batch_to_its_alert_webhooks_and_command(
         publish(topic, b"{not json")
         publish(topic, {"temperature": 85})
 
-        opened = log.one(lambda line: line["logger"] == "app.evaluation" and "alert_id" in line)
+        opened = log.one(
+            lambda line: line["logger"] == "app.workers.evaluation" and "alert_id" in line
+        )
         batch_id, alert_id = opened["correlation_id"], opened["alert_id"]
         alert, command = _rows(alert_id)
         assert alert.correlation_id == batch_id
@@ -254,7 +256,7 @@ def test_one_trace_follows_an_mqtt_batch_to_its_alert_webhooks_and_command(
 
 SAMPLED = """
 import sys
-from app import tracing
+from app.core import tracing
 
 stage, ids = sys.argv[1], sys.argv[2:]
 assert tracing.configure(stage)

@@ -16,9 +16,9 @@ import pytest
 import websockets
 from sqlalchemy import Engine
 
-from app import db
-from app.auth import create_token
-from app.models import DeviceCreate, Role, UserCreate
+from app.core import db
+from app.core.auth import create_token
+from app.core.models import DeviceCreate, Role, UserCreate
 from app.services import devices, users
 from bench.services import IotdeckBroker, free_port, iotdeck_environment
 from tests.firmware import connected_device

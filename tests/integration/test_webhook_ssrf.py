@@ -26,15 +26,15 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import db
-from app.auth import create_token
-from app.config import Settings, get_settings
-from app.models import DeviceCreate, NotificationDelivery, Role, UserCreate, utcnow
-from app.notifications import Dispatcher, Sender, WebhookSender
-from app.outbound import IPAddress
+from app.core import db
+from app.core.auth import create_token
+from app.core.config import Settings, get_settings
+from app.core.models import DeviceCreate, NotificationDelivery, Role, UserCreate, utcnow
+from app.core.outbound import IPAddress
 from app.services import alerts, devices, notifications, rules, users
 from app.services.notifications import Backoff
 from app.services.rules import RuleInput
+from app.workers.notifications import Dispatcher, Sender, WebhookSender
 from bench.services import free_port
 from rules.parser import parse_rule
 from tests.certificates import server_files
@@ -244,7 +244,7 @@ async def test_a_target_saved_while_allowed_is_refused_at_send_and_viewers_learn
     dispatcher = Dispatcher.from_settings(
         settings(webhook_allow_private=False, notification_retry_seconds=0.2), poll_seconds=0.05
     )
-    with caplog.at_level(logging.WARNING, logger="app.notifications"):
+    with caplog.at_level(logging.WARNING, logger="app.workers.notifications"):
         async with running(dispatcher):
             found = await settled(engine, alert_id)
     assert receivers.received == []  # nothing reached the receiver
@@ -332,7 +332,7 @@ async def test_a_closed_port_fails_with_a_generic_reason_and_details_in_the_log(
     url = f"http://127.0.0.1:{port}/hook"
     alert_id = alert_notifying(engine, url)
     sender = WebhookSender(KEY, timeout=5.0, allow_private=True)
-    with caplog.at_level(logging.WARNING, logger="app.notifications"):
+    with caplog.at_level(logging.WARNING, logger="app.workers.notifications"):
         async with running(dispatcher_for({"webhook": sender})):
             found = await settled(engine, alert_id)
     assert (found[url].status, found[url].attempts) == ("FAILED", 2)

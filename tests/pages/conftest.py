@@ -13,9 +13,9 @@ from nicegui.testing import User
 from nicegui.testing.general_fixtures import get_path_to_main_file
 from nicegui.testing.user_simulation import user_simulation
 
-from app import db
-from app.config import get_settings
-from app.models import Device, DeviceCreate, DeviceStatus, Role, UserCreate, utcnow
+from app.core import db
+from app.core.config import get_settings
+from app.core.models import Device, DeviceCreate, DeviceStatus, Role, UserCreate, utcnow
 from app.services import devices, users
 
 PASSWORD = "correct horse battery"

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from nicegui import ElementFilter, ui
 from nicegui.testing import User, UserInteraction
 
-from app import db
-from app.models import Alert, AlertStatus, Device, NotificationDelivery
+from app.core import db
+from app.core.models import Alert, AlertStatus, Device, NotificationDelivery
 from app.services import alerts, rules, users
 from app.services.rules import RuleInput
 from tests.pages.conftest import Account

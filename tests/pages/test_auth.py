@@ -8,9 +8,9 @@ import pytest
 from nicegui import app
 from nicegui.testing import User
 
-from app import db
-from app.config import get_settings
-from app.models import Role, UserUpdate
+from app.core import db
+from app.core.config import get_settings
+from app.core.models import Role, UserUpdate
 from app.services import users
 from pages import auth
 from tests.pages.conftest import Account, sign_in

@@ -9,8 +9,8 @@ import pytest
 from nicegui import ElementFilter, ui
 from nicegui.testing import User
 
-from app import db
-from app.models import CommandStatus, Device, DeviceCommand, DeviceStatus, Role, utcnow
+from app.core import db
+from app.core.models import CommandStatus, Device, DeviceCommand, DeviceStatus, Role, utcnow
 from app.services import commands, devices, rules, users
 from app.services.commands import Answer, CommandInput
 from app.services.rules import RuleInput

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.models import DeviceStatus
+from app.core.models import DeviceStatus
 from components.relative_time import absolute_time, relative_time
 from components.status_badge import status_label
 

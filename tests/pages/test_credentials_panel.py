@@ -5,8 +5,8 @@ from collections.abc import Callable
 from nicegui import ui
 from nicegui.testing import User
 
-from app import db
-from app.models import CredentialKind, Device, DeviceCredential
+from app.core import db
+from app.core.models import CredentialKind, Device, DeviceCredential
 from app.services import credentials
 from tests.pages.conftest import Account
 

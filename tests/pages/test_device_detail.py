@@ -5,8 +5,8 @@ from datetime import timedelta
 
 from nicegui.testing import User
 
-from app import db
-from app.models import Device, DeviceStatus, utcnow
+from app.core import db
+from app.core.models import Device, DeviceStatus, utcnow
 from app.services import device_types, devices
 from tests.pages.conftest import Account
 

@@ -8,8 +8,8 @@ import pytest
 from nicegui import ElementFilter, ui
 from nicegui.testing import User
 
-from app import db
-from app.models import Device
+from app.core import db
+from app.core.models import Device
 from app.services import telemetry
 from app.services.telemetry import Point
 from tests.pages.conftest import Account

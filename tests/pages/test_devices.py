@@ -6,8 +6,8 @@ from nicegui import ElementFilter, ui
 from nicegui.testing import User
 from nicegui.testing.user_interaction import UserInteraction
 
-from app import db
-from app.models import Device, DeviceStatus
+from app.core import db
+from app.core.models import Device, DeviceStatus
 from app.services import devices
 from tests.pages.conftest import Account
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from nicegui import ElementFilter, ui
 from nicegui.testing import User
 
-from app import bus, db
-from app.models import Device, DeviceStatus
+from app.core import bus, db
+from app.core.models import Device, DeviceStatus
 from app.services import devices, telemetry
 from app.services.telemetry import Point
 from tests.pages.conftest import Account

@@ -2,7 +2,7 @@
 
 from nicegui.testing import User
 
-from app.oidc import SsoFailure
+from app.web.oidc import SsoFailure
 
 
 async def test_without_an_issuer_there_is_no_sso_button_and_no_route(user: User) -> None:

@@ -9,8 +9,8 @@ from nicegui import ElementFilter, ui
 from nicegui.testing import User, UserInteraction
 from sqlmodel import select
 
-from app import db
-from app.models import AlertRule, Device
+from app.core import db
+from app.core.models import AlertRule, Device
 from app.services import rules, telemetry
 from app.services.rules import RuleInput
 from app.services.telemetry import Point

@@ -9,8 +9,8 @@ import pytest
 from nicegui import ui
 from nicegui.testing import User
 
-from app import db
-from app.models import Device
+from app.core import db
+from app.core.models import Device
 from app.services import rule_testing, users
 from app.services.rules import MAX_EXPRESSION_LENGTH
 from tests.pages.conftest import Account

@@ -5,9 +5,9 @@ from nicegui import ui
 from nicegui.testing import User
 from sqlmodel import select
 
-from app import db
-from app.config import get_settings
-from app.models import AlertRule
+from app.core import db
+from app.core.config import get_settings
+from app.core.models import AlertRule
 from tests.pages.conftest import Account
 
 

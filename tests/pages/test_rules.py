@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from nicegui import ui
 from nicegui.testing import User
 
-from app import db
-from app.models import AlertRule, Device
+from app.core import db
+from app.core.models import AlertRule, Device
 from app.services import alerts, rules
 from app.services.rules import RuleInput
 from tests.pages.conftest import Account

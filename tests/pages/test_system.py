@@ -3,7 +3,7 @@ else gets in. Here the app runs alone (no Redis): its own evaluator owns every p
 
 from nicegui.testing import User
 
-from app import leases
+from app.workers import leases
 from tests.pages.conftest import Account
 from tests.waiting import wait_for
 

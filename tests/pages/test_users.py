@@ -5,8 +5,8 @@ from collections.abc import Callable
 from nicegui import ui
 from nicegui.testing import User
 
-from app import db
-from app.models import Role
+from app.core import db
+from app.core.models import Role
 from app.services import users
 from tests.pages.conftest import Account, sign_in
 

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from app.auth import (
+from app.core.auth import (
     create_token,
     credentials_fingerprint,
     has_role,
@@ -12,8 +12,8 @@ from app.auth import (
     read_token,
     verify_password,
 )
-from app.errors import AuthenticationError
-from app.models import Role, User
+from app.core.errors import AuthenticationError
+from app.core.models import Role, User
 
 SECRET = "k" * 40
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ConfigError, Settings
+from app.core.config import ConfigError, Settings
 
 
 def test_missing_secret_is_refused_naming_the_variable(tmp_path: Path) -> None:

@@ -5,10 +5,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from app.core.errors import ValidationError
 from app.dashboards.data import resolve_range
 from app.dashboards.expressions import check_expression, parse_expression
 from app.dashboards.spec import TimeRange
-from app.errors import ValidationError
 from rules import ast
 from rules.compiler import compile_value
 from rules.parser import parse_condition

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from app.core.errors import ValidationError
+from app.core.models import AlertSeverity
 from app.dashboards.spec import WIDGET_TYPES, DashboardSpec, parse_spec, spec_to_json
-from app.errors import ValidationError
-from app.models import AlertSeverity
 from app.services import validation
 
 EXAMPLE = Path(__file__).parents[2] / "seeds" / "dashboards" / "cold-store.dashboard.json"

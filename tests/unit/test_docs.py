@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from app.config import Settings
+from app.core.config import Settings
 
 README = Path(__file__).parents[2] / "README.md"
 

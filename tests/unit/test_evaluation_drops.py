@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import REGISTRY
 
-from app import bus
-from app.evaluation_drops import BurstLog, DropLog, Dropped
+from app.core import bus
+from app.workers.evaluation_drops import BurstLog, DropLog, Dropped
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ ones refused, what the application still sends dropped (a real server: test_grac
 import asyncio
 from typing import Any
 
-from app.going_away import WebSockets, WebSocketsMiddleware
+from app.web.going_away import WebSockets, WebSocketsMiddleware
 
 Message = dict[str, Any]
 

@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.http_metrics import HttpMetricsMiddleware
+from app.web.http_metrics import HttpMetricsMiddleware
 
 
 async def _ok(request: Request) -> Response:

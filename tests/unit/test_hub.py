@@ -2,7 +2,7 @@
 
 import asyncio
 
-from app.bus import TELEMETRY_BATCH, Hub, telemetry_batch, telemetry_channel
+from app.core.bus import TELEMETRY_BATCH, Hub, telemetry_batch, telemetry_channel
 
 
 async def test_each_subscriber_gets_what_its_filter_accepts() -> None:

@@ -1,4 +1,4 @@
-"""The log formatter and the correlation ids it writes (app/logs.py, SPEC 11)."""
+"""The log formatter and the correlation ids it writes (app/core/logs.py, SPEC 11)."""
 
 import asyncio
 import io
@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from app import logs
-from app.config import Settings
-from app.request_ids import request_id
+from app.core import logs
+from app.core.config import Settings
+from app.web.request_ids import request_id
 
 Captured = tuple[logging.Logger, io.StringIO]
 

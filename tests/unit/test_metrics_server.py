@@ -6,8 +6,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.config import ConfigError
-from app.metrics_server import serving
+from app.core.config import ConfigError
+from app.core.metrics_server import serving
 from bench.services import free_port
 
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from app.models import AlertSeverity
+from app.core.models import AlertSeverity
 from app.services.notifications import Backoff, format_value, render_message
 
 DEVICE_ID = uuid.UUID("3f2b8c1e-4a5d-4e6f-8a7b-9c0d1e2f3a4b")

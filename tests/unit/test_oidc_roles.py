@@ -2,9 +2,9 @@
 
 import pytest
 
-from app.config import Settings
-from app.models import Role
-from app.oidc import (
+from app.core.config import Settings
+from app.core.models import Role
+from app.web.oidc import (
     SsoError,
     SsoFailure,
     claim_values,

@@ -7,8 +7,8 @@ import ipaddress
 
 import pytest
 
-from app import outbound
-from app.outbound import IPAddress, RefusedAddressError
+from app.core import outbound
+from app.core.outbound import IPAddress, RefusedAddressError
 
 ip = ipaddress.ip_address
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from app.config import ConfigError
+from app.core.config import ConfigError
+from app.core.redaction import UNPARSEABLE, redacted
 from app.mqtt.connection import BrokerAddress
-from app.redaction import UNPARSEABLE, redacted
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ import psycopg.errors
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from app import db
-from app.circuits import target_key
-from app.retries import CircuitBreaker, broker_reconnect_delays
+from app.core import db
+from app.core.retries import CircuitBreaker, broker_reconnect_delays
+from app.workers.circuits import target_key
 
 START = datetime(2026, 1, 1, 14, 3, 0, tzinfo=UTC)
 

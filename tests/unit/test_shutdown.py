@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from app.shutdown import LEFT_UNDONE, Shutdown, finish_first
+from app.core.shutdown import LEFT_UNDONE, Shutdown, finish_first
 from tests.waiting import wait_for
 
 

@@ -1,8 +1,8 @@
-"""The sign-in throttle's counts, locks and back-off (app/sign_in.py), in memory."""
+"""The sign-in throttle's counts, locks and back-off (app/web/sign_in.py), in memory."""
 
 from limits.aio.storage import MemoryStorage
 
-from app.sign_in import BASE_BACKOFF, FAILURES, IP_FAILURES, MAX_BACKOFF, SignInThrottle
+from app.web.sign_in import BASE_BACKOFF, FAILURES, IP_FAILURES, MAX_BACKOFF, SignInThrottle
 
 
 async def test_five_failures_lock_the_account_for_strangers_only() -> None:

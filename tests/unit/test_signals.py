@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.mqtt.payloads import parse_telemetry
-from app.signals import (
+from app.sim.signals import (
     DEFAULT_TYPES,
     Reading,
     Signals,

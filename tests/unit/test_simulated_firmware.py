@@ -8,20 +8,20 @@ import orjson
 import pytest
 
 from app.services.seed import command_types
-from app.signals import (
+from app.sim.firmware import (
+    ACTIONS,
+    ANSWER_MEMORY,
+    EXPIRED,
+    MalformedCommand,
+    SimulatedFirmware,
+)
+from app.sim.signals import (
     DEFAULT_TYPES,
     AirQualitySignals,
     PowerMeterSignals,
     Signals,
     ThermostatSignals,
     make_signals,
-)
-from app.simulated_firmware import (
-    ACTIONS,
-    ANSWER_MEMORY,
-    EXPIRED,
-    MalformedCommand,
-    SimulatedFirmware,
 )
 
 NOW = datetime(2026, 11, 29, 10, 30, tzinfo=UTC)

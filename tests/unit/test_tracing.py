@@ -4,7 +4,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from app import tracing
+from app.core import tracing
 
 
 def test_without_an_endpoint_no_exporter_is_installed_and_spans_cost_nothing(

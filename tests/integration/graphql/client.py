@@ -5,7 +5,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from app.config import Settings
+from app.core.config import Settings
 from app.graphql.router import create_router
 
 SECRET = "s" * 40

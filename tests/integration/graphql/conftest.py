@@ -9,10 +9,10 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from app import db
-from app.auth import create_token
-from app.config import Settings
-from app.models import Role, User, UserCreate
+from app.core import db
+from app.core.auth import create_token
+from app.core.config import Settings
+from app.core.models import Role, User, UserCreate
 from app.services import users
 from tests.integration.graphql.client import GraphQLClient, build_app, make_settings
 

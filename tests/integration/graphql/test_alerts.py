@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from app import db
+from app.core import db
+from app.core.models import DeviceCreate, Role
 from app.graphql.types import iso_utc
-from app.models import DeviceCreate, Role
 from app.services import alerts, devices, rules, telemetry
 from tests.integration.graphql.client import GraphQLClient, code_of
 from tests.integration.graphql.conftest import Account

@@ -2,9 +2,9 @@
 
 import uuid
 
-from app.auth import create_token, read_token
-from app.config import Settings
-from app.models import Role, User
+from app.core.auth import create_token, read_token
+from app.core.config import Settings
+from app.core.models import Role, User
 from tests.integration.graphql.client import GraphQLClient, code_of
 from tests.integration.graphql.conftest import PASSWORD, Account
 

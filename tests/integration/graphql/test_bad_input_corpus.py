@@ -25,9 +25,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine, MetaData, select
 
-from app import db
-from app.config import Settings
-from app.models import DeviceCreate, Role, UserCreate, utcnow
+from app.core import db
+from app.core.config import Settings
+from app.core.models import DeviceCreate, Role, UserCreate, utcnow
 from app.services import alerts, commands, dashboards, devices, rules, users
 from app.services.rules import RuleInput
 from tests.integration.graphql.client import build_app

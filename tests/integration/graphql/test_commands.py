@@ -4,8 +4,8 @@ import uuid
 
 import pytest
 
-from app import db
-from app.models import DeviceCreate, Role, utcnow
+from app.core import db
+from app.core.models import DeviceCreate, Role, utcnow
 from app.services import commands, devices
 from app.services.commands import Answer
 from tests.integration.graphql.client import GraphQLClient, code_of

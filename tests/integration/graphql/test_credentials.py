@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from sqlmodel import col, select
 
-from app import db
-from app.models import CredentialKind, DeviceCreate, DeviceCredential, Role
+from app.core import db
+from app.core.models import CredentialKind, DeviceCreate, DeviceCredential, Role
 from app.services import credentials, devices
 from tests.integration.graphql.client import GraphQLClient, code_of
 from tests.integration.graphql.conftest import Account

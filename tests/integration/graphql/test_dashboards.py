@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app import db
-from app.models import Role
+from app.core import db
+from app.core.models import Role
 from app.services import dashboards
 from tests.integration.graphql.client import GraphQLClient, code_of
 from tests.integration.graphql.conftest import Account

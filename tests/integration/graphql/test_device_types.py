@@ -2,8 +2,8 @@
 
 from datetime import UTC, datetime
 
-from app import db
-from app.models import DeviceCreate, Role
+from app.core import db
+from app.core.models import DeviceCreate, Role
 from app.services import device_types, devices
 from tests.integration.graphql.client import GraphQLClient, code_of
 from tests.integration.graphql.conftest import Account

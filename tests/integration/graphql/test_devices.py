@@ -4,8 +4,8 @@ import re
 import uuid
 from datetime import UTC, datetime
 
-from app import db
-from app.models import DeviceCreate, DeviceStatus
+from app.core import db
+from app.core.models import DeviceCreate, DeviceStatus
 from app.services import devices
 from tests.integration.graphql.client import GraphQLClient, code_of
 

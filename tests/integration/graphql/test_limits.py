@@ -12,10 +12,10 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from app import db
-from app.config import Settings
+from app.core import db
+from app.core.config import Settings
+from app.core.models import DeviceCreate, Role
 from app.graphql.types import iso_utc
-from app.models import DeviceCreate, Role
 from app.services import devices, rule_testing, telemetry
 from tests.integration.graphql import test_subscriptions
 from tests.integration.graphql.client import GraphQLClient, build_app, code_of, make_settings

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from app import db
-from app.models import DeviceCreate, Role
+from app.core import db
+from app.core.models import DeviceCreate, Role
 from app.services import devices
 from tests.integration.graphql.client import GraphQLClient, code_of
 from tests.integration.graphql.conftest import PASSWORD, Account

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from graphql import build_schema, get_introspection_query, graphql_sync
 
-from app.config import Settings
+from app.core.config import Settings
 from app.services import devices
 from tests.integration.graphql.client import GraphQLClient, code_of, make_settings
 

@@ -21,12 +21,12 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
-from app import bus, db
-from app.config import Settings
+from app.core import bus, db
+from app.core.config import Settings
+from app.core.models import DeviceCreate, DeviceUpdate, Role, UserUpdate, utcnow
 from app.graphql import subscriptions
 from app.graphql.router import create_router
 from app.graphql.types import Device
-from app.models import DeviceCreate, DeviceUpdate, Role, UserUpdate, utcnow
 from app.mqtt.ingest import IngestWorker
 from app.services import alerts, commands, devices, rules, users
 from bench.services import free_port

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from app import db
+from app.core import db
+from app.core.models import DeviceCreate, Role
 from app.graphql.types import iso_utc
-from app.models import DeviceCreate, Role
 from app.services import devices, rollups, telemetry
 from app.services.telemetry import Point
 from tests.integration.graphql.client import GraphQLClient, code_of

@@ -8,8 +8,8 @@ from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.websockets import WebSocketDisconnect
 
-from app.config import Settings
-from app.models import Role
+from app.core.config import Settings
+from app.core.models import Role
 from tests.integration.graphql.client import build_app
 from tests.integration.graphql.conftest import Account
 

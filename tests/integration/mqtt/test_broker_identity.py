@@ -17,8 +17,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Engine, create_engine
 from sqlmodel import Session, SQLModel, func, select
 
-from app import db
-from app.models import (
+from app.core import db
+from app.core.models import (
     CertificateAuthority,
     CredentialKind,
     DeviceCreate,

@@ -12,8 +12,8 @@ import orjson
 from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
-from app import db, migrate
-from app.models import DeviceCreate, TelemetryPoint
+from app.core import db, migrate
+from app.core.models import DeviceCreate, TelemetryPoint
 from app.services import devices
 from bench.services import IotdeckBroker, iotdeck_environment
 from tests.firmware import connected_device

@@ -14,7 +14,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app.models import DeviceCreate
+from app.core.models import DeviceCreate
 from app.mqtt.embedded import EmbeddedBroker, choose_port
 from app.services import credentials, devices
 from tests.waiting import wait_until

@@ -15,8 +15,8 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine, event
 from sqlmodel import Session, func, select
 
-from app import bus, jobs
-from app.models import (
+from app.core import bus
+from app.core.models import (
     DeviceCreate,
     DeviceStatus,
     TelemetryPoint,
@@ -26,6 +26,7 @@ from app.models import (
 from app.mqtt.ingest import IngestWorker
 from app.services import devices
 from app.services.rollups import MARK_AGAIN_BEFORE_END, hour_of
+from app.workers import jobs
 from bench.services import IotdeckBroker
 from tests.integration.conftest import Publish
 from tests.integration.device_updates import log_device_updates, stored_status

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
-from app.models import Device, DeviceCreate, DeviceStatus, TelemetryPoint
+from app.core.models import Device, DeviceCreate, DeviceStatus, TelemetryPoint
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker
 from app.services import devices, telemetry

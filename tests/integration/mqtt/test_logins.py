@@ -6,7 +6,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine
 
-from app import db
+from app.core import db
 from app.mqtt import logins
 from app.mqtt.connection import BrokerAddress
 from app.services import credentials

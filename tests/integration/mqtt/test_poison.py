@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
 from sqlmodel import Session, col, select
 
-from app.models import DeviceCreate, TelemetryPoint
+from app.core.models import DeviceCreate, TelemetryPoint
 from app.mqtt.ingest import IngestWorker
 from app.services import devices
 from bench.services import IotdeckBroker

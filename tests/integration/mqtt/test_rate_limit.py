@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
-from app.models import Device, DeviceCreate, DeviceStatus, TelemetryPoint
+from app.core.models import Device, DeviceCreate, DeviceStatus, TelemetryPoint
 from app.mqtt.ingest import IngestWorker
 from app.services import devices
 from tests.integration.conftest import Publish

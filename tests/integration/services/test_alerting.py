@@ -3,8 +3,8 @@
 import pytest
 from sqlmodel import Session
 
-from app.errors import ValidationError
-from app.models import AlertStatus, DeviceCreate, utcnow
+from app.core.errors import ValidationError
+from app.core.models import AlertStatus, DeviceCreate, utcnow
 from app.services import alerts, devices, rules
 from app.services.rules import RuleInput
 

@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import Session
 
-from app.errors import ValidationError
-from app.models import Device, DeviceCreate
+from app.core.errors import ValidationError
+from app.core.models import Device, DeviceCreate
 from app.services import charts, devices, rollups, telemetry
 from app.services.telemetry import Point
 

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app.errors import NotFoundError, ValidationError
-from app.models import CommandStatus, DeviceCommand, DeviceCreate, DeviceStatus, utcnow
+from app.core.errors import NotFoundError, ValidationError
+from app.core.models import CommandStatus, DeviceCommand, DeviceCreate, DeviceStatus, utcnow
 from app.services import commands, devices
 from app.services.commands import Answer, CommandInput
 

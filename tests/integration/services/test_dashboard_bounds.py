@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import insert
 from sqlmodel import Session
 
+from app.core.models import Device, DeviceStatus
 from app.dashboards import data
-from app.models import Device, DeviceStatus
 from app.services import telemetry
 from app.services.telemetry import Point
 

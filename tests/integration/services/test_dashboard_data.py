@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import Session
 
+from app.core.errors import ValidationError
+from app.core.models import AlertStatus, Device, DeviceCreate, DeviceStatus, utcnow
 from app.dashboards import data
-from app.errors import ValidationError
-from app.models import AlertStatus, Device, DeviceCreate, DeviceStatus, utcnow
 from app.services import alerts, charts, devices, rules, telemetry
 from app.services.rules import RuleInput
 from app.services.telemetry import Point

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from app import db
-from app.errors import NotFoundError, PermissionDeniedError
-from app.models import DashboardVisibility, Role, User, UserCreate
+from app.core import db
+from app.core.errors import NotFoundError, PermissionDeniedError
+from app.core.models import DashboardVisibility, Role, User, UserCreate
 from app.services import dashboards, users
 from app.services.dashboards import DashboardChange
 

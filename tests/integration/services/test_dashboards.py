@@ -7,8 +7,8 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from app import db
-from app.models import Dashboard, DashboardVisibility, Role, UserCreate
+from app.core import db
+from app.core.models import Dashboard, DashboardVisibility, Role, UserCreate
 from app.services import dashboards, users
 from bench.services import iotdeck_environment
 from tests.e2e.conftest import graphql_as, seeded_server, server_environment

@@ -3,8 +3,8 @@
 import pytest
 from sqlmodel import Session
 
-from app.errors import NotFoundError, ValidationError
-from app.models import DeviceCreate, DeviceStatus, DeviceUpdate
+from app.core.errors import NotFoundError, ValidationError
+from app.core.models import DeviceCreate, DeviceStatus, DeviceUpdate
 from app.services import devices
 from app.services.devices import DeviceFilter
 

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import insert
 from sqlmodel import Session, select
 
-from app import bus
-from app.models import Device, DeviceStatus
+from app.core import bus
+from app.core.models import Device, DeviceStatus
 from app.services import devices
 
 FLEET = 5_000

@@ -7,12 +7,13 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import db, jobs
-from app.models import DeviceCreate, DeviceStatus
+from app.core import db
+from app.core.models import DeviceCreate, DeviceStatus
 from app.services import devices, telemetry
 from app.services.last_seen import LastSeen
 from app.services.rollups import MarkedHours, hour_of
 from app.services.telemetry import Point
+from app.workers import jobs
 from tests.integration.device_updates import log_device_updates, stored_status
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)

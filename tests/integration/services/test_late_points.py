@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app.models import DeviceCreate
+from app.core.models import DeviceCreate
 from app.services import charts, devices, rollups, telemetry
 from app.services.rule_testing import replay
 from app.services.telemetry import Point

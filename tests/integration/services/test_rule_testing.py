@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 import pytest
 from sqlmodel import Session, select
 
-from app.errors import ValidationError
-from app.models import Alert, DeviceCreate, utcnow
+from app.core.errors import ValidationError
+from app.core.models import Alert, DeviceCreate, utcnow
 from app.services import devices, telemetry
 from app.services.rule_testing import replay
 from app.services.telemetry import Point

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import Session, select
 
-from app.errors import ValidationError
-from app.models import Device, DeviceCreate, DeviceStatus, TelemetryHourly
+from app.core.errors import ValidationError
+from app.core.models import Device, DeviceCreate, DeviceStatus, TelemetryHourly
 from app.services import devices, rollups, telemetry
 from app.services.telemetry import Point
 from tests.aggregates import aggregated, reference

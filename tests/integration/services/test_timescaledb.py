@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 
-from app.models import DeviceCreate, TelemetryHourly
+from app.core.models import DeviceCreate, TelemetryHourly
 from app.services import devices, rollups, telemetry
 from app.services.telemetry import Point
 from bench.services import run_compression_policy

@@ -3,8 +3,8 @@
 import pytest
 from sqlmodel import Session
 
-from app.errors import AuthenticationError, NotFoundError, ValidationError
-from app.models import Role, UserCreate, UserUpdate
+from app.core.errors import AuthenticationError, NotFoundError, ValidationError
+from app.core.models import Role, UserCreate, UserUpdate
 from app.services import users
 
 PASSWORD = "correct horse"

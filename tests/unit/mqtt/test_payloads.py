@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from app.models import DeviceStatus
+from app.core.models import DeviceStatus
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.ingest import IngestWorker, Received
 from app.mqtt.payloads import (

@@ -1,0 +1,1 @@
+"""The demo's simulated devices: signals, firmware, and the simulator that publishes them."""
