@@ -25,8 +25,8 @@ from app.core.models import DeviceStatus
 from app.mqtt import logins
 from app.mqtt.broker import MOSQUITTO, QUEUE_SETTINGS, ManagedBroker
 from app.mqtt.connection import BrokerAddress
+from app.mqtt.link import connection_answer
 from app.services.credentials import INGEST_ACCOUNT
-from app.sim.simulator import connection_answer
 
 # the servers tests and benchmarks create their databases on: plain PostgreSQL, and a
 # cluster that preloads TimescaleDB (`../shared/tools/timescaledb cluster` starts one)

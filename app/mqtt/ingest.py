@@ -1,8 +1,8 @@
 """The ingest worker: MQTT telemetry and status -> storage, acknowledged only after commit.
 
-Threads: paho's network thread only queues what arrives; a parser thread cuts it into
-batches and validates them; a committer thread writes each batch in one transaction,
-commits, then sends its PUBACKs in arrival order (parsing the next batch overlaps the
+Threads: paho's network thread (its `Link`, app/mqtt/link.py) only queues what arrives; a
+parser thread cuts it into batches and validates them; a committer thread has each batch
+written in one transaction (`app/services/ingest.py`), then sends its PUBACKs in arrival order (parsing the next batch overlaps the
 database's work on this one). A message is therefore acknowledged only once its rows are durable; if
 the process dies first, the broker redelivers it (persistent session) and the primary
 key (device_id, metric_name, time) turns the second copy into a no-op. While the
@@ -21,16 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
-from paho.mqtt.reasoncodes import ReasonCode
-from sqlmodel import Session, col, select
+from paho.mqtt.client import Client, MQTTMessage
 from tenacity import RetryCallState, RetryError
 
 from app.core import db, logs, metrics, retries, tracing
-from app.core.models import Device, DeviceStatus
-from app.mqtt import connection
+from app.core.models import DeviceStatus
 from app.mqtt.bulk_client import BulkClient
 from app.mqtt.connection import BrokerAddress
+from app.mqtt.link import Link
 from app.mqtt.payloads import (
     Rejected,
     device_id_from_topic,
@@ -40,7 +38,7 @@ from app.mqtt.payloads import (
 )
 from app.mqtt.rate_limit import RateLimiter
 from app.mqtt.topics import INGEST_TOPICS
-from app.services import commands, device_types, devices, telemetry
+from app.services import ingest
 from app.services.commands import Answer
 from app.services.last_seen import LastSeen
 from app.services.rollups import MarkedHours
@@ -48,9 +46,6 @@ from app.services.telemetry import Point
 
 logger = logging.getLogger(__name__)
 
-_UNKNOWN_DEVICE_TTL = 10.0  # seconds before an unknown id is looked up again
-_RECHECK_SECONDS = 30.0  # how often the devices edited since the last look are read again
-_RECHECK_OVERLAP = timedelta(minutes=2)  # each look reaches back over the previous one
 # labelled children resolved once: labels() costs microseconds per call on the hot path
 _RECEIVED = {
     kind: metrics.MESSAGES_RECEIVED.labels(kind) for kind in ("telemetry", "status", "ack")
@@ -138,56 +133,6 @@ def _error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
-class _KnownDevices:
-    """Which device ids exist and their types, kept for the life of the worker.
-
-    An id is looked up the first time it comes (an unknown one again after
-    _UNKNOWN_DEVICE_TTL: a device that published before it was registered is accepted
-    within seconds). A known id stays known, however large the fleet, with no periodic
-    expiry: every _RECHECK_SECONDS one query reads the devices edited since the previous
-    look (`updated_at`, which every edit moves: a few rows), so a new type reaches the
-    device's rate limit within that time. A deleted device is forgotten when a batch finds
-    it gone (write_points drops its points: `forget`). No bus subscription is needed, so
-    this holds in a separate `iotdeck ingest` process, with or without Redis.
-    """
-
-    def __init__(self) -> None:
-        self._known: dict[uuid.UUID, str] = {}
-        self._unknown_until: dict[uuid.UUID, float] = {}
-        self._recheck_at = time.monotonic() + _RECHECK_SECONDS
-        self._edited_since = datetime.now(UTC) - _RECHECK_OVERLAP
-
-    def filter_known(self, session: Session, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
-        """The known devices among `ids`, with their types."""
-        now = time.monotonic()
-        if now >= self._recheck_at:
-            self._recheck(session)
-            self._recheck_at = now + _RECHECK_SECONDS
-        ask = {i for i in ids - self._known.keys() if self._unknown_until.get(i, 0.0) <= now}
-        if ask:
-            query = select(Device.id, Device.type).where(col(Device.id).in_(ask))
-            found = dict(session.exec(query).all())
-            self._known.update(found)
-            for device_id in found:
-                self._unknown_until.pop(device_id, None)
-            for missing in ask - found.keys():
-                self._unknown_until[missing] = now + _UNKNOWN_DEVICE_TTL
-        return {i: self._known[i] for i in ids if i in self._known}
-
-    def _recheck(self, session: Session) -> None:
-        """Read again the types of the known devices edited since the last look."""
-        looked_at = datetime.now(UTC) - _RECHECK_OVERLAP
-        query = select(Device.id, Device.type).where(col(Device.updated_at) >= self._edited_since)
-        for device_id, device_type in session.exec(query).all():
-            if device_id in self._known:
-                self._known[device_id] = device_type
-        self._edited_since = looked_at  # only once read: a failed look is made again
-
-    def forget(self, ids: set[uuid.UUID]) -> None:
-        for device_id in ids:
-            self._known.pop(device_id, None)
-
-
 def _claimed_device(topic: str) -> str | None:
     """The device id a topic names (`devices/{id}/...`), as sent: maybe no device's."""
     parts = topic.split("/")
@@ -229,8 +174,7 @@ class IngestWorker:
         self._batch_seconds = batch_ms / 1000
         self._inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
         self._stopping = threading.Event()
-        self._connected = threading.Event()
-        self._known = _KnownDevices()
+        self._known = ingest.KnownDevices()
         # what batches would otherwise write again and again: devices' last contact
         # (written every `last_seen_flush` seconds) and rollup marks of open hours
         self._last_seen = LastSeen(last_seen_flush)
@@ -246,26 +190,28 @@ class IngestWorker:
         self._committer = threading.Thread(
             target=self._commit_loop, name="ingest-committer", daemon=True
         )
-        self._client = connection.make_client(
-            address, client_id, persistent=True, client_class=BulkClient
+        prefix = f"$share/{shared_group}/" if shared_group else ""
+        self._link = Link(
+            address,
+            client_id,
+            name="ingest",
+            persistent=True,
+            subscriptions=[prefix + topic for topic in INGEST_TOPICS],
+            gauge="ingest",
+            client_class=BulkClient,
         )
+        self._client = self._link.client
         self._client.manual_ack_set(True)
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         # commits wait for a database that is away; anything else fails at once
         self._retrying = retries.retry_while(
             db.is_transient, stopping=self._stopping, before_sleep=self._storage_failed
         )
-        # created here, not at import: a `serve --no-ingest` has no ingest to say is down
-        self._connected_gauge = metrics.MQTT_CONNECTED.labels("ingest")
-        self._connected_gauge.set(0)
 
     @property
     def connected(self) -> bool:
         """True while connected and subscribed."""
-        return self._connected.is_set()
+        return self._link.ready
 
     def add_listener(self, listener: Callable[[BatchResult], None]) -> None:
         """Call `listener` (on the committer thread) after each committed batch."""
@@ -275,12 +221,11 @@ class IngestWorker:
         """Connect and start consuming in background threads."""
         self._parser.start()
         self._committer.start()
-        connection.connect(self._client, self.address, persistent=True)
-        self._client.loop_start()
+        self._link.start()
 
     def wait_connected(self, timeout: float) -> bool:
         """Block until subscribed on the broker, or `timeout` seconds pass."""
-        return self._connected.wait(timeout)
+        return self._link.wait_ready(timeout)
 
     def stop(self, timeout: float = 30.0) -> int:
         """Take no more messages; commit and acknowledge those taken, write devices' last
@@ -293,53 +238,10 @@ class IngestWorker:
         deadline = time.monotonic() + timeout
         self._parser.join(timeout)
         self._committer.join(max(0.0, deadline - time.monotonic()))
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._link.stop()
         return self._taken - self._finished
 
     # network thread -------------------------------------------------------------------
-
-    def _on_connect(
-        self,
-        client: Client,
-        _userdata: object,
-        _flags: ConnectFlags,
-        reason: ReasonCode,
-        _properties: object,
-    ) -> None:
-        if reason.is_failure:
-            logger.error("broker %s refused the connection: %s", self.address.url, reason)
-            return
-        prefix = f"$share/{self._shared_group}/" if self._shared_group else ""
-        client.subscribe([(prefix + topic, 1) for topic in INGEST_TOPICS])
-
-    def _on_subscribe(
-        self,
-        client: Client,
-        _userdata: object,
-        _mid: int,
-        reasons: list[ReasonCode],
-        _properties: object,
-    ) -> None:
-        if any(reason.is_failure for reason in reasons):
-            logger.error("broker %s refused the subscriptions: %s", self.address.url, reasons)
-            return
-        self._connected.set()
-        self._connected_gauge.set(1)
-        logger.info("ingest subscribed on %s as %s", self.address.url, client._client_id.decode())
-
-    def _on_disconnect(
-        self,
-        _client: Client,
-        _userdata: object,
-        _flags: DisconnectFlags,
-        reason: ReasonCode,
-        _properties: object,
-    ) -> None:
-        self._connected.clear()
-        self._connected_gauge.set(0)
-        if not self._stopping.is_set():
-            logger.warning("ingest lost the broker (%s); reconnecting", reason)
 
     def _on_message(self, _client: Client, _userdata: object, message: MQTTMessage) -> None:
         if self._stopping.is_set():
@@ -498,76 +400,49 @@ class IngestWorker:
     def _write(self, parsed: "_Parsed") -> BatchResult:
         started = time.perf_counter()
         result = BatchResult(rejected=parsed.rejected)
-        points: list[Point] = []
-        statuses: list[tuple[int, uuid.UUID, DeviceStatus]] = []
-        answers: list[tuple[Received, uuid.UUID, Answer]] = []
-        last_telemetry: dict[uuid.UUID, int] = {}
-        with Session(db.get_engine(), expire_on_commit=False) as session:
-            skipped = self._screen(session, parsed, result)
-            for index, (message, device_id, kind, content) in enumerate(parsed.candidates):
-                if index in skipped:
-                    continue
-                if kind == "telemetry":
-                    points.extend(content)
-                    last_telemetry[device_id] = index
-                elif kind == "ack":
-                    answers.append((message, device_id, content))
-                else:
-                    statuses.append((index, device_id, content))
-            arrival = parsed.messages[-1].arrival
-            written = telemetry.write_points(
-                session=session,
-                points=points,
-                seen_at=arrival,
-                last_seen=self._last_seen,
-                marked=self._marked,
-            )
-            for device_id in written.came_online:
-                result.status_changes[device_id] = DeviceStatus.ONLINE
-            for index, device_id, status in statuses:
-                if last_telemetry.get(device_id, -1) > index:
-                    continue  # telemetry after the status message says it is online
-                if devices.set_status(
-                    session=session, device_id=device_id, status=status, at=arrival
-                ):
-                    result.status_changes[device_id] = status
-            for message, device_id, answer in answers:
-                refused = commands.record_answer(
-                    session=session, device_id=device_id, answer=answer, at=message.arrival
-                )
-                if refused is not None:
-                    metrics.COMMAND_ANSWERS_REJECTED.labels(refused).inc()
-                    logger.warning(
-                        "refused the answer on %s to command %s: %s",
-                        message.topic,
-                        answer.command_id,
-                        refused,
-                        extra={"device_id": device_id, "command_id": answer.command_id},
-                    )
-            device_types.record_rate_limited(
-                session=session, device_ids=parsed.reported, at=arrival
-            )
-            session.commit()
+        skipped = self._screen(parsed, result)
+        committed = ingest.commit_batch(
+            messages=[
+                ingest.Message(device_id, kind, content, message.arrival, message.topic)
+                for index, (message, device_id, kind, content) in enumerate(parsed.candidates)
+                if index not in skipped
+            ],
+            rate_limited=parsed.reported,
+            arrival=parsed.messages[-1].arrival,
+            last_seen=self._last_seen,
+            marked=self._marked,
+        )
         metrics.INGEST_LAST_COMMIT.set_to_current_time()
-        if written.dropped_devices:
-            self._known.forget(set(written.dropped_devices))
-        result.points = [p for p in points if p.device_id not in written.dropped_devices]
-        metrics.POINTS_INGESTED.inc(written.stored)
+        for message, refused in committed.refused_answers:
+            answer: Answer = message.content  # type: ignore[assignment]
+            metrics.COMMAND_ANSWERS_REJECTED.labels(refused).inc()
+            logger.warning(
+                "refused the answer on %s to command %s: %s",
+                message.topic,
+                answer.command_id,
+                refused,
+                extra={"device_id": message.device_id, "command_id": answer.command_id},
+            )
+        if committed.dropped_devices:
+            self._known.forget(committed.dropped_devices)
+        result.points = committed.points
+        result.status_changes = committed.status_changes
+        metrics.POINTS_INGESTED.inc(committed.stored)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         # the one line naming an accepted message's batch id: at DEBUG, it is every batch
         logger.debug(
             "batch of %d message(s) committed: %d point(s) stored, %d rejected",
             len(parsed.messages),
-            written.stored,
+            committed.stored,
             result.rejected,
         )
         return result
 
-    def _screen(self, session: Session, parsed: "_Parsed", result: BatchResult) -> set[int]:
+    def _screen(self, parsed: "_Parsed", result: BatchResult) -> set[int]:
         """The candidates not to store: those of unknown devices or over their rate limit."""
-        known = self._known.filter_known(session, {c[1] for c in parsed.candidates})
+        known = self._known.filter_known({c[1] for c in parsed.candidates})
         if parsed.over_limit is None:
-            self._police(session, parsed, known)
+            self._police(parsed, known)
         skipped = set(parsed.over_limit or ())  # already counted and reported by _police
         for index, (message, device_id, _kind, _content) in enumerate(parsed.candidates):
             if device_id not in known:
@@ -577,14 +452,14 @@ class IngestWorker:
         parsed.skipped = skipped
         return skipped
 
-    def _police(self, session: Session, parsed: "_Parsed", known: dict[uuid.UUID, str]) -> None:
+    def _police(self, parsed: "_Parsed", known: dict[uuid.UUID, str]) -> None:
         """Mark the candidates over their device's rate limit; count them, report some.
 
         Every message kind counts. A device's refusals are logged, and its rate_limited_at
         set, at most once a minute; the others are only counted.
         """
         now = time.monotonic()
-        self._limiter.refresh(now, lambda: device_types.rate_overrides(session=session))
+        self._limiter.refresh(now, ingest.rate_overrides)
         parsed.over_limit = set()
         for index, (message, device_id, _kind, _content) in enumerate(parsed.candidates):
             device_type = known.get(device_id)

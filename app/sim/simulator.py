@@ -42,6 +42,7 @@ from app.core import db
 from app.core.models import Device, DeviceCreate
 from app.mqtt import connection, topics
 from app.mqtt.connection import BrokerAddress
+from app.mqtt.link import connection_answer
 from app.services import devices as device_service
 from app.services import telemetry
 from app.services.devices import DeviceFilter
@@ -202,35 +203,6 @@ class Link:
         self.reconnect_pending = False
 
 
-def connection_answer(address: BrokerAddress, timeout: float = PROBE_TIMEOUT) -> str:
-    """How the broker answers a connection with `address`'s login: 'Success', 'Not authorized'...
-
-    'no answer' when it says nothing within `timeout`.
-    """
-    answered = threading.Event()
-    outcome: list[str] = []
-
-    def on_connect(*args: object) -> None:
-        outcome.append(str(args[3]))
-        answered.set()
-
-    def on_disconnect(*args: object) -> None:
-        outcome.append(f"disconnected: {args[3]}")
-        answered.set()
-
-    client = connection.make_client(address, f"probe-{uuid.uuid4().hex[:8]}", persistent=False)
-    client.on_connect = on_connect
-    client.on_disconnect = on_disconnect
-    client.reconnect_delay_set(60, 60)  # one attempt: the answer is what we want
-    connection.connect(client, address, persistent=False)
-    client.loop_start()
-    try:
-        return outcome[0] if answered.wait(timeout) else "no answer"
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
 def needs_device_logins(address: BrokerAddress) -> bool:
     """Whether devices must log in as themselves: no account in the URL, anonymous refused.
 
@@ -239,7 +211,7 @@ def needs_device_logins(address: BrokerAddress) -> bool:
     """
     if address.username is not None:
         return False
-    return connection_answer(address) != "Success"
+    return connection_answer(address, PROBE_TIMEOUT) != "Success"
 
 
 _CONNECT, _PUBLISH, _BOOTED = "connect", "publish", "booted"

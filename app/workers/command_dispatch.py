@@ -21,19 +21,17 @@ progress first, so a command published is also marked SENT, then disconnects.
 
 import asyncio
 import logging
-import threading
 import time
 from datetime import datetime, timedelta
 
 import orjson
-from paho.mqtt.client import Client, ConnectFlags, MQTTMessageInfo
-from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.client import MQTTMessageInfo
 
 from app.core import bus, db, metrics, tracing
 from app.core.models import DeviceStatus, utcnow
 from app.core.streams import partition_of
-from app.mqtt import connection
 from app.mqtt.connection import BrokerAddress
+from app.mqtt.link import Link
 from app.mqtt.topics import command_topic, config_topic
 from app.services import commands
 from app.workers import leases
@@ -64,34 +62,9 @@ class CommandDispatcher:
         self.owner = owner
         self.partitions = partitions
         self.published = 0  # commands the broker acknowledged, since it was made
-        self._client: Client = connection.make_client(address, client_id, persistent=False)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._connected = threading.Event()
+        self._client_id = client_id
+        self._link: Link | None = None  # made when it runs: its gauge says it runs here
         self._rounds = Rounds()
-
-    # paho's network thread ----------------------------------------------------------
-
-    def _on_connect(
-        self,
-        _client: Client,
-        _userdata: object,
-        _flags: ConnectFlags,
-        reason: ReasonCode,
-        _properties: object,
-    ) -> None:
-        if reason.is_failure:
-            logger.error("broker %s refused the command dispatcher: %s", self.address.url, reason)
-            return
-        self._connected.set()
-        metrics.MQTT_CONNECTED.labels(METRICS_CLIENT).set(1)
-        self._rounds.wake_threadsafe()  # connected: what waited for the broker can go now
-
-    def _on_disconnect(self, *_args: object) -> None:
-        self._connected.clear()
-        metrics.MQTT_CONNECTED.labels(METRICS_CLIENT).set(0)
-
-    # the event loop ---------------------------------------------------------------------
 
     def wake(self) -> None:
         """Run a round now."""
@@ -100,6 +73,16 @@ class CommandDispatcher:
     async def run(self, hub: bus.Hub | None) -> None:
         """Dispatch until cancelled; `hub` wakes it on command, config and status news."""
         news = hub.subscribe(channels=[bus.COMMANDS, bus.DEVICE_STATUS]) if hub else None
+        self._link = Link(
+            self.address,
+            self._client_id,
+            name="command dispatcher",
+            persistent=False,
+            gauge=METRICS_CLIENT,
+        )
+        # connected: what waited for the broker can go now
+        self._link.on_ready_in_loop(self._rounds.wake)
+        self._link.start()
         try:
             await self._rounds.run(
                 self._owned_round,
@@ -107,19 +90,9 @@ class CommandDispatcher:
                 lambda channel, message: (
                     channel == bus.COMMANDS or message.get("status") == DeviceStatus.ONLINE
                 ),
-                started=self._connect,
             )
         finally:
-            self._client.disconnect()
-            self._client.loop_stop()
-            # no dispatcher here any more: no series, rather than one saying "disconnected"
-            metrics.MQTT_CONNECTED.remove(METRICS_CLIENT)
-
-    def _connect(self) -> None:
-        # only the process running the dispatcher has this series (0 until connected)
-        metrics.MQTT_CONNECTED.labels(METRICS_CLIENT).set(0)
-        connection.connect(self._client, self.address, persistent=False)
-        self._client.loop_start()
+            self._link.stop()  # no dispatcher here any more: no series
 
     async def _owned_round(self) -> float:
         """A round over the devices of the owner's partitions, which stay this process's
@@ -146,7 +119,7 @@ class CommandDispatcher:
                 expired = commands.expire_due(session=session, now=now, devices=devices)
             if expired:
                 logger.info("%d command(s) expired", len(expired))
-            if self._connected.is_set():
+            if self._link is not None and self._link.ready:
                 self._publish_configs(devices)
                 self._publish_commands(now, devices)
             with db.session_scope() as session:
@@ -160,7 +133,8 @@ class CommandDispatcher:
         return _until(upcoming, self.poll_seconds)
 
     def _publish(self, topic: str, document: object, *, retain: bool = False) -> MQTTMessageInfo:
-        return self._client.publish(topic, orjson.dumps(document), qos=1, retain=retain)
+        assert self._link is not None  # a round runs only inside `run`
+        return self._link.client.publish(topic, orjson.dumps(document), qos=1, retain=retain)
 
     def _confirmed(self, info: MQTTMessageInfo) -> bool:
         try:

@@ -2,8 +2,8 @@
 
 The notification dispatcher and the command dispatcher both work like this: decide from
 the database what is due, do it, then wait until the next thing falls due, unless a bus
-message (an alert fired, a command created, a device online) or another thread says
-there is news first.
+message (an alert fired, a command created, a device online) or the process itself (the
+dispatcher's broker connection back, through `app/mqtt/link.py`) says there is news first.
 """
 
 import asyncio
@@ -19,34 +19,24 @@ class Rounds:
 
     def __init__(self) -> None:
         self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def wake(self) -> None:
         """Start the next round as soon as the current one is done (on the loop's thread)."""
         self._wake.set()
-
-    def wake_threadsafe(self) -> None:
-        """`wake` from another thread (paho's network thread); ignored before `run`."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(
         self,
         round_: Callable[[], Awaitable[float]],
         news: bus.Subscription | None,
         wakes: Callable[[str, bus.Message], bool],
-        *,
-        started: Callable[[], None] = lambda: None,
     ) -> None:
         """Run `round_` (it returns the seconds until the next round is needed) until cancelled.
 
         A message of `news` that `wakes` accepts ends the pause; `news` is closed at the
-        end. `started` runs once the loop is known, so that `wake_threadsafe` works from then.
+        end.
         Cancelled during a round, the round ends first (a graceful stop): what it took is
         done, not half-done.
         """
-        self._loop = asyncio.get_running_loop()
-        started()
         listener = asyncio.create_task(self._listen(news, wakes)) if news is not None else None
         try:
             while True:
