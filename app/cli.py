@@ -187,7 +187,7 @@ def ingest() -> None:
 
     /metrics and /health/live are served on IOTDECK_METRICS_PORT meanwhile.
     """
-    from app.mqtt.runner import run_ingest  # paho and the scheduler load only here
+    from app.workers.ingest_process import run_ingest  # paho and the scheduler load only here
 
     _run_beside_metrics("iotdeck-ingest", run_ingest)
 

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from app.core import bus, db
 from app.core.config import get_settings
 from app.mqtt.ingest import BatchResult
-from app.mqtt.runner import build_worker, ingest_address
+from app.workers.ingest_process import build_worker, ingest_address
 
 
 def main() -> None:

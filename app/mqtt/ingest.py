@@ -2,14 +2,14 @@
 
 Threads: paho's network thread (its `Link`, app/mqtt/link.py) only queues what arrives; a
 parser thread cuts it into batches and validates them; a committer thread has each batch
-written in one transaction (`app/services/ingest.py`), then sends its PUBACKs in arrival order (parsing the next batch overlaps the
-database's work on this one). A message is therefore acknowledged only once its rows are durable; if
-the process dies first, the broker redelivers it (persistent session) and the primary
-key (device_id, metric_name, time) turns the second copy into a no-op. While the
-database is down the batch is retried with backoff and nothing new is acknowledged, so
-the backlog waits in the broker. A batch that fails for any other reason is committed in
-halves, down to single messages: the one that still fails alone is rejected as poison
-(and acknowledged), the others are stored.
+written in one transaction (`app/services/ingest.py`), then sends its PUBACKs in arrival
+order (parsing the next batch overlaps the database's work on this one). A message is
+therefore acknowledged only once its rows are durable; if the process dies first, the
+broker redelivers it (persistent session) and the primary key (device_id, metric_name,
+time) turns the second copy into a no-op. While the database is down the batch is retried
+with backoff and nothing new is acknowledged, so the backlog waits in the broker. A batch
+that fails for any other reason is committed in halves, down to single messages: the one
+that still fails alone is rejected as poison (and acknowledged), the others are stored.
 """
 
 import logging

@@ -15,13 +15,13 @@ from app.mqtt import logins
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.embedded import EmbeddedBroker
 from app.mqtt.ingest import IngestWorker
-from app.mqtt.runner import build_worker
 from app.services import credentials
 from app.sim.simulator import Simulator, backfill, demo_devices
 from app.web import health
 from app.workers import jobs, leases
 from app.workers.command_dispatch import run_command_dispatcher
 from app.workers.evaluation import GROUP, run_evaluator
+from app.workers.ingest_process import build_worker
 from app.workers.notifications import run_dispatcher
 
 logger = logging.getLogger(__name__)
