@@ -56,6 +56,12 @@ def test_tiny_run_reports_both_parts() -> None:
     drain = ingest["with_rules"]["drain"]  # a small backlog: the evaluator's queue holds it
     assert (drain["evaluator_dropped_points"], drain["evaluator_replayed_points"]) == (0, 0)
     assert drain["evaluator_lost_points"] == 0
+    fleet = ingest["with_rules"]["fleet"]  # 20 devices, each once a second
+    assert fleet["offered_msgs_per_s"] == pytest.approx(20, rel=0.25)
+    assert fleet["evaluated_points"] > 0
+    assert fleet["evaluator_lost_points"] == 0
+    assert ingest["fleet_evaluator_p99_latency_ms"] == fleet["evaluator_p99_latency_ms"] > 0
+    assert "fleet shape, every device every 1 s" in stdout
     assert "WARNING: the evaluator lost" not in stdout
     assert "evaluated_points" not in ingest["without_rules"]["live"]  # no evaluator ran
 
