@@ -164,10 +164,12 @@ class Engine:
                 series = self._series(device, metric)
                 series.since = since
 
-    def forget(self, device_id: str) -> None:
-        """Drop a device (deleted) with its windows and states."""
-        self._devices.pop(device_id, None)
-        self._states = {key: s for key, s in self._states.items() if key[1] != device_id}
+    def forget(self, *device_ids: str) -> None:
+        """Drop devices (deleted, or no longer this engine's) with their windows and states."""
+        gone = set(device_ids)
+        for device_id in gone:
+            self._devices.pop(device_id, None)
+        self._states = {key: s for key, s in self._states.items() if key[1] not in gone}
 
     def set_alert(
         self, rule_id: str, device_id: str, *, active: bool, last_fired: datetime | None

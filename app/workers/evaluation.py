@@ -97,6 +97,9 @@ class Evaluator:
         self._newest: datetime | None = None  # of the points evaluated since the last lag
         self.drops = DropLog()  # its bus subscription's `on_drop` records there
         self.replayed_points = 0  # read back from storage after drops, since it was made
+        self.rebuilt_points = 0  # read back from storage by `start`, since it was made
+        # the partitions whose devices' state it holds, built from storage (`run_evaluator`)
+        self.held: frozenset[int] = frozenset()
         self._burst = BurstLog(clock)
 
     def load(self) -> None:
@@ -107,16 +110,22 @@ class Evaluator:
         self._rules = {str(rule.id): rule for rule in stored}
         self.engine.set_rules(_compiled(stored))
         types = {str(device.id): device.type for device in known}
-        for gone in self._types.keys() - types.keys():  # deleted, its event maybe dropped
-            self.engine.forget(gone)
+        # deleted (its event maybe dropped), or of a partition no longer this evaluator's
+        self.engine.forget(*(self._types.keys() - types.keys()))
         self._types = types
         for device in known:
             self.engine.watch(str(device.id), device.type, _silent_since(device))
         logger.info("rule engine: %d enabled rule(s)", len(self._rules))
 
-    def start(self) -> list[Transition]:
+    def own(self, owns: Callable[[str], bool]) -> None:
+        """Evaluate the devices `owns` accepts from now on; `start(fresh=...)` next."""
+        self._owns = owns
+
+    def start(self, fresh: Callable[[str], bool] | None = None) -> list[Transition]:
         """Load, replay recent history, align with the stored alerts (before live points).
 
+        `fresh`: only the devices it accepts are rebuilt (those of partitions just taken
+        over); the others keep their state, re-armed where an alert was closed meanwhile.
         Returns what the replay found that no evaluator acted on: violations still going on
         without an alert (now opened), and open alerts whose condition cleared meanwhile
         (now resolved, as the rule's `clear when` would have).
@@ -124,14 +133,22 @@ class Evaluator:
         self.load()
         now = self._clock()
         since = now - lookback(self.engine.rules.values())
-        replayed, _ = self._replay(since, now + SAME_FIRING)
+        if fresh is None:
+            replayed, fed = self._replay(since, now + SAME_FIRING)
+            fresh = self._owns
+        else:
+            self._resync_alerts()
+            span = (since, now + SAME_FIRING)
+            replayed, fed = self._replay_devices({d: span for d in self._types if fresh(d)})
+        self.rebuilt_points += fed
+        logger.info("rule engine: %d point(s) replayed from storage", fed)
         with Session(db.get_engine()) as session:
             stored = alerts.last_triggered(session=session, since=since - SAME_FIRING)
-            still_open = self._open_pairs(session)
+            still_open = {pair for pair in self._open_pairs(session) if fresh(pair[1])}
         last = {
             (str(rule), str(device)): at
             for (rule, device), at in stored.items()
-            if self._owns(str(device))
+            if self._owns(str(device)) and fresh(str(device))
         }
         missed = [
             t
@@ -150,7 +167,8 @@ class Evaluator:
         }
         cleared = {pair: t for pair, t in cleared.items() if not self.engine.is_active(*pair)}
         still_open -= cleared.keys()
-        for rule_id, device_id in set(self.engine.states()) | set(last) | still_open:
+        pairs = {pair for pair in self.engine.states() if fresh(pair[1])}
+        for rule_id, device_id in pairs | set(last) | still_open:
             self.engine.set_alert(
                 rule_id,
                 device_id,
@@ -195,6 +213,20 @@ class Evaluator:
                 )
         return found, fed
 
+    def _replay_devices(self, ranges: Mapping[str, Span]) -> tuple[list[Transition], int]:
+        """`_replay` of each device's own range, REPLAY_DEVICES devices a query."""
+        found: list[Transition] = []
+        points = 0
+        devices = list(ranges.items())
+        for first in range(0, len(devices), REPLAY_DEVICES):
+            group = dict(devices[first : first + REPLAY_DEVICES])
+            start = min(begin for begin, _ in group.values())
+            end = max(last for _, last in group.values()) + _MICROSECOND
+            more, fed = self._replay(start, end, group)
+            found += more
+            points += fed
+        return found, points
+
     def recover(self, dropped: Dropped) -> list[Transition]:
         """Replay from storage what the bus queue dropped, and apply what it fires or clears.
 
@@ -205,17 +237,8 @@ class Evaluator:
         if dropped.events:  # a rule, alert or device change went too: read them again
             self.load()
             self._resync_alerts()
-        found: list[Transition] = []
-        points = 0
         evaluations = self.engine.evaluations
-        devices = list(dropped.ranges.items())
-        for first in range(0, len(devices), REPLAY_DEVICES):
-            ranges = dict(devices[first : first + REPLAY_DEVICES])
-            start = min(begin for begin, _ in ranges.values())
-            end = max(last for _, last in ranges.values()) + _MICROSECOND
-            more, fed = self._replay(start, end, ranges)
-            found += more
-            points += fed
+        found, points = self._replay_devices(dropped.ranges)
         metrics.RULE_EVALUATIONS.inc(self.engine.evaluations - evaluations)
         self.apply(found, trigger="replay")
         self.drops.replayed()
@@ -529,12 +552,15 @@ async def run_evaluator(
     committed; rule and alert changes come from the bus (`queue_size`: how many may wait
     before the oldest go, then the rules and alerts are read again). When the partitions
     this process may evaluate change (a worker joined or left), the evaluation stops at the
-    end of its batch, the partitions it no longer owns go back, and a new evaluation starts
-    on the new set from storage, as a new leader would (app/workers/leases.py).
+    end of its batch, the partitions it no longer owns go back (their devices' state with
+    them), and the evaluation goes on with the new set: the devices of the partitions it
+    kept keep their state, those of the partitions it took are rebuilt from storage, as a
+    new leader would (app/workers/leases.py).
     """
     metrics.PARTITIONS_CONFIGURED.set(streams.partitions)
     holding = asyncio.create_task(owner.run(), name="partition-leases")
     evaluating: asyncio.Task | None = None
+    evaluator: Evaluator | None = None  # whose state holds the devices of `using`
     using: frozenset[int] = frozenset()
     try:
         while True:
@@ -545,15 +571,22 @@ async def run_evaluator(
                     continue
                 evaluating.cancel()
                 await asyncio.wait([evaluating])  # its batch ends whole, its alerts committed
+            elif evaluating is not None and not evaluating.cancelled():
+                evaluator = None  # it failed: its state is not to be trusted, rebuild all
             if not await owner.use(wanted):  # not recorded: nothing starts (next round again)
                 wanted = frozenset()
                 await owner.use(wanted)
+            kept = evaluator.held & wanted if evaluator is not None else frozenset()
             using = wanted
             evaluating = None
-            if using:
-                evaluating = asyncio.create_task(
-                    _evaluate(hub, streams, owner, using, queue_size), name="rule-evaluation"
-                )
+            if not using:
+                evaluator = None  # what it held may change hands: all rebuilt if they come back
+                continue
+            evaluator = evaluator or Evaluator()
+            evaluating = asyncio.create_task(
+                _evaluate(hub, streams, owner, evaluator, using, kept=kept, queue_size=queue_size),
+                name="rule-evaluation",
+            )
     finally:
         for task in (evaluating, holding):
             if task is not None:
@@ -584,13 +617,21 @@ async def _evaluate(
     hub: bus.Hub,
     streams: Streams,
     owner: leases.Owner,
+    evaluator: Evaluator,
     partitions: frozenset[int],
+    *,
+    kept: frozenset[int],
     queue_size: int,
 ) -> None:
-    """One evaluator for the devices of `partitions`, from storage then from their streams."""
+    """`evaluator` on the devices of `partitions`, from storage then from their streams;
+    those of `kept` keep the state it holds."""
     count = streams.partitions
-    evaluator = Evaluator(owns=lambda device_id: partition_of(device_id, count) in partitions)
-    logger.info("rule evaluator: partitions %s", sorted(partitions))
+    evaluator.own(lambda device_id: partition_of(device_id, count) in partitions)
+    evaluator.held = kept  # the others' state goes (`load`) or is not built yet
+    taken = partitions - kept
+    logger.info(
+        "rule evaluator: partitions %s (%d rebuilt from storage)", sorted(partitions), len(taken)
+    )
     metrics.EVALUATOR_LEADER.set(1)
     metrics.EVALUATOR_PARTITIONS.set(len(partitions))
     watched = hub.subscribe(
@@ -602,7 +643,9 @@ async def _evaluate(
     try:
         # the groups exist before the replay: what is committed meanwhile waits in them
         await _until_done(lambda: streams.join(GROUP, partitions), "join the streams")
-        await _run(turn, evaluator.start)
+        fresh = None if not kept else lambda device_id: partition_of(device_id, count) in taken
+        if await _run(turn, evaluator.start, fresh) is None:
+            evaluator.held = partitions
         helpers = [
             asyncio.create_task(_tick(evaluator, turn), name="rule-evaluator-tick"),
             asyncio.create_task(_events(watched, evaluator, turn), name="rule-evaluator-events"),

@@ -289,3 +289,61 @@ def test_a_rule_command_is_sent_when_it_fires_recorded_as_the_rule_s(engine: Eng
         (sent,) = commands.device_commands(session=session, device_id=device.id)
     assert (sent.action, sent.params, sent.status) == ("set_fan", {"speed": 3}, "PENDING")
     assert (str(sent.rule_id), sent.alert_id, sent.created_by) == (rule_id, alert.id, None)
+
+
+def test_a_rebalance_rebuilds_only_the_devices_taken_over(engine: Engine) -> None:
+    """Two evaluators split two devices hot since minute 0 under `for 5m`; the second dies
+    at minute 3 and the first takes its device over: it replays that device's points only,
+    its own device keeps its state, and each fires once, at minute 5."""
+    kept, _ = _setup(engine, HOLD)
+    with Session(engine, expire_on_commit=False) as session:
+        taken = devices.create_device(
+            session=session, data=DeviceCreate(name="t", type="thermostat")
+        )
+        session.commit()
+    at = _minutes(utcnow().replace(microsecond=0) - timedelta(minutes=30))
+    clock = FakeClock(at(0))
+    first = Evaluator(clock, owns=lambda device_id: device_id == str(kept.id))
+    second = Evaluator(clock, owns=lambda device_id: device_id == str(taken.id))
+    first.start()
+    second.start()
+    for minute in range(4):
+        clock.now = at(minute)
+        assert first.on_telemetry(_store(engine, kept, "temperature", at(minute), 35)) == []
+        assert second.on_telemetry(_store(engine, taken, "temperature", at(minute), 35)) == []
+    del second  # killed at minute 3
+
+    before = first.rebuilt_points
+    first.own(lambda device_id: device_id in {str(kept.id), str(taken.id)})
+    assert first.start(fresh=lambda device_id: device_id == str(taken.id)) == []
+    assert first.rebuilt_points - before == 4  # the taken device's points, not its own
+
+    clock.now = at(4)
+    assert first.tick() == []
+    clock.now = at(5)
+    fired = {(t.device_id, t.kind, t.at) for t in first.tick()}
+    assert fired == {(str(kept.id), "FIRED", at(5)), (str(taken.id), "FIRED", at(5))}
+    assert first.tick() == []
+    assert sorted(str(a.device_id) for a in _alerts(engine)) == sorted(
+        [str(kept.id), str(taken.id)]
+    )
+
+
+def test_a_rebalance_drops_the_devices_given_away(engine: Engine) -> None:
+    """A device whose partition went to another evaluator leaves this one's state: its
+    `for` no longer fires here."""
+    given, _ = _setup(engine, HOLD)
+    at = _minutes(utcnow().replace(microsecond=0) - timedelta(minutes=30))
+    clock = FakeClock(at(0))
+    evaluator = Evaluator(clock)
+    evaluator.start()
+    for minute in range(3):
+        clock.now = at(minute)
+        assert evaluator.on_telemetry(_store(engine, given, "temperature", at(minute), 35)) == []
+
+    evaluator.own(lambda _device_id: False)
+    assert evaluator.start(fresh=lambda _device_id: False) == []
+    assert evaluator.engine.states() == []
+    clock.now = at(5)
+    assert evaluator.tick() == []
+    assert _alerts(engine) == []

@@ -72,6 +72,11 @@ class Cluster:
         self.workers[process.pid] = process
         return process
 
+    def kept_state(self, worker: int) -> int:
+        """How many times worker number `worker` went on after a change without rebuilding
+        any partition from storage (it only gave some away)."""
+        return (self._folder / f"worker-{worker}.log").read_text().count("(0 rebuilt from storage)")
+
     def members(self) -> dict[int, frozenset[int]]:
         """Each live member's pid and the partitions it evaluates, as its record says."""
         seconds, micros = self.redis.time()
@@ -238,9 +243,15 @@ def test_workers_joining_and_leaving_rebalance_with_never_two_owners(
 
     prober = threading.Thread(target=probe, daemon=True)
     prober.start()
+    kept_before = [cluster.kept_state(worker) for worker in (0, 1)]
     try:
         third = cluster.start_worker()
         wait_until(lambda: _balanced(cluster, 3), timeout=REBALANCE_SECONDS)
+        # the first two only gave partitions away: each went on with the state it held
+        wait_until(
+            lambda: all(cluster.kept_state(w) > kept_before[w] for w in (0, 1)),
+            timeout=REBALANCE_SECONDS,
+        )
         third.terminate()  # leaves: gives its leases back
         third.wait(30)
         wait_until(lambda: _balanced(cluster, 2), timeout=REBALANCE_SECONDS)
