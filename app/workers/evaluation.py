@@ -14,7 +14,9 @@ announced on `iot:alerts` after the commit; rule and alert changes come from the
 Nothing is forgotten across a restart or a change of owner: before it takes live points,
 the new evaluator replays the stored telemetry each rule can still see (its longest window
 plus its `for`), which rebuilds the windows and the `for` timers, then aligns each
-(rule, device) with the stored alerts (open ones stay open, cooldowns keep running). A
+(rule, device) with the stored alerts (open ones stay open, cooldowns keep running). On a
+change of partitions only the devices of the partitions taken over are rebuilt so; those
+of the partitions kept keep their state. A
 violation that is still going on but has no alert (no evaluator ran when it began) opens
 one then. That is also why a graceful stop has no state to save: the batch (or tick) in
 progress ends whole, its alerts committed, before the lock goes; entries not acknowledged
