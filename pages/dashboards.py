@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 import orjson
 from fastapi import Request
 from nicegui import ui
-from sqlmodel import col, select
 
 from app.core import bus
 from app.core.auth import has_role
@@ -30,7 +29,7 @@ from app.dashboards.spec import (
     parse_spec,
     spec_to_json,
 )
-from app.services import dashboards
+from app.services import dashboards, users
 from app.services.dashboards import DashboardChange
 from components.confirm_dialog import confirm
 from components.dashboard.editor import (
@@ -174,7 +173,7 @@ def _listing(*, session: Any, user: User, device_type: str | None) -> list[Liste
     rows = []
     listed = dashboards.list_dashboards(session=session, user=user)
     owner_ids = {d.owner_id for d in listed if d.owner_id is not None}
-    owners = {u.id: u.email for u in session.exec(select(User).where(col(User.id).in_(owner_ids)))}
+    owners = {u.id: u.email for u in users.users_by_id(session=session, ids=owner_ids)}
     for dashboard in listed:
         for_type = device_type is not None and _serves_type(dashboard.spec, device_type)
         if device_type is not None and not for_type:

@@ -82,6 +82,11 @@ def list_devices(
     return list(session.exec(query.offset(offset).limit(limit)))
 
 
+def every_device(*, session: Session) -> list[Device]:
+    """Every device, unpaged (the rule evaluator knows them all at its start)."""
+    return list(session.exec(select(Device)))
+
+
 def count_devices(*, session: Session, where: DeviceFilter = DeviceFilter()) -> int:
     """How many devices match `where`."""
     return session.exec(_filtered(select(func.count()).select_from(Device), where)).one()

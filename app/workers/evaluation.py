@@ -38,14 +38,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from app.core import bus, db, logs, metrics, retries, tracing
 from app.core.errors import ValidationError
 from app.core.models import Alert, AlertRule, Device
 from app.core.shutdown import finish_first
 from app.core.streams import RULES, Entry, Span, Streams, StreamsError, StreamsReset, partition_of
-from app.services import alerts, commands, notifications, rules, telemetry
+from app.services import alerts, commands, devices, notifications, rules, telemetry
 from app.workers import leases
 from app.workers.evaluation_drops import TELEMETRY_PREFIX, BurstLog, DropLog, Dropped, from_gap
 from rules.ast import CommandAction
@@ -108,7 +108,7 @@ class Evaluator:
         """Read the enabled rules and the devices (at start, and when rules change)."""
         with Session(db.get_engine(), expire_on_commit=False) as session:
             stored = rules.list_rules(session=session, enabled_only=True)
-            known = [d for d in session.exec(select(Device)) if self._owns(str(d.id))]
+            known = [d for d in devices.every_device(session=session) if self._owns(str(d.id))]
         self._rules = {str(rule.id): rule for rule in stored}
         self.engine.set_rules(_compiled(stored))
         types = {str(device.id): device.type for device in known}
@@ -219,9 +219,9 @@ class Evaluator:
         """`_replay` of each device's own range, REPLAY_DEVICES devices a query."""
         found: list[Transition] = []
         points = 0
-        devices = list(ranges.items())
-        for first in range(0, len(devices), REPLAY_DEVICES):
-            group = dict(devices[first : first + REPLAY_DEVICES])
+        spans = list(ranges.items())
+        for first in range(0, len(spans), REPLAY_DEVICES):
+            group = dict(spans[first : first + REPLAY_DEVICES])
             start = min(begin for begin, _ in group.values())
             end = max(last for _, last in group.values()) + _MICROSECOND
             more, fed = self._replay(start, end, group)
@@ -269,7 +269,7 @@ class Evaluator:
             return None
         if device_id not in self._types:
             with Session(db.get_engine()) as session:
-                device = session.get(Device, uuid.UUID(device_id))
+                device = devices.get_device(session=session, device_id=device_id)
                 if device is None:
                     return None
                 self._types[device_id] = device.type
@@ -457,7 +457,7 @@ class Evaluator:
 
         The alert opened, or None (one is already open, or the device is gone).
         """
-        device = session.get(Device, device_id)
+        device = devices.get_device(session=session, device_id=device_id)
         if device is None:
             return None  # deleted meanwhile
         message = notifications.render_message(

@@ -6,6 +6,8 @@
   System page's service, which reads the evaluators' leases (`app.workers.leases`: the
   roster of who owns which partition) to show them;
 - `rules/` imports nothing of the app;
+- SQL is written in services only (and core, which sets storage up): nothing else imports
+  the query builders of SQLModel or SQLAlchemy;
 - only `app/mqtt/link.py` starts or stops a paho network thread (`loop_start`/`loop_stop`).
 """
 
@@ -57,8 +59,24 @@ def _offending(patterns: tuple[str, ...], forbidden: tuple[str, ...]) -> list[st
             ("pages", "components", "app.graphql", "app.workers", "nicegui", "strawberry"),
         ),
         (("rules/**/*.py",), ("app", "pages", "components", "sqlmodel", "nicegui")),
+        (
+            (
+                "pages/*.py",
+                "components/**/*.py",
+                "app/graphql/*.py",
+                "app/workers/*.py",
+                "app/mqtt/*.py",
+                "app/sim/*.py",
+                "app/web/*.py",
+            ),
+            tuple(
+                f"{library}.{name}"
+                for library in ("sqlmodel", "sqlalchemy")
+                for name in ("select", "col", "func", "text", "insert", "update", "delete")
+            ),
+        ),
     ],
-    ids=["edges-call-services", "services-know-no-edge", "rules-pure"],
+    ids=["edges-call-services", "services-know-no-edge", "rules-pure", "sql-in-services"],
 )
 def test_layers_import_only_downwards(patterns: tuple[str, ...], forbidden: tuple[str, ...]):
     assert _offending(patterns, forbidden) == []
