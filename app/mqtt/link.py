@@ -8,9 +8,9 @@ and the simulator's connection probe each hold one. Callbacks that must run on a
 loop go through `on_ready_in_loop`, the one place where paho's thread hands work to
 asyncio.
 
-The simulator's devices are the exception by design: thousands of clients cannot have a
-thread each, so `app/sim/simulator.py` drives them all from one selector thread with
-paho's external-loop API.
+Thousands of clients cannot have a thread each: the simulator's devices share one thread,
+`app/mqtt/selector_loop.py`. Nothing outside `app/mqtt/` drives a paho client
+(tests/unit/test_layout.py).
 """
 
 import asyncio

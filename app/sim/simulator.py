@@ -1,9 +1,9 @@
 """Simulated devices publishing the signals of `app.sim.signals` over MQTT like real ones.
 
-The `Simulator` drives every paho client from ONE thread through paho's external-loop API
-(a selector over all sockets, `loop_read`, `loop_write`, `loop_misc`): `loop_start()` costs
-a thread per client and stops scaling at a few hundred, while one selector thread serves
-thousands.
+The `Simulator` drives every paho client from ONE thread (app/mqtt/selector_loop.py: paho's
+external-loop API, a selector over all sockets): `loop_start()` costs a thread per client
+and stops scaling at a few hundred, while one selector thread serves thousands. Its
+schedule (publishes, reconnections, reboots) runs on that thread between two selects.
 
 Connections: a device with its own login (per-device credentials on an identity broker,
 SPEC 8.1) has its own connection, since that login may publish only its own topics; it
@@ -20,18 +20,15 @@ answers on `devices/{id}/commands/ack` like a real firmware would (`app.sim.firm
 docs/commands.md); the messages arrive on the same thread, inside `loop_read`.
 """
 
-import contextlib
 import heapq
 import itertools
 import logging
 import math
 import random
-import selectors
-import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
@@ -43,6 +40,7 @@ from app.core.models import Device, DeviceCreate
 from app.mqtt import connection, topics
 from app.mqtt.connection import BrokerAddress
 from app.mqtt.link import connection_answer
+from app.mqtt.selector_loop import SelectorLoop
 from app.services import devices as device_service
 from app.services import telemetry
 from app.services.devices import DeviceFilter
@@ -55,7 +53,6 @@ logger = logging.getLogger(__name__)
 JITTER = 0.1  # each interval is 1/rate +-10%, so devices drift apart instead of publishing in step
 RECONNECT_MIN, RECONNECT_MAX = 1.0, 30.0
 CONNECT_TIMEOUT = 3.0  # a connect blocks the loop thread: bound the stall a dead host causes
-MISC_EVERY = 1.0  # seconds between keepalive checks (paho's loop_misc) of every client
 MAX_QUEUED_PER_DEVICE = 1000  # a stalled broker costs bounded memory, like a real device
 MAX_DUE_PER_TURN = 1000  # publishes per turn before reading sockets again, so PUBACKs flow
 OWN_CONNECTIONS_UP_TO = 100  # devices without logins of their own: one connection each
@@ -252,22 +249,20 @@ class Simulator:
         ]
         # each device's own login (logins.device_addresses); `address` for the others
         self.links = _links(self.devices, address, logins or {})
+        self._loop = SelectorLoop("simulator", self._turn, self._shut_down)
         for link in self.links:
             link.client = self._make_client(link)
+            self._loop.add(link.client)
         self._by_topic = {
             topic: device
             for device in self.devices
             for topic in (device.commands_topic, device.config_topic)
         }
         self._rng = random.Random(seed)  # phases and jitter only; signals have their own
-        self._selector = selectors.DefaultSelector()
-        self._waker = socket.socketpair()  # stop() writes to wake the loop from its select
         self._schedule: list[tuple[float, int, str, SimulatedDevice | Link]] = []
         self._order = itertools.count()  # tie-breaker: the heap never compares devices
-        self._stopping = threading.Event()
         self._ever_connected: set[str] = set()
         self._all_connected = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="simulator", daemon=True)
         self._stop_timeout = 10.0
 
     @property
@@ -277,10 +272,14 @@ class Simulator:
 
     def start(self) -> None:
         """Connect every device and start publishing in the background."""
-        self._selector.register(self._waker[0], selectors.EVENT_READ, None)
         if not self.devices:
             self._all_connected.set()
-        self._thread.start()
+        now = time.monotonic()
+        for link in self.links:
+            self._push(now, _CONNECT, link)
+        for device in self.devices:
+            self._push(now + self._rng.uniform(0, device.interval), _PUBLISH, device)
+        self._loop.start()
         logger.info(
             "simulating %d devices over %d connections on %s",
             len(self.devices),
@@ -294,13 +293,8 @@ class Simulator:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Publish `offline` for each connected device, then disconnect all cleanly."""
-        if not self._thread.is_alive():
-            return  # not started, or already stopped (the loop closes its sockets)
         self._stop_timeout = timeout
-        self._stopping.set()
-        with contextlib.suppress(OSError):  # the loop may have ended (and closed it) just now
-            self._waker[1].send(b"\0")
-        self._thread.join(timeout + 5)
+        self._loop.stop(timeout + 5)
 
     # set-up (before the loop runs) -----------------------------------------------------
 
@@ -317,14 +311,6 @@ class Simulator:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        # paho's external-loop hooks: mirror each socket's wishes in our one selector
-        read, write = selectors.EVENT_READ, selectors.EVENT_WRITE
-        client.on_socket_open = lambda _c, link, sock: self._watch(sock, link, read)
-        client.on_socket_register_write = lambda _c, link, sock: self._watch(
-            sock, link, read | write
-        )
-        client.on_socket_unregister_write = lambda _c, link, sock: self._watch(sock, link, read)
-        client.on_socket_close = lambda _c, link, sock: self._watch(sock, link, 0)
         connection.connect(client, address, persistent=False)  # records where; no I/O
         return client
 
@@ -333,34 +319,14 @@ class Simulator:
     def _push(self, when: float, action: str, target: SimulatedDevice | Link) -> None:
         heapq.heappush(self._schedule, (when, next(self._order), action, target))
 
-    def _run(self) -> None:
-        try:
-            self._loop()
-        except Exception:
-            logger.exception("simulator loop failed; disconnecting the devices")
-        self._shut_down(self._stop_timeout)
-
-    def _loop(self) -> None:
-        now = time.monotonic()
-        for link in self.links:
-            self._push(now, _CONNECT, link)
-        for device in self.devices:
-            self._push(now + self._rng.uniform(0, device.interval), _PUBLISH, device)
-        next_misc = now + MISC_EVERY
-        while not self._stopping.is_set():
-            now = time.monotonic()
-            self._run_due(now)
-            if now >= next_misc:
-                for link in self.links:
-                    if link.client.socket() is not None:
-                        link.client.loop_misc()  # keepalive pings, dead-link detection
-                next_misc = now + MISC_EVERY
-            wake_at = min(next_misc, self._schedule[0][0]) if self._schedule else next_misc
-            self._poll(max(0.0, wake_at - time.monotonic()))
+    def _turn(self, now: float) -> float:
+        """The due work; the seconds until more is due."""
+        self._run_due(now)
+        return self._schedule[0][0] - now if self._schedule else math.inf
 
     def _run_due(self, now: float) -> None:
         for _ in range(MAX_DUE_PER_TURN):
-            if self._stopping.is_set() or not self._schedule or self._schedule[0][0] > now:
+            if self._loop.stopping or not self._schedule or self._schedule[0][0] > now:
                 return
             due, _, action, target = heapq.heappop(self._schedule)
             if isinstance(target, Link):
@@ -382,17 +348,6 @@ class Simulator:
             following = now + self._rng.uniform(0, device.interval)
         self._push(following, _PUBLISH, device)
 
-    def _poll(self, timeout: float) -> None:
-        for key, events in self._selector.select(timeout):
-            link = key.data
-            if link is None:
-                self._waker[0].recv(64)
-                continue
-            if events & selectors.EVENT_READ:
-                link.client.loop_read()
-            if events & selectors.EVENT_WRITE:
-                link.client.loop_write()
-
     def _connect(self, link: Link) -> None:
         link.reconnect_pending = False
         try:
@@ -401,7 +356,7 @@ class Simulator:
             self._retry(link, str(exc))
 
     def _retry(self, link: Link, reason: str) -> None:
-        if self._stopping.is_set() or link.reconnect_pending:
+        if self._loop.stopping or link.reconnect_pending:
             return
         # log the first failure of an outage loudly, the retries quietly
         level = logging.WARNING if link.retry_delay == RECONNECT_MIN else logging.DEBUG
@@ -410,17 +365,8 @@ class Simulator:
         self._push(time.monotonic() + link.retry_delay, _CONNECT, link)
         link.retry_delay = min(link.retry_delay * 2, RECONNECT_MAX)
 
-    def _drive(self, done: Callable[[], bool], deadline: float) -> bool:
-        while not done():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._poll(min(remaining, 0.1))
-        return True
-
-    def _shut_down(self, timeout: float) -> None:
-        self._stopping.set()  # also after a crash of the loop: no reconnecting from here on
-        deadline = time.monotonic() + timeout
+    def _shut_down(self) -> None:
+        deadline = time.monotonic() + self._stop_timeout
         # a clean DISCONNECT suppresses the last will, so say offline first
         sent: list[MQTTMessageInfo] = [
             device.link.client.publish(device.status_topic, b"offline", qos=1)
@@ -428,19 +374,12 @@ class Simulator:
             if device.connected
         ]
         sent = [info for info in sent if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS]
-        if not self._drive(lambda: all(info.is_published() for info in sent), deadline):
+        if not self._loop.drive(lambda: all(info.is_published() for info in sent), deadline):
             logger.warning("simulator: not every offline status was acknowledged in time")
         for link in self.links:
             link.client.disconnect()
-        # the waker is the one socket left once every DISCONNECT has gone out
-        self._drive(lambda: len(self._selector.get_map()) <= 1, deadline)
-        for link in self.links:
-            sock = link.client.socket()
-            if sock is not None:
-                sock.close()  # out of time: an abrupt close, so the broker says offline for us
-        self._selector.close()
-        for end in self._waker:
-            end.close()
+        self._loop.drive(self._loop.idle, deadline)  # every DISCONNECT gone out
+        self._loop.close()  # out of time: an abrupt close, so the broker says offline for us
         logger.info("simulator stopped after %d messages", self.published)
 
     # paho callbacks (on the loop thread) ----------------------------------------------
@@ -525,18 +464,6 @@ class Simulator:
     ) -> None:
         link.connected = False
         self._retry(link, f"disconnected ({reason})")
-
-    def _watch(self, sock: socket.socket, link: Link, events: int) -> None:
-        """Have the selector wait for `events` on `sock` (0: forget it)."""
-        try:
-            if not events:
-                self._selector.unregister(sock)
-            elif sock in self._selector.get_map():
-                self._selector.modify(sock, events, link)
-            else:
-                self._selector.register(sock, events, link)
-        except (KeyError, ValueError):
-            pass  # paho tidies up sockets the selector has already dropped, or is closed
 
 
 def _links(
