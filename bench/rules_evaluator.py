@@ -22,6 +22,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -118,9 +119,9 @@ PROBE = Probe()
 class ProbedEvaluator(evaluation.Evaluator):
     """The production evaluator, reporting to PROBE."""
 
-    def start(self) -> list[Transition]:
+    def start(self, fresh: Callable[[str], bool] | None = None) -> list[Transition]:
         """Start as usual (load, replay history, align with alerts), then say so."""
-        found = super().start()
+        found = super().start(fresh)
         PROBE.loaded.set()
         return found
 
