@@ -169,7 +169,6 @@ class IngestWorker:
     ) -> None:
         self.address = address
         self._max_age = timedelta(days=retention_days)  # older telemetry would be purged at once
-        self._shared_group = shared_group
         self._batch_messages = batch_messages
         self._batch_seconds = batch_ms / 1000
         self._inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()

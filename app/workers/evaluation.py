@@ -14,14 +14,13 @@ announced on `iot:alerts` after the commit; rule and alert changes come from the
 Nothing is forgotten across a restart or a change of owner: before it takes live points,
 the new evaluator replays the stored telemetry each rule can still see (its longest window
 plus its `for`), which rebuilds the windows and the `for` timers, then aligns each
-(rule, device) with the stored alerts (open ones stay open, cooldowns keep running). On a
-change of partitions only the devices of the partitions taken over are rebuilt so; those
-of the partitions kept keep their state. A
+(rule, device) with the stored alerts (open ones stay open, cooldowns keep running). A
 violation that is still going on but has no alert (no evaluator ran when it began) opens
-one then. That is also why a graceful stop has no state to save: the batch (or tick) in
-progress ends whole, its alerts committed, before the lock goes; entries not acknowledged
-are taken over by the next evaluator. A Redis that lost its data makes it do the same
-rebuild.
+one then. On a change of partitions only the devices of the partitions taken over are
+rebuilt so; those of the partitions kept keep their state. That is also why a graceful
+stop has no state to save: the batch (or tick) in progress ends whole, its alerts
+committed, before the lock goes; entries not acknowledged are taken over by the next
+evaluator. A Redis that lost its data makes it do the same rebuild.
 
 What its input can still miss (a stream append that failed, a rule or alert message its
 bounded bus queue dropped) is noted per device in `app/workers/evaluation_drops.py` and replayed
@@ -150,7 +149,7 @@ class Evaluator:
         last = {
             (str(rule), str(device)): at
             for (rule, device), at in stored.items()
-            if self._owns(str(device)) and fresh(str(device))
+            if fresh(str(device))  # this evaluator's, and to be rebuilt
         }
         missed = [
             t
@@ -562,7 +561,7 @@ async def run_evaluator(
     metrics.PARTITIONS_CONFIGURED.set(streams.partitions)
     holding = asyncio.create_task(owner.run(), name="partition-leases")
     evaluating: asyncio.Task | None = None
-    evaluator: Evaluator | None = None  # whose state holds the devices of `using`
+    evaluator: Evaluator | None = None  # kept across changes: its `held` partitions' state
     using: frozenset[int] = frozenset()
     try:
         while True:
